@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv with pip on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A CPU build of torch on this machine's disk is used when present; elsewhere pip resolves torch itself
+# (set TORCH_INDEX=https://download.pytorch.org/whl/cpu for a CPU-only build off PyPI's CUDA default).
+LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+TORCH_INDEX ?=
+
+.PHONY: demo test test-fast lint bench-speed bench-learning clean
+
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -n "$(LOCAL_TORCH)" ]; then $(PIP) install -q "$(LOCAL_TORCH)"; \
+	elif [ -n "$(TORCH_INDEX)" ]; then $(PIP) install -q torch --index-url "$(TORCH_INDEX)"; fi
+	$(PIP) install -q -e ".[$*]"
+	touch $@
+
+demo: $(VENV)/.installed-extra
+	$(PY) examples/cartpole_quickstart.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -n 2 --durations=15
+
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -n 2 -m "not slow"
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+
+bench-speed: $(VENV)/.installed-test
+	$(PY) benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV) demo_output runs .pytest_cache

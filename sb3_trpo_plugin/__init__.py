@@ -1,0 +1,7 @@
+"""Trust Region Policy Optimization (TRPO) as a first-class Stable-Baselines3 algorithm."""
+
+from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, MlpPolicy, MultiInputPolicy
+
+__version__ = "0.1.0"
+
+__all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "__version__"]

@@ -1,0 +1,1 @@
+"""SB3-aware helpers: distribution adapters and the actor/critic split of a policy's parameters."""

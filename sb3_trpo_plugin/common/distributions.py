@@ -1,0 +1,126 @@
+"""
+Adapters between SB3 action distributions and the trust-region maths.
+
+An SB3 :class:`~stable_baselines3.common.distributions.Distribution` wraps PyTorch distributions
+(``Categorical`` with logits, ``Bernoulli`` with logits, ``Normal`` with mean and standard
+deviation, or a list of ``Categorical`` for MultiDiscrete). This module exposes their parameters
+as a list of tensors, rebuilds a distribution from such a list (to detach the old policy or to
+differentiate in the parameters), and gives the Fisher matrix ``M`` in those parameters.
+Distributions of other kinds return ``None``: the caller falls back to double backpropagation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TypeVar
+
+import torch
+from stable_baselines3.common.distributions import Distribution, kl_divergence
+from torch.distributions import Bernoulli, Categorical, Normal
+
+from sb3_trpo_plugin.trust_region.fisher import (
+    TensorListMap,
+    bernoulli_fisher,
+    block_diagonal,
+    categorical_fisher,
+    normal_fisher,
+)
+
+SelfDistribution = TypeVar("SelfDistribution", bound=Distribution)
+
+
+def distribution_parameters(distribution: Distribution) -> list[torch.Tensor] | None:
+    """
+    The tensors that determine the action distribution, per state.
+
+    :param distribution: an SB3 distribution after ``proba_distribution``
+    :return: ``[logits]`` (Categorical, Bernoulli), ``[mean, std]`` (Normal, gSDE), the logits of
+        each component (MultiCategorical), or ``None`` for other kinds
+    """
+    inner = distribution.distribution
+    if isinstance(inner, list) and all(isinstance(part, Categorical) for part in inner):
+        return [part.logits for part in inner]
+    if isinstance(inner, (Categorical, Bernoulli)):
+        return [inner.logits]
+    if isinstance(inner, Normal):
+        return [inner.loc, inner.scale]
+    return None
+
+
+def with_parameters(distribution: SelfDistribution, parameters: Sequence[torch.Tensor]) -> SelfDistribution:
+    """
+    A shallow copy of ``distribution`` whose PyTorch distribution is rebuilt from ``parameters``.
+
+    SB3 policies return the same distribution object on every call, so a copy is needed to keep
+    the old policy while the weights move.
+
+    :param distribution: an SB3 distribution accepted by :func:`distribution_parameters`
+    :param parameters: tensors in the layout :func:`distribution_parameters` returns
+    :return: the copy
+    """
+    inner = distribution.distribution
+    rebuilt = copy.copy(distribution)
+    # validate_args=False: the values come from a valid distribution, and validation costs a host sync.
+    if isinstance(inner, list):
+        rebuilt.distribution = [Categorical(logits=logits, validate_args=False) for logits in parameters]
+    elif isinstance(inner, Categorical):
+        rebuilt.distribution = Categorical(logits=parameters[0], validate_args=False)
+    elif isinstance(inner, Bernoulli):
+        rebuilt.distribution = Bernoulli(logits=parameters[0], validate_args=False)
+    elif isinstance(inner, Normal):
+        rebuilt.distribution = Normal(parameters[0], parameters[1], validate_args=False)
+    else:
+        raise TypeError(f"Cannot rebuild a distribution of type {type(inner).__name__}")
+    return rebuilt
+
+
+def detached(distribution: SelfDistribution) -> SelfDistribution:
+    """
+    A copy of ``distribution`` cut from the autograd graph (the frozen old policy).
+
+    :param distribution: an SB3 distribution accepted by :func:`distribution_parameters`
+    :return: the detached copy
+    """
+    parameters = distribution_parameters(distribution)
+    if parameters is None:
+        raise TypeError(f"Cannot detach a distribution of type {type(distribution.distribution).__name__}")
+    return with_parameters(distribution, [p.detach() for p in parameters])
+
+
+def fisher_metric(distribution: Distribution, scale: float) -> TensorListMap | None:
+    """
+    The Fisher matrix ``M`` of the distribution in the parameters of :func:`distribution_parameters`.
+
+    Components are independent, so ``M`` is block diagonal: ``diag(p) - p pᵀ`` per categorical,
+    ``diag(p(1-p))`` for Bernoulli logits, ``diag(1/σ², 2/σ²)`` for a normal in (μ, σ).
+
+    :param distribution: an SB3 distribution
+    :param scale: factor on ``M`` (``1/N`` for the mean KL over ``N`` states)
+    :return: ``u ↦ scale · M u``, or ``None`` for other kinds
+    """
+    inner = distribution.distribution
+    if isinstance(inner, list) and all(isinstance(part, Categorical) for part in inner):
+        return block_diagonal([categorical_fisher(part.probs, scale) for part in inner], [1] * len(inner))
+    if isinstance(inner, Categorical):
+        return categorical_fisher(inner.probs, scale)
+    if isinstance(inner, Bernoulli):
+        return bernoulli_fisher(inner.probs, scale)
+    if isinstance(inner, Normal):
+        return normal_fisher(inner.scale, scale)
+    return None
+
+
+def kl_per_state(old: Distribution, new: Distribution) -> torch.Tensor:
+    """
+    ``KL(π_old(·|s) ‖ π_new(·|s))`` for each state: the KL of the joint action distribution.
+
+    Independent action dimensions add up (SB3's ``kl_divergence`` leaves them separate for Normal
+    and Bernoulli; averaging them instead would shrink the trust region by the action dimension).
+
+    :param old: distribution of the old policy
+    :param new: distribution of the new policy, same type
+    :return: tensor of shape ``(n_states,)``
+    """
+    kl = kl_divergence(old, new)
+    return kl.sum(dim=-1) if kl.dim() > 1 else kl

@@ -1,0 +1,50 @@
+"""Which parameters of an actor-critic policy belong to the actor, found from the autograd graph."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+
+def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """
+    Split the trainable parameters into those that shape the action distribution and the rest.
+
+    The split is structural: a parameter belongs to the actor when the log-probability of an action
+    depends on it in the autograd graph of ``policy.get_distribution``. So a features extractor
+    shared by actor and critic counts as the actor's, and custom policies need no naming convention.
+
+    :param policy: the actor-critic policy (a sample of its observation space is the input)
+    :return: ``(actor_parameters, critic_parameters)``, each in ``policy.parameters()`` order
+    """
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
+    with torch.enable_grad():
+        distribution = policy.get_distribution(observation)
+        log_prob = distribution.log_prob(distribution.get_actions(deterministic=True).detach())
+        grads = torch.autograd.grad(log_prob.sum(), trainable, allow_unused=True)
+    actor = [p for p, g in zip(trainable, grads, strict=True) if g is not None]
+    critic = [p for p, g in zip(trainable, grads, strict=True) if g is None]
+    if not actor:
+        raise ValueError("No trainable parameter of the policy influences the action distribution")
+    return actor, critic
+
+
+@contextlib.contextmanager
+def frozen(parameters: Sequence[torch.nn.Parameter]) -> Iterator[None]:
+    """
+    Turn off gradients of ``parameters`` inside the block, so backward passes neither compute nor
+    apply anything to them (and stop early where only they lie upstream).
+
+    :param parameters: parameters with ``requires_grad=True``
+    """
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in parameters:
+            parameter.requires_grad_(True)

@@ -1,0 +1,4 @@
+from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_trpo_plugin.trpo.trpo import TRPO
+
+__all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy"]

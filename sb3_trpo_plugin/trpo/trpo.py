@@ -1,0 +1,530 @@
+"""Trust Region Policy Optimization as a Stable-Baselines3 on-policy algorithm."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.utils import explained_variance
+from torch.nn import functional as F
+
+from sb3_trpo_plugin.common.distributions import (
+    distribution_parameters,
+    fisher_metric,
+    kl_per_state,
+    with_parameters,
+)
+from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic
+from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_trpo_plugin.trust_region import (
+    LineSearchResult,
+    Linearization,
+    backtracking_line_search,
+    conjugate_gradient,
+    flatten,
+    gauss_newton_vector_product,
+    kl_hessian_vector_product,
+    max_step_size,
+    unflatten_like,
+)
+
+SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
+
+FisherProduct = Literal["auto", "gauss_newton", "kl_hessian"]
+
+
+@dataclass(frozen=True)
+class PolicyBatch:
+    """The data of the policy step: states, actions taken, their old log-probabilities, advantages."""
+
+    observations: PyTorchObs
+    actions: torch.Tensor
+    old_log_prob: torch.Tensor
+    advantages: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LinearizedPolicy:
+    """
+    The local model of the policy step at ``θ_old``.
+
+    :param objective: surrogate ``L(θ_old)``
+    :param gradient: ``g = ∇_θ L(θ_old)`` over the actor's parameters, flat
+    :param fisher_product: ``v ↦ (F + λI) v``
+    :param old_distribution: ``π_old``, detached from the graph
+    """
+
+    objective: float
+    gradient: torch.Tensor
+    fisher_product: Callable[[torch.Tensor], torch.Tensor]
+    old_distribution: Distribution
+
+
+@dataclass(frozen=True)
+class PolicyStepStats:
+    """What one trust-region step did, for the logs."""
+
+    objective: float
+    kl: float
+    accepted: bool
+    non_finite: bool = False
+    line_search_steps: int = 0
+    step_fraction: float = 0.0
+    cg_steps: int = 0
+    cg_residual: float = float("nan")
+    gradient_norm: float = float("nan")
+    max_step_size: float = float("nan")
+    expected_improvement: float = 0.0
+    actual_improvement: float = 0.0
+
+
+def surrogate_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """
+    Importance-sampled surrogate ``L(θ) = mean_t[ π_θ(a_t|s_t) / π_old(a_t|s_t) · A_t ]``.
+
+    :param log_prob: ``log π_θ(a_t|s_t)``
+    :param old_log_prob: ``log π_old(a_t|s_t)``
+    :param advantages: ``A_t``
+    :return: scalar surrogate
+    """
+    return (torch.exp(log_prob - old_log_prob) * advantages).mean()
+
+
+def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """
+    Z-score over the batch: ``Â = (A - mean A) / (std A + ε)``.
+
+    :param advantages: ``A_t`` for the whole batch
+    :param eps: ``ε`` guarding a zero standard deviation
+    :return: ``Â``
+    """
+    return (advantages - advantages.mean()) / (advantages.std() + eps)
+
+
+def index_observations(observations: PyTorchObs, index: torch.Tensor | slice) -> PyTorchObs:
+    """
+    Select rows of a batch of observations, a tensor or a dict of tensors.
+
+    :param observations: batch of observations
+    :param index: row indices or a slice
+    :return: the selected rows
+    """
+    if isinstance(observations, dict):
+        return {key: value[index] for key, value in observations.items()}
+    return observations[index]
+
+
+def _validate_hyperparameters(**values: Any) -> None:
+    """Raise ``ValueError`` naming the parameter and its allowed range for an out-of-range value."""
+    rules: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "target_kl": (lambda v: v is not None and v > 0, "> 0"),
+        "cg_max_steps": (lambda v: v >= 1, ">= 1"),
+        "cg_damping": (lambda v: v >= 0, ">= 0"),
+        "cg_residual_tol": (lambda v: v >= 0, ">= 0"),
+        "line_search_shrinking_factor": (lambda v: 0 < v < 1, "in the open interval (0, 1)"),
+        "line_search_max_iter": (lambda v: v >= 1, ">= 1"),
+        "batch_size": (lambda v: v >= 1, ">= 1"),
+        "n_critic_updates": (lambda v: v >= 0, ">= 0"),
+        "sub_sampling_factor": (lambda v: v >= 1, ">= 1"),
+        "fisher_product": (lambda v: v in ("auto", "gauss_newton", "kl_hessian"), "one of 'auto', 'gauss_newton', 'kl_hessian'"),
+    }
+    for name, value in values.items():
+        is_valid, allowed = rules[name]
+        if not is_valid(value):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+class TRPO(OnPolicyAlgorithm):
+    """
+    Trust Region Policy Optimization (TRPO).
+
+    Paper: https://arxiv.org/abs/1502.05477. Each update takes one step on the policy that
+    maximises the surrogate advantage inside a KL trust region, then regresses the critic::
+
+        maximise  L(θ) = E[π_θ(a|s) / π_old(a|s) · A]   subject to   KL̄(π_old ‖ π_θ) <= δ
+
+    solved approximately by the natural gradient ``x = F⁻¹g`` (conjugate gradient with
+    Fisher-vector products), scaled to the boundary ``β = sqrt(2δ / xᵀFx)`` and checked by a
+    backtracking line search. The constructor takes the same keywords, with the same meanings and
+    defaults, as sb3-contrib's ``TRPO``.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy, or an
+        ``ActorCriticPolicy`` subclass)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate of the critic's optimiser; it can be a function of the
+        current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+        (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel).
+        ``n_steps * n_envs`` must be greater than 1 when advantages are normalised
+    :param batch_size: Minibatch size for the critic's regression
+    :param gamma: Discount factor
+    :param cg_max_steps: Maximum number of conjugate gradient steps (Fisher-vector products) to solve ``F x = g``
+    :param cg_damping: Damping ``λ`` added to the Fisher matrix: the solver works with ``F + λI``
+    :param line_search_shrinking_factor: Step-size reduction factor ``s`` of the backtracking line search
+        (i.e., ``theta_new = theta + s^i * beta * x``)
+    :param line_search_max_iter: Maximum number of trial steps of the backtracking line search
+    :param n_critic_updates: Number of epochs of critic regression per policy update
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+        instead of action noise exploration (default: False)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+        Default: -1 (only sample at the beginning of the rollout)
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param normalize_advantage: Whether to normalise the advantages (z-score over the whole batch)
+    :param target_kl: Trust-region radius ``δ``: the largest mean KL divergence between the old and the
+        new policy that a step may reach. Values like 0.01, 0.05. The KL is that of the joint action
+        distribution (summed over action dimensions)
+    :param sub_sampling_factor: Use every k-th sample of the (shuffled) batch for the policy step, to make it
+        faster (see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf); the critic uses all
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: the verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    :param fisher_product: How Fisher-vector products are computed: ``"gauss_newton"`` uses the closed
+        form ``Jᵀ M J v`` (Categorical, MultiCategorical, Bernoulli, Gaussian and gSDE policies),
+        ``"kl_hessian"`` double-backpropagates the mean KL (any distribution), ``"auto"`` takes the
+        closed form where it exists. Both compute the same exact Hessian of the mean KL
+    :param cg_residual_tol: The conjugate gradient stops early once the squared residual ``‖g - F x‖²``
+        falls below this
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: ActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 2048,
+        batch_size: int = 128,
+        gamma: float = 0.99,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        n_critic_updates: int = 10,
+        gae_lambda: float = 0.95,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = True,
+        target_kl: float = 0.01,
+        sub_sampling_factor: int = 1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+        fisher_product: FisherProduct = "auto",
+        cg_residual_tol: float = 1e-10,
+    ):
+        _validate_hyperparameters(
+            target_kl=target_kl,
+            cg_max_steps=cg_max_steps,
+            cg_damping=cg_damping,
+            cg_residual_tol=cg_residual_tol,
+            line_search_shrinking_factor=line_search_shrinking_factor,
+            line_search_max_iter=line_search_max_iter,
+            batch_size=batch_size,
+            n_critic_updates=n_critic_updates,
+            sub_sampling_factor=sub_sampling_factor,
+            fisher_product=fisher_product,
+        )
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,  # TRPO has no entropy bonus
+            vf_coef=0.0,  # the critic is fitted separately
+            max_grad_norm=0.0,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+        self.normalize_advantage = normalize_advantage
+        self.batch_size = batch_size
+        self.cg_max_steps = cg_max_steps
+        self.cg_damping = cg_damping
+        self.cg_residual_tol = cg_residual_tol
+        self.line_search_shrinking_factor = line_search_shrinking_factor
+        self.line_search_max_iter = line_search_max_iter
+        self.target_kl = target_kl
+        self.n_critic_updates = n_critic_updates
+        self.sub_sampling_factor = sub_sampling_factor
+        self.fisher_product = fisher_product
+        if self.env is not None:
+            self._check_buffer_size()
+        if _init_setup_model:
+            self._setup_model()
+
+    def _check_buffer_size(self) -> None:
+        """Refuse a one-sample buffer with advantage normalisation; warn on a truncated last minibatch."""
+        buffer_size = self.n_envs * self.n_steps
+        if self.normalize_advantage and buffer_size <= 1:
+            raise ValueError(
+                "n_steps * n_envs must be greater than 1 when normalize_advantage=True (the standard deviation "
+                f"of one advantage is undefined); got n_steps={self.n_steps}, n_envs={self.n_envs}"
+            )
+        if buffer_size % self.batch_size > 0:
+            warnings.warn(
+                f"You have specified a mini-batch size of {self.batch_size}, but because the `RolloutBuffer` is of "
+                f"size `n_steps * n_envs = {buffer_size}`, after every {buffer_size // self.batch_size} untruncated "
+                f"mini-batches, there will be a truncated mini-batch of size {buffer_size % self.batch_size}\n"
+                "We recommend using a `batch_size` that is a factor of `n_steps * n_envs`.\n"
+                f"Info: (n_steps={self.n_steps} and n_envs={self.n_envs})",
+                stacklevel=3,
+            )
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._actor_params, self._critic_params = split_actor_critic(self.policy)
+        if not self._critic_params:
+            raise ValueError(
+                "Every trainable parameter of the policy shapes the action distribution, so the critic has nothing "
+                "of its own to train: give the value function its own layers (e.g. a value head)"
+            )
+        # The critic's optimiser holds the critic's parameters only: the actor moves by the trust-region step alone.
+        self.policy.optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
+            self._critic_params, lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params"]
+
+    def train(self) -> None:
+        """One TRPO update from the rollout buffer: a trust-region step on the actor, then the critic's regression."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        rollout = next(self.rollout_buffer.get(batch_size=None))
+        advantages = normalize_advantages(rollout.advantages) if self.normalize_advantage else rollout.advantages
+        actions = rollout.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else rollout.actions
+        every = slice(None, None, self.sub_sampling_factor)
+        batch = PolicyBatch(
+            index_observations(rollout.observations, every), actions[every], rollout.old_log_prob[every], advantages[every]
+        )
+
+        policy_step = self._policy_step(batch)
+        value_loss = self._critic_regression(rollout.observations, rollout.returns)
+
+        self._n_updates += 1
+        self._log_update(policy_step, value_loss)
+
+    def _policy_step(self, batch: PolicyBatch) -> PolicyStepStats:
+        """
+        The trust-region step: ``x ≈ (F + λI)⁻¹ g`` by conjugate gradient, scaled by
+        ``β = sqrt(2δ / xᵀ(F + λI)x)``, then backtracked until the KL bound holds and the surrogate
+        improves. Any non-finite quantity rejects the step before it reaches the weights.
+        """
+        model = self._linearize_policy(batch)
+        gradient_norm = float(torch.linalg.vector_norm(model.gradient))
+        rejected = PolicyStepStats(model.objective, 0.0, accepted=False, non_finite=True, gradient_norm=gradient_norm)
+        if not np.isfinite(gradient_norm) or not np.isfinite(model.objective):
+            return rejected
+        solve = conjugate_gradient(model.fisher_product, model.gradient, self.cg_max_steps, self.cg_residual_tol)
+        rejected = dataclasses.replace(rejected, cg_steps=solve.n_steps, cg_residual=solve.residual_norm)
+        if not solve.ok:
+            return rejected
+        beta = max_step_size(float(solve.quadratic_form(model.gradient)), self.target_kl)
+        if not np.isfinite(beta):
+            return rejected
+        full_step = beta * solve.solution
+        search = self._line_search(batch, model, full_step)
+        return PolicyStepStats(
+            objective=search.objective,
+            kl=search.kl,
+            accepted=search.accepted,
+            line_search_steps=search.n_evaluations,
+            step_fraction=search.step_fraction,
+            cg_steps=solve.n_steps,
+            cg_residual=solve.residual_norm,
+            gradient_norm=gradient_norm,
+            max_step_size=beta,
+            expected_improvement=search.step_fraction * float(model.gradient @ full_step),
+            actual_improvement=search.objective - model.objective,
+        )
+
+    def _linearize_policy(self, batch: PolicyBatch) -> LinearizedPolicy:
+        """
+        Surrogate ``L``, its gradient ``g`` and the Fisher product ``v ↦ (F + λI) v`` at ``θ_old``.
+
+        Closed form (``F = Jᵀ M J``, with ``J = ∂η/∂θ`` for the distribution parameters ``η``): one
+        forward pass, ``∂L/∂η`` on the small tensors ``η``, then ``g = Jᵀ ∂L/∂η`` from the same
+        backward pass that sets up the products with ``J``. Otherwise, ``F v`` is the Hessian-vector
+        product of the mean KL by double backpropagation.
+        """
+        distribution = self.policy.get_distribution(batch.observations)
+        parameters = distribution_parameters(distribution)
+        metric = None if parameters is None else fisher_metric(distribution, 1.0 / batch.advantages.shape[0])
+        if self.fisher_product == "gauss_newton" and metric is None:
+            raise ValueError(
+                f"fisher_product='gauss_newton' has no closed form for {type(distribution).__name__}; use 'auto' or 'kl_hessian'"
+            )
+        if self.fisher_product == "kl_hessian" or parameters is None or metric is None:
+            return self._linearize_policy_by_double_backprop(batch, distribution)
+
+        leaves = [p.detach().requires_grad_(True) for p in parameters]
+        objective = surrogate_objective(
+            with_parameters(distribution, leaves).log_prob(batch.actions), batch.old_log_prob, batch.advantages
+        )
+        objective_grad = torch.autograd.grad(objective, leaves)
+        linearization = Linearization(parameters, self._actor_params, cotangent=objective_grad)
+        return LinearizedPolicy(
+            objective=float(objective.detach()),
+            gradient=linearization.transposed_product_at_cotangent,
+            fisher_product=gauss_newton_vector_product(linearization, metric, self.cg_damping),
+            old_distribution=with_parameters(distribution, [p.detach() for p in parameters]),
+        )
+
+    def _linearize_policy_by_double_backprop(self, batch: PolicyBatch, distribution: Distribution) -> LinearizedPolicy:
+        """``g`` by backpropagation and ``F v = ∇(∇KL̄ · v)`` for any distribution with a differentiable KL."""
+        parameters = distribution_parameters(distribution)
+        if parameters is not None:
+            old_distribution = with_parameters(distribution, [p.detach() for p in parameters])
+        else:
+            # An unknown distribution cannot be detached: evaluate π_old without a graph, then π_θ with one.
+            # SB3 policies return one distribution object per call and mutate it, hence the shallow copy.
+            with torch.no_grad():
+                old_distribution = copy.copy(self.policy.get_distribution(batch.observations))
+            distribution = self.policy.get_distribution(batch.observations)
+        objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
+        gradient = flatten(torch.autograd.grad(objective, self._actor_params, retain_graph=True))
+        mean_kl = kl_per_state(old_distribution, distribution).mean()
+        return LinearizedPolicy(
+            objective=float(objective.detach()),
+            gradient=gradient,
+            fisher_product=kl_hessian_vector_product(mean_kl, self._actor_params, self.cg_damping),
+            old_distribution=old_distribution,
+        )
+
+    def _line_search(self, batch: PolicyBatch, model: LinearizedPolicy, full_step: torch.Tensor) -> LineSearchResult:
+        """
+        Try ``θ_old + sⁱ β x`` for ``i = 0, 1, …`` until ``KL̄ <= δ`` and ``L`` improves; on failure put back
+        the exact old weights. Weights are written in place: no copies of the network.
+        """
+        params = self._actor_params
+        originals = [p.detach().clone() for p in params]
+        step = unflatten_like(full_step, params)
+
+        @torch.no_grad()
+        def evaluate(fraction: float) -> tuple[float, float]:
+            torch._foreach_copy_(params, originals)
+            torch._foreach_add_(params, step, alpha=fraction)
+            distribution = self.policy.get_distribution(batch.observations)
+            objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
+            kl = kl_per_state(model.old_distribution, distribution).mean()
+            return float(objective), float(kl)
+
+        result = backtracking_line_search(
+            evaluate, model.objective, self.target_kl, self.line_search_shrinking_factor, self.line_search_max_iter
+        )
+        if not result.accepted:
+            with torch.no_grad():
+                torch._foreach_copy_(params, originals)
+        return result
+
+    def _critic_regression(self, observations: PyTorchObs, returns: torch.Tensor) -> float:
+        """
+        ``n_critic_updates`` epochs of minibatch regression ``min_φ mean (V_φ(s) - R̂)²`` to the λ-returns.
+
+        Only the critic's own parameters move (the actor's are frozen, so a shared features extractor
+        stays where the trust-region step put it). A non-finite loss skips its minibatch.
+
+        :return: mean value loss over all minibatches (``nan`` when there were none)
+        """
+        n_samples = returns.shape[0]
+        losses = []
+        with frozen(self._actor_params):
+            for _ in range(self.n_critic_updates):
+                permutation = torch.randperm(n_samples, device=returns.device)
+                for start in range(0, n_samples, self.batch_size):
+                    indices = permutation[start : start + self.batch_size]
+                    values = self.policy.predict_values(index_observations(observations, indices)).flatten()
+                    loss = F.mse_loss(values, returns[indices])
+                    self.policy.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if torch.isfinite(loss):
+                        self.policy.optimizer.step()
+                    losses.append(loss.detach())
+        return float(torch.stack(losses).mean()) if losses else float("nan")
+
+    def _log_update(self, step: PolicyStepStats, value_loss: float) -> None:
+        """Record sb3-contrib's keys plus the trust-region diagnostics."""
+        record = self.logger.record
+        record("train/policy_objective", step.objective)
+        record("train/value_loss", value_loss)
+        record("train/kl_divergence_loss", step.kl)
+        record(
+            "train/explained_variance",
+            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
+        )
+        record("train/is_line_search_success", float(step.accepted))
+        record("train/is_step_non_finite", float(step.non_finite))
+        record("train/line_search_steps", step.line_search_steps)
+        record("train/step_fraction", step.step_fraction)
+        record("train/max_step_size", step.max_step_size)
+        record("train/cg_steps", step.cg_steps)
+        record("train/cg_residual", step.cg_residual)
+        record("train/policy_gradient_norm", step.gradient_norm)
+        record("train/expected_improvement", step.expected_improvement)
+        record("train/actual_improvement", step.actual_improvement)
+        if hasattr(self.policy, "log_std"):
+            record("train/std", torch.exp(self.policy.log_std).mean().item())
+        record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if step.non_finite and self.verbose >= 1:
+            print(f"TRPO update {self._n_updates}: non-finite objective, gradient or step; the policy step was rejected")
+
+    def learn(
+        self: SelfTRPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "TRPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfTRPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
