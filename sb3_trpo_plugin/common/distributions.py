@@ -40,7 +40,7 @@ def distribution_parameters(distribution: Distribution) -> list[torch.Tensor] | 
     """
     inner = distribution.distribution
     if isinstance(inner, list) and all(isinstance(part, Categorical) for part in inner):
-        return [part.logits for part in inner]
+        return [part.logits for part in inner]  # type: ignore[attr-defined]
     if isinstance(inner, (Categorical, Bernoulli)):
         return [inner.logits]
     if isinstance(inner, Normal):
@@ -101,7 +101,10 @@ def fisher_metric(distribution: Distribution, scale: float) -> TensorListMap | N
     """
     inner = distribution.distribution
     if isinstance(inner, list) and all(isinstance(part, Categorical) for part in inner):
-        return block_diagonal([categorical_fisher(part.probs, scale) for part in inner], [1] * len(inner))
+        return block_diagonal(
+            [categorical_fisher(part.probs, scale) for part in inner],  # type: ignore[attr-defined]
+            [1] * len(inner),
+        )
     if isinstance(inner, Categorical):
         return categorical_fisher(inner.probs, scale)
     if isinstance(inner, Bernoulli):

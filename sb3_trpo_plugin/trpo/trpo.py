@@ -29,8 +29,8 @@ from sb3_trpo_plugin.common.distributions import (
 from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trust_region import (
-    LineSearchResult,
     Linearization,
+    LineSearchResult,
     backtracking_line_search,
     conjugate_gradient,
     flatten,
@@ -138,7 +138,10 @@ def _validate_hyperparameters(**values: Any) -> None:
         "batch_size": (lambda v: v >= 1, ">= 1"),
         "n_critic_updates": (lambda v: v >= 0, ">= 0"),
         "sub_sampling_factor": (lambda v: v >= 1, ">= 1"),
-        "fisher_product": (lambda v: v in ("auto", "gauss_newton", "kl_hessian"), "one of 'auto', 'gauss_newton', 'kl_hessian'"),
+        "fisher_product": (
+            lambda v: v in ("auto", "gauss_newton", "kl_hessian"),
+            "one of 'auto', 'gauss_newton', 'kl_hessian'",
+        ),
     }
     for name, value in values.items():
         is_valid, allowed = rules[name]
@@ -395,7 +398,8 @@ class TRPO(OnPolicyAlgorithm):
         metric = None if parameters is None else fisher_metric(distribution, 1.0 / batch.advantages.shape[0])
         if self.fisher_product == "gauss_newton" and metric is None:
             raise ValueError(
-                f"fisher_product='gauss_newton' has no closed form for {type(distribution).__name__}; use 'auto' or 'kl_hessian'"
+                f"fisher_product='gauss_newton' has no closed form for {type(distribution).__name__}; "
+                "use 'auto' or 'kl_hessian'"
             )
         if self.fisher_product == "kl_hessian" or parameters is None or metric is None:
             return self._linearize_policy_by_double_backprop(batch, distribution)
@@ -439,7 +443,7 @@ class TRPO(OnPolicyAlgorithm):
         Try ``θ_old + sⁱ β x`` for ``i = 0, 1, …`` until ``KL̄ <= δ`` and ``L`` improves; on failure put back
         the exact old weights. Weights are written in place: no copies of the network.
         """
-        params = self._actor_params
+        params: list[torch.Tensor] = list(self._actor_params)
         originals = [p.detach().clone() for p in params]
         step = unflatten_like(full_step, params)
 

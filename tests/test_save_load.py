@@ -1,0 +1,51 @@
+"""save/load, get/set_parameters and continued training keep the model intact."""
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_trpo_plugin import TRPO
+from tests.conftest import ACTION_SPACES, RandomEnv
+
+
+@pytest.mark.parametrize("space", ["discrete", "box"])
+def test_save_load_gives_identical_deterministic_actions(tmp_path, space):
+    env = RandomEnv(ACTION_SPACES[space])
+    model = TRPO(
+        "MlpPolicy", env, n_steps=64, batch_size=32, seed=0, target_kl=0.02, cg_max_steps=7, fisher_product="kl_hessian"
+    )
+    model.learn(128)
+    model.save(tmp_path / "model")
+    loaded = TRPO.load(tmp_path / "model", env=env)
+    observations = np.stack([env.observation_space.sample() for _ in range(20)])
+    np.testing.assert_array_equal(
+        model.predict(observations, deterministic=True)[0], loaded.predict(observations, deterministic=True)[0]
+    )
+    for key, value in model.policy.state_dict().items():
+        assert torch.equal(value, loaded.policy.state_dict()[key]), key
+    assert (loaded.target_kl, loaded.cg_max_steps, loaded.fisher_product) == (0.02, 7, "kl_hessian")
+    assert loaded.num_timesteps == 128 and loaded._n_updates == 2
+    # The critic's optimiser state survives, and only the critic's parameters are in it.
+    assert len(loaded.policy.optimizer.param_groups[0]["params"]) == len(loaded._critic_params)
+    assert loaded.policy.optimizer.state_dict()["state"].keys() == model.policy.optimizer.state_dict()["state"].keys()
+    loaded.learn(64, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 192
+
+
+def test_get_and_set_parameters_round_trip():
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    trained = TRPO("MlpPolicy", env, n_steps=64, batch_size=64, seed=0).learn(256)
+    fresh = TRPO("MlpPolicy", env, n_steps=64, batch_size=64, seed=1)
+    observations = env.observation_space.sample()[None].repeat(8, axis=0) + np.linspace(-0.1, 0.1, 8)[:, None].astype(
+        np.float32
+    )
+    assert not np.array_equal(
+        *(m.policy.predict_values(m.policy.obs_to_tensor(observations)[0]).detach().numpy() for m in (trained, fresh))
+    )
+    fresh.set_parameters(trained.get_parameters())
+    for key, value in trained.policy.state_dict().items():
+        assert torch.equal(value, fresh.policy.state_dict()[key]), key
+    np.testing.assert_array_equal(
+        trained.predict(observations, deterministic=True)[0], fresh.predict(observations, deterministic=True)[0]
+    )

@@ -1,0 +1,105 @@
+"""The trust-region step on real SB3 policies: KL bound, improvement, exact restore, agreement with sb3-contrib."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from sb3_contrib import TRPO as ContribTRPO
+from stable_baselines3.common.logger import Logger
+
+from sb3_trpo_plugin.common.distributions import kl_per_state
+from sb3_trpo_plugin.trpo.trpo import surrogate_objective
+from tests.conftest import ACTION_SPACES, RandomEnv, filled_model, policy_batch
+
+
+def actor_snapshot(model):
+    return [p.detach().clone() for p in model._actor_params]
+
+
+def surrogate_and_kl(model, batch, old_distribution):
+    with torch.no_grad():
+        distribution = model.policy.get_distribution(batch.observations)
+        objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
+        return float(objective), float(kl_per_state(old_distribution, distribution).mean())
+
+
+@pytest.mark.parametrize("space", sorted(ACTION_SPACES))
+@pytest.mark.parametrize("target_kl", [0.001, 0.05])
+def test_accepted_step_is_within_kl_and_improves(space, target_kl):
+    model = filled_model(RandomEnv(ACTION_SPACES[space]), n_steps=128, target_kl=target_kl)
+    batch = policy_batch(model)
+    old_distribution = model._linearize_policy(batch).old_distribution
+    old_objective, _ = surrogate_and_kl(model, batch, old_distribution)
+    before = actor_snapshot(model)
+    stats = model._policy_step(batch)
+    assert stats.accepted, stats
+    objective, kl = surrogate_and_kl(model, batch, old_distribution)
+    assert 0 < kl <= target_kl
+    assert objective > old_objective
+    assert kl == pytest.approx(stats.kl, rel=1e-4) and objective == pytest.approx(stats.objective, rel=1e-4, abs=1e-7)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model._actor_params, strict=True))
+
+
+def test_failed_line_search_restores_weights_bit_for_bit(monkeypatch):
+    model = filled_model(RandomEnv(ACTION_SPACES["box"]), n_steps=128, line_search_max_iter=3)
+    # A step a thousand times too long: every trial breaks the KL bound.
+    monkeypatch.setattr("sb3_trpo_plugin.trpo.trpo.max_step_size", lambda curvature, max_kl: 1e3)
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    stats = model._policy_step(policy_batch(model))
+    assert not stats.accepted and stats.line_search_steps == 3 and stats.kl == 0.0
+    after = model.policy.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_non_finite_advantage_is_rejected_and_training_goes_on():
+    model = filled_model(RandomEnv(ACTION_SPACES["discrete"]), n_steps=64)
+    model.rollout_buffer.advantages[3, 0] = np.nan
+    actor_before = actor_snapshot(model)
+    critic_before = [p.detach().clone() for p in model._critic_params]
+    model.train()
+    assert all(torch.equal(a, b) for a, b in zip(actor_before, model._actor_params, strict=True))
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+    # The critic regresses on the returns, which stayed finite, so it still learns.
+    assert any(not torch.equal(a, b) for a, b in zip(critic_before, model._critic_params, strict=True))
+    logged = model.logger.name_to_value
+    assert logged["train/is_step_non_finite"] == 1.0 and logged["train/is_line_search_success"] == 0.0
+
+
+def test_non_finite_returns_never_reach_the_critic():
+    model = filled_model(RandomEnv(ACTION_SPACES["discrete"]), n_steps=64)
+    model.rollout_buffer.returns[5, 0] = np.inf
+    model.train()
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+
+
+def contrib_twin(ours, env, **kwargs):
+    """sb3-contrib's TRPO with our weights and our rollout buffer."""
+    theirs = ContribTRPO("MlpPolicy", env, seed=0, **kwargs)
+    theirs.policy.load_state_dict(ours.policy.state_dict())
+    theirs.rollout_buffer = ours.rollout_buffer
+    theirs.set_logger(Logger(folder=None, output_formats=[]))
+    return theirs
+
+
+@pytest.mark.parametrize(
+    "env_factory",
+    [lambda: gym.make("CartPole-v1"), lambda: gym.make("Pendulum-v1"), lambda: RandomEnv(ACTION_SPACES["multidiscrete"])],
+    ids=["CartPole-Categorical", "Pendulum-Gaussian", "MultiDiscrete"],
+)
+def test_step_direction_agrees_with_sb3_contrib(env_factory):
+    settings = dict(n_steps=512, n_critic_updates=0, cg_max_steps=15, cg_damping=0.1, target_kl=0.01)
+    ours = filled_model(env_factory(), **settings)
+    theirs = contrib_twin(ours, env_factory(), **settings)
+    start = actor_snapshot(ours)
+    ours.train()
+    with pytest.warns(RuntimeWarning):  # sb3-contrib averages an empty list of critic losses
+        theirs.train()
+    names = {id(p): name for name, p in ours.policy.named_parameters()}
+    their_params = dict(theirs.policy.named_parameters())
+    our_delta = torch.cat([(p.detach() - s).flatten() for p, s in zip(ours._actor_params, start, strict=True)])
+    their_delta = torch.cat(
+        [(their_params[names[id(p)]].detach() - s).flatten() for p, s in zip(ours._actor_params, start, strict=True)]
+    )
+    assert our_delta.norm() > 0 and their_delta.norm() > 0
+    cosine = float(torch.nn.functional.cosine_similarity(our_delta, their_delta, dim=0))
+    assert cosine > 0.99
