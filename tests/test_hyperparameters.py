@@ -33,6 +33,7 @@ def test_every_sb3_contrib_keyword_has_the_same_name_and_default():
         ("batch_size", 0, ">= 1"),
         ("n_critic_updates", -1, ">= 0"),
         ("sub_sampling_factor", 0, ">= 1"),
+        ("fisher_sub_sampling_factor", 0, ">= 1"),
         ("fisher_product", "exact", "gauss_newton"),
     ],
 )

@@ -60,12 +60,12 @@ def case(request, monkeypatch):
     actor_names = [names[id(p)] for p in model._actor_params]
     theta = flatten([p.detach() for p in model._actor_params])
 
-    def hessian_with(old_distribution):
+    def hessian_with(old_distribution, rows=slice(None)):
         def mean_kl(flat):
             new = functional_call(
                 wrapper, dict(zip(actor_names, unflatten_like(flat, model._actor_params), strict=True)), (batch.observations,)
             )
-            return kl_per_state(old_distribution, new).mean()
+            return kl_per_state(old_distribution, new)[rows].mean()
 
         return torch.autograd.functional.hessian(mean_kl, theta)
 
@@ -83,6 +83,20 @@ def test_fisher_product_equals_explicit_hessian(case, method):
     for _ in range(3):
         v = torch.randn(hessian.shape[0], generator=generator, dtype=torch.float64)
         torch.testing.assert_close(linearized.fisher_product(v), hessian @ v, rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["gauss_newton", "kl_hessian"])
+def test_fisher_sub_sampling_uses_every_kth_state_for_f_and_all_for_g(case, method):
+    model, batch, hessian_with = case
+    model.fisher_product = method
+    full = model._linearize_policy(batch)
+    model.fisher_sub_sampling_factor = 3
+    sub_sampled = model._linearize_policy(batch)
+    hessian = hessian_with(sub_sampled.old_distribution, rows=slice(None, None, 3))
+    v = torch.randn(hessian.shape[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(sub_sampled.fisher_product(v), hessian @ v, rtol=1e-5, atol=1e-10)
+    assert not torch.allclose(sub_sampled.fisher_product(v), full.fisher_product(v))
+    torch.testing.assert_close(sub_sampled.gradient, full.gradient)
 
 
 def test_gradient_is_the_surrogate_gradient(case):
