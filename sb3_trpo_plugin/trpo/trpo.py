@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -519,15 +520,15 @@ class TRPO(OnPolicyAlgorithm):
                 epoch_inputs, epoch_returns = index_observations(inputs, permutation), returns[permutation]
                 for start in range(0, n_samples, self.batch_size):
                     minibatch = slice(start, start + self.batch_size)
-                    loss = F.mse_loss(
-                        value_of(index_observations(epoch_inputs, minibatch)).flatten(), epoch_returns[minibatch]
-                    )
-                    self.policy.optimizer.zero_grad(set_to_none=True)
+                    values = value_of(index_observations(epoch_inputs, minibatch)).flatten()
+                    loss = F.mse_loss(values, epoch_returns[minibatch])
+                    for parameter in self._critic_params:  # the optimiser holds exactly these
+                        parameter.grad = None
                     loss.backward()
-                    if torch.isfinite(loss):
+                    losses.append(loss.item())
+                    if math.isfinite(losses[-1]):
                         self.policy.optimizer.step()
-                    losses.append(loss.detach())
-        return float(torch.stack(losses).mean()) if losses else float("nan")
+        return float(np.mean(losses)) if losses else float("nan")
 
     def _critic_inputs(self, observations: PyTorchObs) -> tuple[PyTorchObs, Callable[[PyTorchObs], torch.Tensor]]:
         """
