@@ -103,3 +103,14 @@ def test_step_direction_agrees_with_sb3_contrib(env_factory):
     assert our_delta.norm() > 0 and their_delta.norm() > 0
     cosine = float(torch.nn.functional.cosine_similarity(our_delta, their_delta, dim=0))
     assert cosine > 0.99
+
+
+def test_zero_gradient_takes_no_step_and_is_not_an_error():
+    model = filled_model(RandomEnv(ACTION_SPACES["box"]), n_steps=64, normalize_advantage=False)
+    model.rollout_buffer.advantages[:] = 0.0
+    before = actor_snapshot(model)
+    model.train()
+    assert all(torch.equal(a, b) for a, b in zip(before, model._actor_params, strict=True))
+    logged = model.logger.name_to_value
+    assert logged["train/is_step_non_finite"] == 0.0 and logged["train/is_line_search_success"] == 0.0
+    assert logged["train/policy_gradient_norm"] == 0.0

@@ -30,6 +30,7 @@ from sb3_trpo_plugin.common.distributions import (
 from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trust_region import (
+    ConjugateGradientStatus,
     Linearization,
     LineSearchResult,
     backtracking_line_search,
@@ -378,16 +379,19 @@ class TRPO(OnPolicyAlgorithm):
         """
         model = self._linearize_policy(batch)
         gradient_norm = float(torch.linalg.vector_norm(model.gradient))
-        rejected = PolicyStepStats(model.objective, 0.0, accepted=False, non_finite=True, gradient_norm=gradient_norm)
-        if not np.isfinite(gradient_norm) or not np.isfinite(model.objective):
-            return rejected
+        no_step = PolicyStepStats(model.objective, 0.0, accepted=False, gradient_norm=gradient_norm)
+        if not (math.isfinite(gradient_norm) and math.isfinite(model.objective)):
+            return dataclasses.replace(no_step, non_finite=True)
         solve = conjugate_gradient(model.fisher_product, model.gradient, self.cg_max_steps, self.cg_residual_tol)
-        rejected = dataclasses.replace(rejected, cg_steps=solve.n_steps, cg_residual=solve.residual_norm)
+        no_step = dataclasses.replace(no_step, cg_steps=solve.n_steps, cg_residual=solve.residual_norm)
         if not solve.ok:
-            return rejected
-        beta = max_step_size(float(solve.quadratic_form(model.gradient)), self.target_kl)
-        if not np.isfinite(beta):
-            return rejected
+            return dataclasses.replace(no_step, non_finite=solve.status is ConjugateGradientStatus.NON_FINITE)
+        curvature = float(solve.quadratic_form(model.gradient))
+        if not math.isfinite(curvature):
+            return dataclasses.replace(no_step, non_finite=True)
+        beta = max_step_size(curvature, self.target_kl)
+        if math.isnan(beta):  # a zero gradient (e.g. constant advantages): no direction to move along
+            return no_step
         full_step = beta * solve.solution
         search = self._line_search(batch, model, full_step)
         return PolicyStepStats(
