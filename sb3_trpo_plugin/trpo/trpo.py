@@ -8,7 +8,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
 import torch
@@ -420,13 +420,13 @@ class TRPO(OnPolicyAlgorithm):
         """
         distribution = self.policy.get_distribution(batch.observations)
         parameters = distribution_parameters(distribution)
-        has_closed_form = parameters is not None and fisher_metric(distribution, 1.0) is not None
-        if self.fisher_product == "gauss_newton" and not has_closed_form:
+        metric = None if parameters is None else fisher_metric(distribution, 1.0 / batch.advantages.shape[0])
+        if self.fisher_product == "gauss_newton" and metric is None:
             raise ValueError(
                 f"fisher_product='gauss_newton' has no closed form for {type(distribution).__name__}; "
                 "use 'auto' or 'kl_hessian'"
             )
-        if self.fisher_product == "kl_hessian" or parameters is None or not has_closed_form:
+        if self.fisher_product == "kl_hessian" or parameters is None or metric is None:
             return self._linearize_policy_by_double_backprop(batch, distribution)
 
         leaves = [p.detach().requires_grad_(True) for p in parameters]
@@ -438,14 +438,13 @@ class TRPO(OnPolicyAlgorithm):
         if self.fisher_sub_sampling_factor == 1:
             linearization = Linearization(parameters, self._actor_params, cotangent=objective_grad)
             gradient = linearization.transposed_product_at_cotangent
-            fisher_distribution = old_distribution
         else:
             gradient = flatten(torch.autograd.grad(parameters, self._actor_params, grad_outputs=objective_grad))
             fisher_distribution = self.policy.get_distribution(self._fisher_states(batch.observations))
-            linearization = Linearization(distribution_parameters(fisher_distribution) or [], self._actor_params)
-        n_fisher_states = linearization.outputs[0].shape[0]
-        metric = fisher_metric(fisher_distribution, 1.0 / n_fisher_states)
-        assert metric is not None  # has_closed_form
+            fisher_parameters = distribution_parameters(fisher_distribution) or []
+            linearization = Linearization(fisher_parameters, self._actor_params)
+            metric = fisher_metric(fisher_distribution, 1.0 / fisher_parameters[0].shape[0])
+            assert metric is not None  # the same kind of distribution as above
         return LinearizedPolicy(
             objective=float(objective.detach()),
             gradient=gradient,
@@ -467,7 +466,7 @@ class TRPO(OnPolicyAlgorithm):
         objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
         gradient = flatten(torch.autograd.grad(objective, self._actor_params, retain_graph=True))
         kl = kl_per_state(old_distribution, distribution)
-        mean_kl = self._fisher_states(kl).mean()
+        mean_kl = kl[:: self.fisher_sub_sampling_factor].mean()
         return LinearizedPolicy(
             objective=float(objective.detach()),
             gradient=gradient,
@@ -547,8 +546,12 @@ class TRPO(OnPolicyAlgorithm):
         extractor_is_constant = not any(id(p) in critic_ids for p in policy.vf_features_extractor.parameters())
         if extractor_is_constant and type(policy).predict_values is ActorCriticPolicy.predict_values:
             with torch.no_grad():
-                features = policy.extract_features(observations, policy.vf_features_extractor)
-            return features, lambda features: policy.value_net(policy.mlp_extractor.forward_critic(features))
+                features = cast(torch.Tensor, policy.extract_features(observations, policy.vf_features_extractor))
+
+            def value_of_features(features: PyTorchObs) -> torch.Tensor:
+                return policy.value_net(policy.mlp_extractor.forward_critic(cast(torch.Tensor, features)))
+
+            return features, value_of_features
         return observations, policy.predict_values
 
     def _log_update(self, step: PolicyStepStats, value_loss: float) -> None:
