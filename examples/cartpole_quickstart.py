@@ -16,7 +16,9 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from sb3_trpo_plugin import TRPO
 
 # rl-zoo3's tuned TRPO hyperparameters for CartPole-v1 (hyperparams/trpo.yml).
-ZOO_CARTPOLE = dict(n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20)
+ZOO_CARTPOLE = dict(
+    n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20
+)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
@@ -20,6 +21,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from sb3_trpo_plugin.common.checks import all_finite, check_rollout_buffer, with_environment_data_check
 from sb3_trpo_plugin.common.distributions import (
     distribution_parameters,
     fisher_metric,
@@ -106,11 +108,17 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
     """
     Z-score over the batch: ``Â = (A - mean A) / (std A + ε)``.
 
+    Advantages that are all equal up to rounding (e.g. constant rewards) give zeros: their spread is
+    rounding noise, which the z-score would otherwise blow up to unit scale and follow.
+
     :param advantages: ``A_t`` for the whole batch
     :param eps: ``ε`` guarding a zero standard deviation
     :return: ``Â``
     """
-    return (advantages - advantages.mean()) / (advantages.std() + eps)
+    std = advantages.std()
+    normalized = (advantages - advantages.mean()) / (std + eps)
+    spread_is_rounding = std <= 32 * torch.finfo(advantages.dtype).eps * advantages.abs().max()
+    return torch.where(spread_is_rounding, torch.zeros_like(normalized), normalized)
 
 
 def index_observations(observations: PyTorchObs, index: torch.Tensor | slice) -> PyTorchObs:
@@ -138,7 +146,10 @@ def _validate_hyperparameters(**values: Any) -> None:
         "batch_size": (lambda v: v >= 1, ">= 1"),
         "n_critic_updates": (lambda v: v >= 0, ">= 0"),
         "sub_sampling_factor": (lambda v: v >= 1, ">= 1"),
-        "fisher_product": (lambda v: v in ("auto", "gauss_newton", "kl_hessian"), "one of 'auto', 'gauss_newton', 'kl_hessian'"),
+        "fisher_product": (
+            lambda v: v in ("auto", "gauss_newton", "kl_hessian"),
+            "one of 'auto', 'gauss_newton', 'kl_hessian'",
+        ),
     }
     for name, value in values.items():
         is_valid, allowed = rules[name]
@@ -331,6 +342,7 @@ class TRPO(OnPolicyAlgorithm):
 
     def train(self) -> None:
         """One TRPO update from the rollout buffer: a trust-region step on the actor, then the critic's regression."""
+        check_rollout_buffer(self.rollout_buffer, self.logger)  # raises on non-finite environment data
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         rollout = next(self.rollout_buffer.get(batch_size=None))
@@ -358,6 +370,8 @@ class TRPO(OnPolicyAlgorithm):
         rejected = PolicyStepStats(model.objective, 0.0, accepted=False, non_finite=True, gradient_norm=gradient_norm)
         if not np.isfinite(gradient_norm) or not np.isfinite(model.objective):
             return rejected
+        if gradient_norm == 0.0:  # e.g. constant advantages: nothing to improve, and no step direction
+            return dataclasses.replace(rejected, non_finite=False)
         solve = conjugate_gradient(model.fisher_product, model.gradient, self.cg_max_steps, self.cg_residual_tol)
         rejected = dataclasses.replace(rejected, cg_steps=solve.n_steps, cg_residual=solve.residual_norm)
         if not solve.ok:
@@ -465,7 +479,7 @@ class TRPO(OnPolicyAlgorithm):
         ``n_critic_updates`` epochs of minibatch regression ``min_φ mean (V_φ(s) - R̂)²`` to the λ-returns.
 
         Only the critic's own parameters move (the actor's are frozen, so a shared features extractor
-        stays where the trust-region step put it). A non-finite loss skips its minibatch.
+        stays where the trust-region step put it). A non-finite loss or gradient skips its minibatch.
 
         :return: mean value loss over all minibatches (``nan`` when there were none)
         """
@@ -480,7 +494,8 @@ class TRPO(OnPolicyAlgorithm):
                     loss = F.mse_loss(values, returns[indices])
                     self.policy.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    if torch.isfinite(loss):
+                    # A non-finite loss or gradient (e.g. overflow from huge inputs) would make the weights NaN.
+                    if torch.isfinite(loss) and all_finite(p.grad for p in self._critic_params):
                         self.policy.optimizer.step()
                     losses.append(loss.detach())
         return float(torch.stack(losses).mean()) if losses else float("nan")
@@ -510,6 +525,10 @@ class TRPO(OnPolicyAlgorithm):
         record("train/n_updates", self._n_updates, exclude="tensorboard")
         if step.non_finite and self.verbose >= 1:
             print(f"TRPO update {self._n_updates}: non-finite objective, gradient or step; the policy step was rejected")
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        # Non-finite environment data is refused at the step that produced it (see common/checks.py).
+        return super()._init_callback(with_environment_data_check(callback), progress_bar)
 
     def learn(
         self: SelfTRPO,
