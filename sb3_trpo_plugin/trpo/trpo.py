@@ -31,8 +31,8 @@ from sb3_trpo_plugin.common.distributions import (
 from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trust_region import (
-    LineSearchResult,
     Linearization,
+    LineSearchResult,
     backtracking_line_search,
     conjugate_gradient,
     flatten,
@@ -409,7 +409,8 @@ class TRPO(OnPolicyAlgorithm):
         metric = None if parameters is None else fisher_metric(distribution, 1.0 / batch.advantages.shape[0])
         if self.fisher_product == "gauss_newton" and metric is None:
             raise ValueError(
-                f"fisher_product='gauss_newton' has no closed form for {type(distribution).__name__}; use 'auto' or 'kl_hessian'"
+                f"fisher_product='gauss_newton' has no closed form for {type(distribution).__name__}; "
+                "use 'auto' or 'kl_hessian'"
             )
         if self.fisher_product == "kl_hessian" or parameters is None or metric is None:
             return self._linearize_policy_by_double_backprop(batch, distribution)
