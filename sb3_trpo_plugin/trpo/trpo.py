@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
+import pathlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -29,6 +31,7 @@ from sb3_trpo_plugin.common.distributions import (
     with_parameters,
 )
 from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic
+from sb3_trpo_plugin.serialization.model_file import write_model_file
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trust_region import (
     Linearization,
@@ -526,6 +529,25 @@ class TRPO(OnPolicyAlgorithm):
         record("train/n_updates", self._n_updates, exclude="tensorboard")
         if step.non_finite and self.verbose >= 1:
             print(f"TRPO update {self._n_updates}: non-finite objective, gradient or step; the policy step was rejected")
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        Save the model as SB3 does, atomically, with a JSON description for :func:`sb3_trpo_plugin.safe_load`.
+
+        A crash during the save leaves any previous file at ``path`` intact (see ``serialization/``).
+
+        :param path: path to the file where the rl agent should be saved (``.zip`` is appended when it has no suffix)
+        :param exclude: name of parameters that should be excluded in addition to the default ones
+        :param include: name of parameters that might be excluded but should be included anyway
+        """
+        archive = io.BytesIO()
+        super().save(archive, exclude=exclude, include=include)
+        write_model_file(self, archive, path)
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         # Non-finite environment data is refused at the step that produced it (see common/checks.py).
