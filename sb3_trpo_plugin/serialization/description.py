@@ -302,10 +302,10 @@ def decode_learning_rate(encoded: Any) -> float | Callable[[float], float]:
     raise UnsupportedValueError(f"learning_rate: malformed description entry {encoded!r}")
 
 
-def _describe(encode: Callable[[], Any]) -> Any:
-    """Run an encoder; what it cannot encode becomes ``{"unsupported": reason}``."""
+def _describe(encoder: Callable[..., Any], *arguments: Any) -> Any:
+    """``encoder(*arguments)``; what it cannot encode becomes ``{"unsupported": reason}``."""
     try:
-        return encode()
+        return encoder(*arguments)
     except UnsupportedValueError as error:
         return {"unsupported": str(error)}
 
@@ -324,18 +324,17 @@ def describe_model(model: Any) -> dict[str, Any]:
         "format": DESCRIPTION_FORMAT,
         "algorithm": type(model).__name__,
         "package_version": __version__,
-        "policy_class": _describe(lambda: {"class": class_reference(model.policy_class)}),
+        "policy_class": _describe(lambda cls: {"class": class_reference(cls)}, model.policy_class),
         "policy_kwargs": {
-            key: _describe(lambda key=key, value=value: encode_value(value, f"policy_kwargs[{key!r}]"))
-            for key, value in policy_kwargs.items()
+            key: _describe(encode_value, value, f"policy_kwargs[{key!r}]") for key, value in policy_kwargs.items()
         },
-        "observation_space": _describe(lambda: encode_space(model.observation_space)),
-        "action_space": _describe(lambda: encode_space(model.action_space)),
-        "learning_rate": _describe(lambda: encode_learning_rate(model.learning_rate)),
-        "rollout_buffer_class": _describe(lambda: encode_value(model.rollout_buffer_class, "rollout_buffer_class")),
-        "rollout_buffer_kwargs": _describe(lambda: encode_value(model.rollout_buffer_kwargs, "rollout_buffer_kwargs")),
+        "observation_space": _describe(encode_space, model.observation_space),
+        "action_space": _describe(encode_space, model.action_space),
+        "learning_rate": _describe(encode_learning_rate, model.learning_rate),
+        "rollout_buffer_class": _describe(encode_value, model.rollout_buffer_class, "rollout_buffer_class"),
+        "rollout_buffer_kwargs": _describe(encode_value, model.rollout_buffer_kwargs, "rollout_buffer_kwargs"),
         "hyperparameters": {
-            name: _describe(lambda name=name: encode_value(getattr(model, HYPERPARAMETER_ATTRIBUTES.get(name, name)), name))
+            name: _describe(encode_value, getattr(model, HYPERPARAMETER_ATTRIBUTES.get(name, name)), name)
             for name in HYPERPARAMETERS
         },
         "state": {name: getattr(model, name) for name in STATE},

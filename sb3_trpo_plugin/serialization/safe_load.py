@@ -209,7 +209,7 @@ def safe_load(
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise _refuse(path, f"the policy's {key!r} holds non-finite values")
     try:
-        model.set_parameters(state_dicts, exact_match=True, device=device)
+        model.set_parameters(state_dicts, exact_match=True, device=device)  # type: ignore[arg-type]
     except (RuntimeError, ValueError, KeyError) as error:
         raise _refuse(path, f"its weights do not fit the described policy ({error})") from error
     if model.use_sde:
