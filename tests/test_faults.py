@@ -151,11 +151,23 @@ def test_huge_rewards_train_with_finite_weights(reward: float) -> None:
     assert_weights_finite(model)
 
 
-def test_huge_observations_do_not_poison_the_critic() -> None:
-    # Finite but huge inputs overflow the critic's gradient: the minibatch is skipped instead of writing NaN.
+def test_huge_observations_keep_the_weights_finite() -> None:
+    # Finite but huge inputs (near the float32 maximum) saturate or overflow activations, never the weights.
     model = TRPO("MlpPolicy", ScriptedEnv(bad_step=3, where="observation", bad_value=3e38), **SMALL)
     model.learn(64)
     assert_weights_finite(model)
+
+
+def test_non_finite_critic_gradient_skips_the_minibatch() -> None:
+    # A finite loss whose gradient is not (overflow inside a custom network): an optimiser step would write NaN.
+    model = TRPO("MlpPolicy", ScriptedEnv(), **SMALL)
+    model.learn(32)
+    model.policy.value_net.weight.register_hook(lambda gradient: gradient * float("nan"))
+    value_weights = model.policy.value_net.weight.detach().clone()
+    model.train()
+    assert_weights_finite(model)
+    assert torch.equal(model.policy.value_net.weight, value_weights)
+    assert np.isfinite(model.logger.name_to_value["train/value_loss"])
 
 
 def test_constant_rewards_give_a_logged_rejection_and_identical_actor() -> None:
