@@ -65,12 +65,14 @@ def scalar_steps(run_folder: pathlib.Path, tag: str) -> list[int]:
 
 
 def test_sigkill_between_checkpoints_then_resume(tmp_path: pathlib.Path) -> None:
-    process = run_python(TRAINING_SCRIPT, str(tmp_path), stderr=subprocess.PIPE)
+    stderr_path = tmp_path / "stderr.txt"
+    with open(stderr_path, "wb") as stderr:
+        process = run_python(TRAINING_SCRIPT, str(tmp_path), stderr=stderr)
     deadline = time.monotonic() + 120
     progress_file = tmp_path / "progress"
     try:
         while not (progress_file.exists() and int(progress_file.read_text()) >= 3 * STEPS_PER_CHECKPOINT + STEPS_PER_ROLLOUT):
-            assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+            assert process.poll() is None, stderr_path.read_text()
             assert time.monotonic() < deadline, "training made too little progress"
             time.sleep(0.05)
     finally:
