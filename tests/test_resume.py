@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -157,3 +158,15 @@ def test_checkpoint_callback_writes_sb3_names_and_finds_the_newest(tmp_path: pat
     assert checkpoint is not None and checkpoint.num_timesteps == 64
     assert VecNormalize.load(str(checkpoint.vec_normalize_path), make_vec_env("CartPole-v1", n_envs=2)).obs_rms.count > 64
     assert find_latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_atomic_save_writes_where_sb3_would_with_the_usual_permissions(tmp_path: pathlib.Path) -> None:
+    model = TRPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16, policy_kwargs=dict(net_arch=[4]), seed=0)
+    model.save(tmp_path / "nested" / "model")  # missing folders are created and ".zip" appended, as SB3 does
+    saved = tmp_path / "nested" / "model.zip"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o666 & ~umask
+    model.save(saved)  # replacing an existing file leaves no temporary file behind
+    assert [p.name for p in saved.parent.iterdir()] == ["model.zip"]
+    assert safe_load(saved).num_timesteps == 0
