@@ -10,13 +10,13 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_trpo_plugin import TRPO
 
-SETTINGS: dict[str, Any] = dict(n_steps=64, batch_size=32, n_critic_updates=3, policy_kwargs=dict(net_arch=[16]), device="cpu")
+SETTINGS: dict[str, Any] = dict(n_steps=32, batch_size=32, n_critic_updates=3, policy_kwargs=dict(net_arch=[16]), device="cpu")
 
 
 def trained_weights(env_id: str, seed: int, **kwargs: Any) -> dict[str, torch.Tensor]:
     env = make_vec_env(env_id, n_envs=2, seed=seed)
     model = TRPO("MlpPolicy", env, seed=seed, **SETTINGS, **kwargs)
-    model.learn(4 * 64 * 2)  # four updates
+    model.learn(4 * 32 * 2)  # four updates
     assert model._n_updates == 4
     weights = {name: value.detach().clone() for name, value in model.policy.state_dict().items()}
     weights.update(

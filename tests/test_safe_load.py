@@ -21,7 +21,7 @@ from stable_baselines3.common.utils import LinearSchedule
 
 import sb3_trpo_plugin
 from sb3_trpo_plugin import TRPO, safe_load
-from sb3_trpo_plugin.serialization.description import DESCRIPTION_ENTRY
+from sb3_trpo_plugin.serialization.description import DESCRIPTION_ENTRY, HYPERPARAMETER_ATTRIBUTES, hyperparameter_names
 from sb3_trpo_plugin.serialization.safe_load import UnsafeModelFileError
 
 
@@ -88,6 +88,33 @@ def test_safe_load_predicts_like_trpo_load(tmp_path: pathlib.Path, case: str) ->
     assert restored.action_space == reference.action_space
     assert restored.policy.optimizer.param_groups[0]["betas"] == (0.8, 0.95)
     assert restored.policy.optimizer.state_dict()["state"].keys() == reference.policy.optimizer.state_dict()["state"].keys()
+
+
+def test_every_constructor_setting_is_restored(tmp_path: pathlib.Path) -> None:
+    settings = dict(
+        gamma=0.95,
+        gae_lambda=0.9,
+        cg_max_steps=5,
+        cg_damping=0.05,
+        cg_residual_tol=1e-8,
+        line_search_shrinking_factor=0.7,
+        line_search_max_iter=4,
+        n_critic_updates=2,
+        normalize_advantage=False,
+        target_kl=0.03,
+        sub_sampling_factor=2,
+        stats_window_size=17,
+        fisher_product="kl_hessian",
+        verbose=0,
+    )
+    model = trained_model("discrete", **settings)
+    model.save(tmp_path / "model.zip")
+    restored = safe_load(tmp_path / "model.zip")
+    names = hyperparameter_names(TRPO)
+    assert set(settings) <= set(names)
+    for name in names:
+        attribute = HYPERPARAMETER_ATTRIBUTES.get(name, name)
+        assert getattr(restored, attribute) == getattr(model, attribute), name
 
 
 def test_safe_load_with_env_continues_training(tmp_path: pathlib.Path) -> None:

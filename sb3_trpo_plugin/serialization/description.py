@@ -19,6 +19,7 @@ with that reason unless the caller supplies the value.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,29 +37,32 @@ DESCRIPTION_ENTRY = "sb3_trpo_plugin.json"
 #: Identifies the description format; bumped on incompatible changes.
 DESCRIPTION_FORMAT = "sb3_trpo_plugin.model/1"
 
-#: Constructor keywords of TRPO stored as plain JSON values.
-HYPERPARAMETERS = (
-    "n_steps",
-    "batch_size",
-    "gamma",
-    "cg_max_steps",
-    "cg_damping",
-    "cg_residual_tol",
-    "line_search_shrinking_factor",
-    "line_search_max_iter",
-    "n_critic_updates",
-    "gae_lambda",
-    "use_sde",
-    "sde_sample_freq",
-    "normalize_advantage",
-    "target_kl",
-    "sub_sampling_factor",
-    "stats_window_size",
-    "tensorboard_log",
-    "verbose",
-    "seed",
-    "fisher_product",
+#: Constructor keywords that are not plain settings: described separately, or not saved at all.
+NON_HYPERPARAMETER_KEYWORDS = frozenset(
+    {"self", "policy", "env", "learning_rate", "policy_kwargs", "rollout_buffer_class", "rollout_buffer_kwargs", "device"}
 )
+
+
+def hyperparameter_names(algorithm: type) -> tuple[str, ...]:
+    """
+    The constructor keywords of ``algorithm`` stored as plain values (``n_steps``, ``target_kl``, ...).
+
+    Read from the signature, so a keyword added to ``TRPO.__init__`` is saved and restored without
+    touching this module (its value must be JSON-like, and the instance must keep it under the same
+    name or one listed in :data:`HYPERPARAMETER_ATTRIBUTES`).
+
+    :param algorithm: the algorithm class
+    :return: keyword names, in signature order
+    """
+    return tuple(
+        name
+        for name, parameter in inspect.signature(algorithm.__init__).parameters.items()
+        if name not in NON_HYPERPARAMETER_KEYWORDS
+        and not name.startswith("_")
+        and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    )
+
+
 #: Attributes that hold a constructor keyword under another name.
 HYPERPARAMETER_ATTRIBUTES = {"stats_window_size": "_stats_window_size"}
 #: Counters restored on loading, so training resumes where it stopped (all integers or floats).
@@ -310,6 +314,14 @@ def _describe(encoder: Callable[..., Any], *arguments: Any) -> Any:
         return {"unsupported": str(error)}
 
 
+def _encode_hyperparameter(model: Any, name: str) -> Any:
+    """The value of constructor keyword ``name`` on ``model``, encoded."""
+    attribute = HYPERPARAMETER_ATTRIBUTES.get(name, name)
+    if not hasattr(model, attribute):
+        raise UnsupportedValueError(f"{name} is not kept as an attribute of the model")
+    return encode_value(getattr(model, attribute), name)
+
+
 def describe_model(model: Any) -> dict[str, Any]:
     """
     The JSON description of a TRPO model (what :func:`~sb3_trpo_plugin.safe_load` needs to rebuild it).
@@ -334,8 +346,7 @@ def describe_model(model: Any) -> dict[str, Any]:
         "rollout_buffer_class": _describe(encode_value, model.rollout_buffer_class, "rollout_buffer_class"),
         "rollout_buffer_kwargs": _describe(encode_value, model.rollout_buffer_kwargs, "rollout_buffer_kwargs"),
         "hyperparameters": {
-            name: _describe(encode_value, getattr(model, HYPERPARAMETER_ATTRIBUTES.get(name, name)), name)
-            for name in HYPERPARAMETERS
+            name: _describe(_encode_hyperparameter, model, name) for name in hyperparameter_names(type(model))
         },
         "state": {name: getattr(model, name) for name in STATE},
         "n_envs": int(model.n_envs),

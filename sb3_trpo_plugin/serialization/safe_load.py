@@ -30,13 +30,13 @@ from stable_baselines3.common.utils import check_for_correct_spaces, get_device
 from sb3_trpo_plugin.serialization.description import (
     DESCRIPTION_ENTRY,
     DESCRIPTION_FORMAT,
-    HYPERPARAMETERS,
     STATE,
     UnsupportedValueError,
     decode_class,
     decode_learning_rate,
     decode_space,
     decode_value,
+    hyperparameter_names,
 )
 from sb3_trpo_plugin.trpo.trpo import TRPO
 
@@ -173,7 +173,7 @@ def safe_load(
         policy_kwargs = dict(custom_objects["policy_kwargs"])
     else:
         policy_kwargs = _decoded_mapping(description, "policy_kwargs", None, path)
-    hyperparameters = _decoded_mapping(description, "hyperparameters", HYPERPARAMETERS, path)
+    hyperparameters = _decoded_mapping(description, "hyperparameters", hyperparameter_names(TRPO), path)
     state = description.get("state", {})
     if not isinstance(state, dict) or any(
         name not in STATE or isinstance(value, bool) or not isinstance(value, (int, float)) for name, value in state.items()
