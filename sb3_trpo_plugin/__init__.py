@@ -1,7 +1,8 @@
 """Trust Region Policy Optimization (TRPO) as a first-class Stable-Baselines3 algorithm."""
 
+from sb3_trpo_plugin.serialization.safe_load import safe_load
 from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 __version__ = "0.1.0"
 
-__all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "__version__"]
+__all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "__version__", "safe_load"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import math
+import pathlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
@@ -21,6 +24,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from sb3_trpo_plugin.common.checks import all_finite, check_rollout_buffer, with_environment_data_check
 from sb3_trpo_plugin.common.distributions import (
     distribution_parameters,
     fisher_metric,
@@ -28,6 +32,7 @@ from sb3_trpo_plugin.common.distributions import (
     with_parameters,
 )
 from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic
+from sb3_trpo_plugin.serialization.model_file import write_model_file
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trust_region import (
     ConjugateGradientStatus,
@@ -108,11 +113,17 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
     """
     Z-score over the batch: ``Â = (A - mean A) / (std A + ε)``.
 
+    Advantages that are all equal up to rounding (e.g. constant rewards) give zeros: their spread is
+    rounding noise, which the z-score would otherwise blow up to unit scale and follow.
+
     :param advantages: ``A_t`` for the whole batch
     :param eps: ``ε`` guarding a zero standard deviation
     :return: ``Â``
     """
-    return (advantages - advantages.mean()) / (advantages.std() + eps)
+    std = advantages.std()
+    normalized = (advantages - advantages.mean()) / (std + eps)
+    spread_is_rounding = std <= 32 * torch.finfo(advantages.dtype).eps * advantages.abs().max()
+    return torch.where(spread_is_rounding, torch.zeros_like(normalized), normalized)
 
 
 def index_observations(observations: PyTorchObs, index: torch.Tensor | slice) -> PyTorchObs:
@@ -355,6 +366,7 @@ class TRPO(OnPolicyAlgorithm):
 
     def train(self) -> None:
         """One TRPO update from the rollout buffer: a trust-region step on the actor, then the critic's regression."""
+        check_rollout_buffer(self.rollout_buffer, self.logger)  # raises on non-finite environment data
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         rollout = next(self.rollout_buffer.get(batch_size=None))
@@ -509,7 +521,7 @@ class TRPO(OnPolicyAlgorithm):
         ``n_critic_updates`` epochs of minibatch regression ``min_φ mean (V_φ(s) - R̂)²`` to the λ-returns.
 
         Only the critic's own parameters move (the actor's are frozen, so a shared features extractor
-        stays where the trust-region step put it). A non-finite loss skips its minibatch.
+        stays where the trust-region step put it). A non-finite loss or gradient skips its minibatch.
 
         :return: mean value loss over all minibatches (``nan`` when there were none)
         """
@@ -529,7 +541,8 @@ class TRPO(OnPolicyAlgorithm):
                         parameter.grad = None
                     loss.backward()
                     losses.append(loss.item())
-                    if math.isfinite(losses[-1]):
+                    # A non-finite loss or gradient (e.g. overflow from huge inputs) would make the weights NaN.
+                    if math.isfinite(losses[-1]) and all_finite(p.grad for p in self._critic_params):
                         self.policy.optimizer.step()
         return float(np.mean(losses)) if losses else float("nan")
 
@@ -579,6 +592,29 @@ class TRPO(OnPolicyAlgorithm):
         record("train/n_updates", self._n_updates, exclude="tensorboard")
         if step.non_finite and self.verbose >= 1:
             print(f"TRPO update {self._n_updates}: non-finite objective, gradient or step; the policy step was rejected")
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        Save the model as SB3 does, atomically, with a JSON description for :func:`sb3_trpo_plugin.safe_load`.
+
+        A crash during the save leaves any previous file at ``path`` intact (see ``serialization/``).
+
+        :param path: path to the file where the rl agent should be saved (``.zip`` is appended when it has no suffix)
+        :param exclude: name of parameters that should be excluded in addition to the default ones
+        :param include: name of parameters that might be excluded but should be included anyway
+        """
+        archive = io.BytesIO()
+        super().save(archive, exclude=exclude, include=include)
+        write_model_file(self, archive, path)
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        # Non-finite environment data is refused at the step that produced it (see common/checks.py).
+        return super()._init_callback(with_environment_data_check(callback), progress_bar)
 
     def learn(
         self: SelfTRPO,

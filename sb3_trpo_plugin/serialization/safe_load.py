@@ -1,0 +1,220 @@
+"""
+Load a TRPO model file without unpickling anything.
+
+``TRPO.load`` (SB3's ``BaseAlgorithm.load``) unpickles the spaces, the policy class and other
+objects from the file, so opening a model someone sent you can run their code. :func:`safe_load`
+reads only:
+
+* the JSON description that :meth:`TRPO.save <sb3_trpo_plugin.TRPO.save>` writes into the zip
+  (settings, spaces, class references resolved from an allow-list);
+* the state dicts of the policy and of the critic's optimiser, with ``torch.load(weights_only=True)``,
+  PyTorch's restricted unpickler that rebuilds tensors and containers only.
+
+SB3's own ``data`` entry, where the pickles live, is never read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.utils import check_for_correct_spaces, get_device
+
+from sb3_trpo_plugin.serialization.description import (
+    DESCRIPTION_ENTRY,
+    DESCRIPTION_FORMAT,
+    STATE,
+    UnsupportedValueError,
+    decode_class,
+    decode_learning_rate,
+    decode_space,
+    decode_value,
+    hyperparameter_names,
+)
+from sb3_trpo_plugin.trpo.trpo import TRPO
+
+
+class UnsafeModelFileError(ValueError):
+    """The file cannot be restored without unpickling arbitrary objects (or is not a model saved by this package)."""
+
+
+#: The state dicts a TRPO model file holds (``policy.pth`` and ``policy.optimizer.pth``).
+STATE_DICT_ENTRIES = ("policy", "policy.optimizer")
+
+
+def _refuse(path: Any, reason: str) -> UnsafeModelFileError:
+    return UnsafeModelFileError(f"safe_load refuses {path}: {reason}")
+
+
+def _decoded(description: Mapping[str, Any], key: str, custom_objects: Mapping[str, Any], path: Any) -> Any:
+    """The value of a top-level description entry, or the caller's replacement for it."""
+    if key in custom_objects:
+        return custom_objects[key]
+    if key not in description:
+        raise _refuse(path, f"the description has no {key!r} entry")
+    encoded = description[key]
+    if isinstance(encoded, dict) and "unsupported" in encoded:
+        raise _refuse(path, f"{key} could not be saved without pickle ({encoded['unsupported']}); pass it in custom_objects")
+    try:
+        if key in ("observation_space", "action_space"):
+            return decode_space(encoded)
+        if key == "learning_rate":
+            return decode_learning_rate(encoded)
+        if key == "policy_class":
+            return decode_class(encoded["class"], "policy_class")
+        return decode_value(encoded, key)
+    except (UnsupportedValueError, KeyError, TypeError, ValueError) as error:
+        raise _refuse(path, f"{key}: {error}") from error
+
+
+def _decoded_mapping(description: Mapping[str, Any], key: str, names: Any, path: Any) -> dict[str, Any]:
+    """Decode each entry of a dict-valued description entry (``policy_kwargs``, ``hyperparameters``)."""
+    encoded = description.get(key)
+    if not isinstance(encoded, dict):
+        raise _refuse(path, f"the description has no {key!r} mapping")
+    decoded = {}
+    for name, value in encoded.items():
+        if names is not None and name not in names:
+            raise _refuse(path, f"{key} has an unknown entry {name!r}")
+        if isinstance(value, dict) and "unsupported" in value:
+            reason = value["unsupported"]
+            raise _refuse(path, f"{key}[{name!r}] could not be saved without pickle ({reason}); pass {key} in custom_objects")
+        try:
+            decoded[name] = decode_value(value, name)
+        except UnsupportedValueError as error:
+            raise _refuse(path, f"{key}[{name!r}]: {error}") from error
+    return decoded
+
+
+def _read_state_dict(archive: zipfile.ZipFile, name: str, device: torch.device, path: Any) -> dict[str, Any]:
+    entry = f"{name}.pth"
+    if entry not in archive.namelist():
+        raise _refuse(path, f"it has no {entry!r} entry")
+    try:
+        state = torch.load(io.BytesIO(archive.read(entry)), map_location=device, weights_only=True)
+    except Exception as error:  # the restricted unpickler refuses anything but tensors and containers
+        raise _refuse(path, f"{entry} holds objects other than tensors ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict):
+        raise _refuse(path, f"{entry} is not a state dict")
+    return state
+
+
+def safe_load(
+    path: str | os.PathLike[str] | io.BufferedIOBase,
+    env: GymEnv | None = None,
+    device: torch.device | str = "auto",
+    custom_objects: Mapping[str, Any] | None = None,
+) -> TRPO:
+    """
+    Restore a TRPO model saved by this package, without unpickling anything from the file.
+
+    Safe to call on files from untrusted sources: settings come from the JSON description the save
+    writes, classes only from an allow-list (SB3's actor-critic policies and feature extractors,
+    ``torch.nn`` activations, ``torch.optim`` optimisers, SB3's rollout buffers), tensors through
+    ``torch.load(weights_only=True)``. The result predicts exactly like ``TRPO.load`` and can go on
+    training (``learn(..., reset_num_timesteps=False)`` continues the step count).
+
+    :param path: the ``.zip`` written by ``TRPO.save`` (the suffix may be omitted), or an open binary file
+    :param env: environment to attach (its spaces must equal the saved ones); ``None`` uses the saved
+        spaces, enough for ``predict``
+    :param device: device for the policy (``"auto"``: CUDA when available)
+    :param custom_objects: values to use instead of description entries that could not be saved without
+        pickle (keys ``"learning_rate"``, ``"policy_kwargs"``, ``"policy_class"``, ``"observation_space"``,
+        ``"action_space"``, ``"rollout_buffer_class"``); only pass values you trust
+    :return: the model
+    :raises UnsafeModelFileError: when the file lacks the description (not saved by this package, or
+        by an older version), references a class outside the allow-list, holds non-tensor objects in a
+        state dict, holds non-finite weights, or describes something that needs pickle to rebuild
+    """
+    custom_objects = dict(custom_objects or {})
+    if isinstance(path, (str, os.PathLike)):
+        path = pathlib.Path(path)
+        if not path.exists() and path.suffix == "":
+            path = path.with_name(path.name + ".zip")
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise _refuse(path, "it is not a zip archive") from error
+    with archive:
+        if DESCRIPTION_ENTRY not in archive.namelist():
+            raise _refuse(
+                path,
+                f"it has no {DESCRIPTION_ENTRY!r} entry, so its settings exist only as pickles (it was not saved by "
+                "sb3_trpo_plugin's TRPO.save, or by an older version). Load it with TRPO.load only if you trust its source, "
+                "then save it again to make it safe to share",
+            )
+        try:
+            description = json.loads(archive.read(DESCRIPTION_ENTRY))
+        except ValueError as error:
+            raise _refuse(path, f"{DESCRIPTION_ENTRY} is not valid JSON ({error})") from error
+        if not isinstance(description, dict) or description.get("format") != DESCRIPTION_FORMAT:
+            found = description.get("format") if isinstance(description, dict) else None
+            raise _refuse(path, f"unknown description format {found!r} (expected {DESCRIPTION_FORMAT!r})")
+        if description.get("algorithm") != TRPO.__name__:
+            raise _refuse(path, f"it holds a {description.get('algorithm')!r} model, not TRPO")
+
+        device = get_device(device)
+        state_dicts = {name: _read_state_dict(archive, name, device, path) for name in STATE_DICT_ENTRIES}
+
+    policy_class = _decoded(description, "policy_class", custom_objects, path)
+    observation_space = _decoded(description, "observation_space", custom_objects, path)
+    action_space = _decoded(description, "action_space", custom_objects, path)
+    learning_rate = _decoded(description, "learning_rate", custom_objects, path)
+    rollout_buffer_class = _decoded(description, "rollout_buffer_class", custom_objects, path)
+    rollout_buffer_kwargs = _decoded(description, "rollout_buffer_kwargs", custom_objects, path)
+    if "policy_kwargs" in custom_objects:
+        policy_kwargs = dict(custom_objects["policy_kwargs"])
+    else:
+        policy_kwargs = _decoded_mapping(description, "policy_kwargs", None, path)
+    hyperparameters = _decoded_mapping(description, "hyperparameters", hyperparameter_names(TRPO), path)
+    state = description.get("state", {})
+    if not isinstance(state, dict) or any(
+        name not in STATE or isinstance(value, bool) or not isinstance(value, (int, float)) for name, value in state.items()
+    ):
+        raise _refuse(path, "the 'state' entry must map known counters to numbers")
+
+    if env is not None:
+        env = TRPO._wrap_env(env, verbose=int(hyperparameters.get("verbose", 0)))
+        check_for_correct_spaces(env, observation_space, action_space)
+    try:
+        model = TRPO(
+            policy=policy_class,
+            env=env,  # type: ignore[arg-type]
+            learning_rate=learning_rate,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            policy_kwargs=policy_kwargs,
+            device=device,
+            _init_setup_model=False,
+            **hyperparameters,
+        )
+    except (TypeError, ValueError) as error:
+        raise _refuse(path, f"its settings are not valid TRPO settings ({error})") from error
+    model.observation_space = observation_space
+    model.action_space = action_space
+    if env is None:
+        model.n_envs = int(description.get("n_envs", 1))
+    model._setup_model()
+    for name, value in state.items():
+        setattr(model, name, value)
+
+    for key, tensor in state_dicts["policy"].items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise _refuse(path, f"the policy's {key!r} holds non-finite values")
+    try:
+        model.set_parameters(state_dicts, exact_match=True, device=device)  # type: ignore[arg-type]
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise _refuse(path, f"its weights do not fit the described policy ({error})") from error
+    if model.use_sde:
+        model.policy.reset_noise()  # type: ignore[operator]
+    return model
+
+
+__all__ = ["UnsafeModelFileError", "safe_load"]
