@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import pickle
@@ -152,7 +153,9 @@ def test_presets_match_rl_zoo3_trpo_file() -> None:
     assert compared == len(PRESETS)  # every bundled preset comes from rl-zoo3's file
 
 
-def test_train_eval_plot_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_train_eval_plot_round_trip(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = RunFolder(tmp_path / "cartpole")
     argv = ["train", "--env", "CartPole-v1", "--seed", "3", "--log-folder", str(run.path), *TINY]
     status, out, err = run_cli(capsys, *argv, "--eval-freq", "128", "--save-freq", "128", "--eval-episodes", "1")
@@ -187,6 +190,9 @@ def test_train_eval_plot_round_trip(capsys: pytest.CaptureFixture[str], tmp_path
     mean_return = float(out.split("mean return over 2 episodes: ")[1].split(" ±")[0])
     assert 8 <= mean_return <= 500  # CartPole's shortest and longest episodes
     assert evaluate_run(run, episodes=2) == evaluate_run(run, episodes=2)  # evaluation episodes are seeded
+    if importlib.util.find_spec("pygame") is not None:  # CartPole's window needs pygame; SDL's dummy driver needs no screen
+        monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+        assert evaluate_run(run, episodes=1, render=True) == evaluate_run(run, episodes=1)  # rendering changes nothing
 
     status, out, _ = run_cli(capsys, "plot", str(tmp_path), "-o", str(tmp_path / "curves.png"))
     assert status == 0 and "1 run drawn" in out

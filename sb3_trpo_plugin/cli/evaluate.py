@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.cli.run_folder import RunFolder
-from sb3_trpo_plugin.cli.train import CommandError, make_env
+from sb3_trpo_plugin.cli.train import CommandError, make_env, positive_int
 
 # Evaluation episodes use seeds apart from those of training (seed .. seed + n_envs) and of its evaluations (seed + 1000).
 EVAL_SEED_OFFSET = 10_000
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-folder", type=Path, required=True, metavar="DIR", help="the run's folder, as given to sb3-trpo train"
     )
-    parser.add_argument("--episodes", type=int, default=10, metavar="K", help="number of episodes (default: 10)")
+    parser.add_argument("--episodes", type=positive_int, default=10, metavar="K", help="number of episodes (default: 10)")
     parser.add_argument("--render", action="store_true", help="show the episodes in a window (render_mode='human')")
     parser.add_argument("--best", action="store_true", help="evaluate the best model of the evaluations, not the last one")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely one")
@@ -62,7 +62,7 @@ def evaluate_run(
         raise CommandError(f"{model_path} does not exist" + (" (no evaluation ran during training)" if best else ""))
 
     env_seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
-    env = make_env(config["env"], 1, env_seed, **({"render_mode": "human"} if render else {}))
+    env = make_env(config["env"], 1, env_seed, env_kwargs={"render_mode": "human"} if render else None)
     if config["normalize"]:
         env = VecNormalize.load(str(vecnormalize_path if vecnormalize_path.exists() else run.vecnormalize), env)
         env.training = False

@@ -14,14 +14,14 @@ from typing import Any
 import gymnasium as gym
 import stable_baselines3
 import torch
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import sb3_trpo_plugin
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.cli.hyperparams import parse_hyperparams
-from sb3_trpo_plugin.cli.presets import DEFAULT_PRESET, PRESETS, get_preset
+from sb3_trpo_plugin.cli.presets import DEFAULT_PRESET, PRESETS, Preset, get_preset
 from sb3_trpo_plugin.cli.run_folder import RunFolder
 
 DEFAULT_EVAL_FREQ = 10_000
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--n-timesteps",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="training budget in environment steps (default: the preset's)",
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--n-envs",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="K",
         help="number of environment copies stepped in parallel (default: the preset's)",
@@ -99,7 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"evaluate on a separate environment every F steps, keeping the best model; 0 turns it off "
         f"(default: {DEFAULT_EVAL_FREQ})",
     )
-    parser.add_argument("--eval-episodes", type=int, default=5, metavar="K", help="episodes per evaluation (default: 5)")
+    parser.add_argument(
+        "--eval-episodes", type=positive_int, default=5, metavar="K", help="episodes per evaluation (default: 5)"
+    )
     parser.add_argument(
         "--save-freq",
         type=int,
@@ -128,7 +130,9 @@ def check_env_id(env_id: str) -> None:
     raise CommandError(f"unknown environment {env_id!r}{hint}")
 
 
-def make_env(env_id: str, n_envs: int, seed: int, monitor_dir: Path | None = None, **env_kwargs: Any) -> VecEnv:
+def make_env(
+    env_id: str, n_envs: int, seed: int, monitor_dir: Path | None = None, env_kwargs: dict[str, Any] | None = None
+) -> VecEnv:
     """
     ``make_vec_env`` that reports a missing simulator (MuJoCo, Box2D) as a :class:`CommandError`.
 
@@ -154,6 +158,81 @@ def make_env(env_id: str, n_envs: int, seed: int, monitor_dir: Path | None = Non
 def progress_bar_available() -> bool:
     """:return: whether SB3's progress bar can be shown (it needs tqdm and rich)"""
     return all(importlib.util.find_spec(name) is not None for name in ("tqdm", "rich"))
+
+
+def positive_int(text: str) -> int:
+    """
+    argparse type of a count: an integer of at least 1.
+
+    :param text: the value as typed
+    :return: the integer
+    """
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run_config(args: argparse.Namespace, preset: Preset, settings: dict[str, Any]) -> dict[str, Any]:
+    """
+    What ``run.json`` records: enough to evaluate the run, label it in plots and reproduce it.
+
+    :param args: the parsed command line
+    :param preset: the environment's preset
+    :param settings: ``n_envs``, ``n_timesteps``, ``policy``, ``normalize`` and ``hyperparams`` as used
+    :return: the configuration
+    """
+    return {
+        "algo": "TRPO",
+        "env": args.env,
+        "seed": args.seed,
+        **settings,
+        "preset_source": preset.source,
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {
+            "sb3_trpo_plugin": sb3_trpo_plugin.__version__,
+            "stable_baselines3": stable_baselines3.__version__,
+            "torch": torch.__version__,
+            "gymnasium": gym.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def make_callbacks(args: argparse.Namespace, run: RunFolder, eval_env: VecEnv | None, n_envs: int) -> list[BaseCallback]:
+    """
+    SB3's checkpoint and evaluation callbacks, as ``--save-freq`` and ``--eval-freq`` ask.
+
+    :param args: the parsed command line
+    :param run: the run's folder
+    :param eval_env: the evaluation environment (``None`` when evaluation is off)
+    :param n_envs: number of training environments
+    :return: the callbacks
+    """
+    callbacks: list[BaseCallback] = []
+    # The callbacks count calls to env.step(), each of which is n_envs environment steps.
+    if args.save_freq > 0:
+        # save_vecnormalize saves the statistics next to each checkpoint when the environment has them.
+        checkpoint_freq = max(args.save_freq // n_envs, 1)
+        callbacks.append(
+            CheckpointCallback(checkpoint_freq, str(run.checkpoints), name_prefix="model", save_vecnormalize=True)
+        )
+    if eval_env is not None:
+        normalized = isinstance(eval_env, VecNormalize)
+        callbacks.append(
+            EvalCallback(
+                eval_env,
+                callback_on_new_best=SaveVecNormalizeOnBest(run.best_vecnormalize) if normalized else None,
+                n_eval_episodes=args.eval_episodes,
+                eval_freq=max(args.eval_freq // n_envs, 1),
+                log_path=str(run.path),
+                best_model_save_path=str(run.path),
+                deterministic=True,
+                verbose=args.verbose,
+            )
+        )
+    return callbacks
 
 
 def train(args: argparse.Namespace) -> RunFolder:
@@ -189,7 +268,8 @@ def train(args: argparse.Namespace) -> RunFolder:
     env = make_env(args.env, n_envs, args.seed, monitor_dir=run.monitor)
     eval_env = make_env(args.env, 1, args.seed + 1000) if args.eval_freq > 0 else None
     if normalize:
-        # Like rl-zoo3: the reward is normalised with the algorithm's own discount; evaluation sees true rewards.
+        # Like rl-zoo3: rewards are normalised with the algorithm's discount (0.99 is TRPO's default), and the
+        # evaluation environment sees true rewards through statistics that EvalCallback copies from training.
         normalize_kwargs = {"gamma": hyperparams.get("gamma", 0.99), **(normalize if isinstance(normalize, dict) else {})}
         env = VecNormalize(env, **normalize_kwargs)
         if eval_env is not None:
@@ -206,59 +286,19 @@ def train(args: argparse.Namespace) -> RunFolder:
             **hyperparams,
         )
     except (ValueError, TypeError) as error:
+        env.close()
         raise CommandError(f"invalid hyperparameters for {args.env}: {error}") from error
 
-    run.write_config(
-        {
-            "algo": "TRPO",
-            "env": args.env,
-            "seed": args.seed,
-            "n_envs": n_envs,
-            "n_timesteps": n_timesteps,
-            "policy": policy,
-            "normalize": normalize,
-            "hyperparams": hyperparams,
-            "preset_source": preset.source,
-            "command": " ".join(sys.argv),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": {
-                "sb3_trpo_plugin": sb3_trpo_plugin.__version__,
-                "stable_baselines3": stable_baselines3.__version__,
-                "torch": torch.__version__,
-                "gymnasium": gym.__version__,
-                "python": platform.python_version(),
-            },
-        }
-    )
-
-    callbacks: list[BaseCallback] = []
-    if args.save_freq > 0:
-        # The callbacks count calls to env.step(), each of which is n_envs environment steps.
-        callbacks.append(
-            CheckpointCallback(
-                max(args.save_freq // n_envs, 1), str(run.checkpoints), name_prefix="model", save_vecnormalize=normalize
-            )
-        )
-    if eval_env is not None:
-        callbacks.append(
-            EvalCallback(
-                eval_env,
-                callback_on_new_best=SaveVecNormalizeOnBest(run.best_vecnormalize) if normalize else None,
-                n_eval_episodes=args.eval_episodes,
-                eval_freq=max(args.eval_freq // n_envs, 1),
-                log_path=str(run.path),
-                best_model_save_path=str(run.path),
-                deterministic=True,
-                verbose=args.verbose,
-            )
-        )
+    settings = dict(n_envs=n_envs, n_timesteps=n_timesteps, policy=policy, normalize=normalize, hyperparams=hyperparams)
+    run.write_config(run_config(args, preset, settings))
     show_progress = not args.no_progress_bar and progress_bar_available()
     if not args.no_progress_bar and not show_progress:
         print("(no progress bar: it needs tqdm and rich, e.g. pip install 'sb3-trpo-plugin[extra]')")
 
     print(f"Training TRPO on {args.env} for {n_timesteps} steps ({n_envs} envs, seed {args.seed}) into {run.path}")
+    callbacks = make_callbacks(args, run, eval_env, n_envs)
     try:
-        model.learn(n_timesteps, callback=CallbackList(callbacks), progress_bar=show_progress, tb_log_name="TRPO")
+        model.learn(n_timesteps, callback=callbacks, progress_bar=show_progress, tb_log_name="TRPO")
     except KeyboardInterrupt:
         print("Interrupted: saving the model as it is")
     model.save(run.model)

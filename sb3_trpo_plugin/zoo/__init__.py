@@ -54,6 +54,7 @@ def register() -> type[BaseAlgorithm] | None:
 
 
 def _load_script(name: str) -> Callable[[], None]:
+    """:return: the function of rl-zoo3's script ``name`` (see :data:`SCRIPTS`)"""
     module_name, function_name = SCRIPTS[name].split(":")
     return getattr(importlib.import_module(module_name), function_name)
 
@@ -76,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     register()
     script = _load_script(arguments[0])
-    # rl-zoo3's scripts parse sys.argv themselves.
+    # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
+    saved_argv = sys.argv
     sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *arguments[1:]]
-    script()
+    try:
+        script()
+    finally:
+        sys.argv = saved_argv
     return 0
