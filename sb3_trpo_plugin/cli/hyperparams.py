@@ -15,6 +15,14 @@ from sb3_trpo_plugin import TRPO
 _SET_BY_COMMAND = frozenset({"self", "env", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model"})
 # Keys of a preset that are not constructor arguments.
 _PRESET_KEYS = frozenset({"policy", "normalize"})
+# Keys that rl-zoo3 users may pass as hyperparameters but that sb3-trpo train takes as options.
+_OWN_OPTIONS = {
+    "n_envs": "--n-envs",
+    "n_timesteps": "--n-timesteps",
+    "seed": "--seed",
+    "device": "--device",
+    "verbose": "--verbose",
+}
 
 
 def known_keys() -> list[str]:
@@ -58,6 +66,8 @@ def parse_hyperparams(pairs: list[str]) -> dict[str, Any]:
         key, separator, text = pair.partition("=")
         if not separator or not key:
             raise ValueError(f"hyperparameter {pair!r} is not of the form key=value")
+        if key in _OWN_OPTIONS:
+            raise ValueError(f"{key} is not a hyperparameter here: use the option {_OWN_OPTIONS[key]}")
         if key not in keys:
             close = difflib.get_close_matches(key, keys, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
