@@ -72,6 +72,28 @@ def test_register_replaces_sb3_contribs_trpo(zoo_algos: dict) -> None:
     assert zoo_algos["ppo"].__name__ == "PPO"  # nothing else changed
 
 
+# sb3-contrib's optimiser holds all the policy's parameters, this TRPO's the critic's only: SB3 drops the saved
+# optimiser state, with a warning written for DQN. Predictions, all that enjoy needs, are unaffected.
+@pytest.mark.filterwarnings("ignore:You are probably loading a DQN model")
+def test_models_saved_by_sb3_contrib_load_for_enjoy(tmp_path: Path) -> None:
+    # rl-zoo3's pretrained TRPO agents were saved by sb3-contrib; once registered, enjoy loads them with this class.
+    import numpy as np
+    import sb3_contrib
+    from stable_baselines3.common.env_util import make_vec_env
+
+    contrib_model = sb3_contrib.TRPO(
+        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), n_steps=32, batch_size=64, seed=0
+    )
+    contrib_model.learn(64)
+    contrib_model.save(tmp_path / "contrib_trpo")
+    model = TRPO.load(tmp_path / "contrib_trpo")
+    assert isinstance(model, TRPO) and model.fisher_product == "auto"  # attributes sb3-contrib did not save: defaults
+    observations = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    np.testing.assert_array_equal(
+        model.predict(observations, deterministic=True)[0], contrib_model.predict(observations, deterministic=True)[0]
+    )
+
+
 def test_zoo_trpo_file_is_accepted_unchanged() -> None:
     import rl_zoo3
 

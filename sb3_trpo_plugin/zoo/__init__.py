@@ -75,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = f"unknown script {arguments[0]!r}" if arguments else "no script given"
         print(f"{usage}\nerror: {problem}", file=sys.stderr)
         return 2
-    register()
+    try:
+        register()
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     script = _load_script(arguments[0])
     # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
     saved_argv = sys.argv
