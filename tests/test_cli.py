@@ -137,9 +137,10 @@ def test_presets_are_valid_trpo_arguments() -> None:
 
 
 def test_presets_match_rl_zoo3_trpo_file() -> None:
-    import rl_zoo3
-
-    zoo = yaml.safe_load((Path(rl_zoo3.__file__).parent / "hyperparams" / "trpo.yml").read_text())
+    # Found without importing rl-zoo3, whose import patches Gymnasium's TimeLimit for the whole process.
+    spec = importlib.util.find_spec("rl_zoo3")
+    assert spec is not None and spec.submodule_search_locations is not None
+    zoo = yaml.safe_load((Path(spec.submodule_search_locations[0]) / "hyperparams" / "trpo.yml").read_text())
     compared = 0
     for env_id, preset in PRESETS.items():
         zoo_env_id = env_id.replace("-v5", "-v4") if env_id.endswith("-v5") and env_id.replace("-v5", "-v4") in zoo else env_id

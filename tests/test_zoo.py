@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import inspect
 import json
 import os
@@ -36,13 +37,37 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture
 def zoo_algos() -> Iterator[dict]:
-    """rl-zoo3's algorithm registry, put back as it was after the test."""
+    """
+    rl-zoo3's algorithm registry. Importing rl-zoo3 also swaps Gymnasium's TimeLimit for its own: both are put back
+    after the test, so that the tests that share this process see Gymnasium as it was.
+    """
+    import gymnasium
+
+    # Where rl_zoo3.gym_patches writes its TimeLimit (the last module has none of its own).
+    time_limit_homes = [gymnasium.wrappers, gymnasium.wrappers.common, gymnasium.envs.registration]
+    original_time_limits = [vars(home).get("TimeLimit") for home in time_limit_homes]
+    from rl_zoo3 import gym_patches
     from rl_zoo3.utils import ALGOS
 
+    # rl-zoo3 patches on its first import only: patch again for tests after the first.
+    for home in time_limit_homes:
+        home.TimeLimit = gym_patches.PatchedTimeLimit
     saved = dict(ALGOS)
     yield ALGOS
     ALGOS.clear()
     ALGOS.update(saved)
+    for home, time_limit in zip(time_limit_homes, original_time_limits, strict=True):
+        if time_limit is None:
+            vars(home).pop("TimeLimit", None)
+        else:
+            home.TimeLimit = time_limit
+
+
+def zoo_hyperparams_file() -> Path:
+    """rl-zoo3's trpo.yml, found without importing rl-zoo3 (whose import patches Gymnasium)."""
+    spec = importlib.util.find_spec("rl_zoo3")
+    assert spec is not None and spec.submodule_search_locations is not None
+    return Path(spec.submodule_search_locations[0]) / "hyperparams" / "trpo.yml"
 
 
 def run_zoo(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -72,10 +97,19 @@ def test_register_replaces_sb3_contribs_trpo(zoo_algos: dict) -> None:
     assert zoo_algos["ppo"].__name__ == "PPO"  # nothing else changed
 
 
+def test_zoo_algos_fixture_puts_gymnasium_back(zoo_algos: dict) -> None:
+    import gymnasium
+
+    assert gymnasium.wrappers.TimeLimit.__module__ == "rl_zoo3.gym_patches"  # while rl-zoo3 runs, as it expects
+
+
 # sb3-contrib's optimiser holds all the policy's parameters, this TRPO's the critic's only: SB3 drops the saved
 # optimiser state, with a warning written for DQN. Predictions, all that enjoy needs, are unaffected.
 @pytest.mark.filterwarnings("ignore:You are probably loading a DQN model")
 def test_models_saved_by_sb3_contrib_load_for_enjoy(tmp_path: Path) -> None:
+    import gymnasium
+
+    assert gymnasium.wrappers.TimeLimit.__module__.startswith("gymnasium")  # put back after the tests above
     # rl-zoo3's pretrained TRPO agents were saved by sb3-contrib; once registered, enjoy loads them with this class.
     import numpy as np
     import sb3_contrib
@@ -95,9 +129,7 @@ def test_models_saved_by_sb3_contrib_load_for_enjoy(tmp_path: Path) -> None:
 
 
 def test_zoo_trpo_file_is_accepted_unchanged() -> None:
-    import rl_zoo3
-
-    trpo_file = yaml.safe_load((Path(rl_zoo3.__file__).parent / "hyperparams" / "trpo.yml").read_text())
+    trpo_file = yaml.safe_load(zoo_hyperparams_file().read_text())
     constructor = set(inspect.signature(TRPO.__init__).parameters)
     for env_id, entry in trpo_file.items():
         assert set(entry) - ZOO_OWN_KEYS <= constructor, env_id
