@@ -2,10 +2,11 @@
 TRPO with ``CnnPolicy`` on pixel observations.
 
 The environment is a small image task defined here, so that the example needs no Atari ROMs or game
-renderer: a 36x36 grayscale picture of a 6x6 grid shows the agent (white) and a target (gray); the agent moves
-one cell per step and is rewarded for reaching the target quickly. SB3's ``check_env`` validates it first.
-``CnnPolicy`` is SB3's NatureCNN feature extractor (36x36 is the smallest image it accepts); SB3 transposes the
-channel-last image and scales it to [0, 1] by itself.
+renderer: a 36x36 grayscale picture of a 4x4 grid shows the agent (white) and a target (gray); the agent moves
+one cell per step and is rewarded for getting closer to the target and for reaching it quickly. SB3's
+``check_env`` validates it first. ``CnnPolicy`` is SB3's NatureCNN feature extractor (36x36 is the smallest image
+it accepts); SB3 transposes the channel-last image and scales it to [0, 1] by itself. With the default 50k steps
+(several minutes on a CPU) the return climbs from about -0.2 (random moves) towards 1.1 (shortest paths).
 
 For Atari, the same model takes ``make_atari_env(...)`` wrapped in ``VecFrameStack(env, 4)``.
 
@@ -31,13 +32,14 @@ from sb3_trpo_plugin import TRPO
 
 class GridTargetPixels(gym.Env):
     """
-    Reach the target on a 6x6 grid, seen as a 36x36x1 image. Actions: 0 up, 1 down, 2 left, 3 right.
-    Reward: -0.05 per step, +1 on reaching the target (which ends the episode); at most 30 steps.
+    Reach the target on a 4x4 grid, seen as a 36x36x1 image. Actions: 0 up, 1 down, 2 left, 3 right.
+    Reward: -0.05 per step, +0.1 per cell closer to the target (-0.1 per cell further), +1 on reaching it (which
+    ends the episode); at most 30 steps.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
-    GRID = 6
-    CELL = 6  # pixels per cell: 6 * 6 = 36 pixels a side
+    GRID = 4
+    CELL = 9  # pixels per cell: 4 * 9 = 36 pixels a side
     MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
 
     def __init__(self, render_mode: str | None = None, max_steps: int = 30):
@@ -65,10 +67,13 @@ class GridTargetPixels(gym.Env):
         return self._image(), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        distance_before = np.abs(self._agent - self._target).sum()
         self._agent = np.clip(self._agent + self.MOVES[int(action)], 0, self.GRID - 1)
         self._steps += 1
-        reached = bool(np.array_equal(self._agent, self._target))
-        reward = 1.0 if reached else -0.05
+        distance = np.abs(self._agent - self._target).sum()
+        reached = bool(distance == 0)
+        # The distance term guides learning step by step; over an episode it adds 0.1 x (cells gained), whatever the path.
+        reward = float(reached) - 0.05 + 0.1 * float(distance_before - distance)
         return self._image(), reward, reached, self._steps >= self.max_steps, {}
 
     def render(self) -> np.ndarray:
@@ -107,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     eval_env = make_vec_env(GridTargetPixels, n_envs=1, seed=args.seed + 1000)
     mean_return, std_return = evaluate_policy(model, eval_env, n_eval_episodes=20, deterministic=True)
     print(f"GridTargetPixels with CnnPolicy: mean return {mean_return:.2f} ± {std_return:.2f}")
-    print("(random actions score about -0.85, shortest paths about 0.85)")
+    print("(random actions score about -0.2, shortest paths about 1.1)")
     return float(mean_return)
 
 
