@@ -255,3 +255,15 @@ def test_eval_and_plot_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path
     (tmp_path / "run.json").write_text(json.dumps({"algo": "TRPO", "env": "CartPole-v1", "seed": 0, "normalize": False}))
     status, _, err = run_cli(capsys, "eval", "--log-folder", str(tmp_path), "--best")
     assert_one_line_error(status, err, "best_model.zip does not exist")
+
+
+@pytest.mark.slow
+def test_cartpole_preset_learns(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # The whole route with the bundled preset (rl-zoo3's tuned values, 1e5 steps): about a minute or two on 2 cores.
+    run = RunFolder(tmp_path / "cartpole")
+    status, _, err = run_cli(capsys, "train", "--env", "CartPole-v1", "--log-folder", str(run.path), "--no-progress-bar")
+    assert status == 0, err
+    mean_return, _ = evaluate_run(run, episodes=10)
+    assert mean_return >= 450  # the maximum is 500
+    best_evaluation = np.load(run.evaluations)["results"].mean(axis=1).max()
+    assert best_evaluation >= 450
