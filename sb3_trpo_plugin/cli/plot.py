@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sb3_trpo_plugin.cli.run_folder import RunFolder
-from sb3_trpo_plugin.cli.train import CommandError
+from sb3_trpo_plugin.cli.train import CommandError, positive_int
 
 # "ppo_seed3", "TRPO-s1", "CartPole-v1_2" → "ppo", "TRPO", "CartPole-v1": the seed or run number is not the algorithm.
 _RUN_SUFFIX = re.compile(r"[_-](?:seed|s|run)?\d+$", re.IGNORECASE)
@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run folders, or folders holding several runs; every folder below with *monitor.csv files is a run",
     )
     parser.add_argument("-o", "--output", type=Path, default=Path("curves.png"), help="image to write (default: curves.png)")
-    parser.add_argument("--window", type=int, default=10, help="moving average over this many episodes (default: 10)")
+    parser.add_argument("--window", type=positive_int, default=10, help="moving average over this many episodes (default: 10)")
     parser.add_argument("--title", default=None, help="title of the figure")
 
 
@@ -236,8 +236,6 @@ def plot(args: argparse.Namespace) -> Path:
     missing = [name for name in ("matplotlib", "pandas") if not _importable(name)]
     if missing:
         raise CommandError(f"sb3-trpo plot needs {' and '.join(missing)}: pip install {' '.join(missing)}")
-    if args.window < 1:
-        raise CommandError(f"--window must be at least 1, got {args.window}")
     curves = load_curves(args.folders)
     output = plot_curves(curves, args.output, args.window, args.title)
     print(f"{len(curves)} run{'s' if len(curves) > 1 else ''} drawn in {output}")
