@@ -3,7 +3,8 @@ Tuned TRPO settings for the classic-control, Box2D and MuJoCo environments of Gy
 
 The values are those of rl-zoo3's ``hyperparams/trpo.yml`` (rl-zoo3 2.9) wherever it has the
 environment; each preset says where its numbers come from in ``source``. MuJoCo ``-v5`` tasks reuse
-the values tuned on their ``-v4`` versions (same dynamics and rewards up to small fixes).
+the values tuned on their ``-v4`` versions (same dynamics and rewards up to small fixes), and the MuJoCo
+tasks that the file lacks get its MuJoCo block, marked as not tuned for them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 ZOO_TUNED = "rl-zoo3 trpo.yml (tuned)"
 ZOO_UNTUNED = "rl-zoo3 trpo.yml (listed, not tuned)"
 ZOO_DEFAULT = "rl-zoo3 trpo.yml (default entry: no tuned values for this environment)"
+ZOO_MUJOCO_BLOCK = "rl-zoo3 trpo.yml's MuJoCo defaults (no entry for this environment, not tuned for it)"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ _MUJOCO_TASKS: dict[str, Preset] = {
     "Humanoid": replace(_MUJOCO, n_timesteps=2_000_000, source=ZOO_UNTUNED),
     "Swimmer": replace(_MUJOCO, hyperparams={**_MUJOCO_HYPERPARAMS, "gamma": 0.9999}),
 }
+
+# Gymnasium's other MuJoCo tasks, absent from rl-zoo3's file: its MuJoCo block is a better start than its default entry.
+_MUJOCO_UNLISTED = ("InvertedPendulum", "InvertedDoublePendulum", "Reacher", "Pusher", "HumanoidStandup")
+_MUJOCO_TASKS.update({task: replace(_MUJOCO, source=ZOO_MUJOCO_BLOCK) for task in _MUJOCO_UNLISTED})
 
 PRESETS: dict[str, Preset] = {
     **_CLASSIC_CONTROL,
