@@ -1,0 +1,91 @@
+"""
+rl-zoo3 with this package's TRPO as its ``trpo`` algorithm.
+
+From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's own arguments and its tuned
+``hyperparams/trpo.yml``, e.g.::
+
+    python -m sb3_trpo_plugin.zoo train --algo trpo --env CartPole-v1 -f logs
+    python -m sb3_trpo_plugin.zoo enjoy --algo trpo --env CartPole-v1 -f logs
+    python -m sb3_trpo_plugin.zoo train --algo trpo --env Pendulum-v1 -optimize --n-trials 20
+
+From Python, call :func:`register` before running rl-zoo3's code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_trpo_plugin import TRPO
+
+ALGO_NAME = "trpo"
+
+# rl-zoo3's scripts that take --algo: "module:function". Each is imported only when asked for (the plots need seaborn).
+SCRIPTS: dict[str, str] = {
+    "train": "rl_zoo3.train:train",
+    "enjoy": "rl_zoo3.enjoy:enjoy",
+}
+
+__all__ = ["ALGO_NAME", "SCRIPTS", "main", "register"]
+
+
+def register() -> type[BaseAlgorithm] | None:
+    """
+    Make rl-zoo3 use ``sb3_trpo_plugin.TRPO`` wherever it uses ``trpo`` (train, enjoy, hyperparameter search).
+
+    Every rl-zoo3 module imports the one dictionary ``rl_zoo3.utils.ALGOS`` and reads it when it runs (argparse
+    takes its keys as ``--algo`` choices at parse time, models are built and loaded through it), so replacing its
+    ``trpo`` entry in place, before rl-zoo3 parses its arguments, is all it takes. Its hyperparameter file
+    ``trpo.yml`` and Optuna sampler for ``trpo`` are then used unchanged, since the constructor takes the same keywords.
+
+    :return: the class that was registered as ``trpo`` before (sb3-contrib's ``TRPO``), to put it back if wanted
+    :raises ImportError: when rl-zoo3 is not installed
+    """
+    try:
+        from rl_zoo3.utils import ALGOS
+    except ImportError as error:
+        raise ImportError("rl-zoo3 is not installed: pip install 'sb3-trpo-plugin[zoo]'") from error
+    previous = ALGOS.get(ALGO_NAME)
+    ALGOS[ALGO_NAME] = TRPO
+    return previous
+
+
+def _load_script(name: str) -> Callable[[], None]:
+    """:return: the function of rl-zoo3's script ``name`` (see :data:`SCRIPTS`)"""
+    module_name, function_name = SCRIPTS[name].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Entry point of ``python -m sb3_trpo_plugin.zoo SCRIPT [rl-zoo3's arguments]``.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the exit status
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: python -m sb3_trpo_plugin.zoo {{{','.join(SCRIPTS)}}} [rl-zoo3's arguments; SCRIPT --help lists them]"
+    if arguments[:1] in (["-h"], ["--help"]):
+        print(f"{usage}\n\nrl-zoo3's train and enjoy, with sb3-trpo-plugin's TRPO as --algo trpo.")
+        return 0
+    if not arguments or arguments[0] not in SCRIPTS:
+        problem = f"unknown script {arguments[0]!r}" if arguments else "no script given"
+        print(f"{usage}\nerror: {problem}", file=sys.stderr)
+        return 2
+    try:
+        register()
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    script = _load_script(arguments[0])
+    # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
+    saved_argv = sys.argv
+    sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *arguments[1:]]
+    try:
+        script()
+    finally:
+        sys.argv = saved_argv
+    return 0

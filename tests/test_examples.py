@@ -1,0 +1,109 @@
+"""Every script in examples/, run shortened: it finishes, saves what it says, and reports sensible numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from sb3_trpo_plugin import TRPO
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """These networks are tiny: one thread beats two that fight over the CI's two cores (often several times faster)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` as a module, without running its ``__main__`` block."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_example_is_tested() -> None:
+    tested = {"cartpole_quickstart", "ppo_to_trpo_callbacks", "pendulum_gsde", "pixel_cnn", "mujoco_hopper"}
+    tested |= {"tensorboard_custom_scalars"}
+    assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
+
+
+def test_cartpole_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    quickstart = load_example("cartpole_quickstart")
+    argv = ["cartpole_quickstart.py", "--timesteps", "1024", "--output", str(tmp_path), "--no-progress-bar"]
+    monkeypatch.setattr(sys, "argv", argv)
+    quickstart.main()
+    out = capsys.readouterr().out
+    mean_return = float(out.split("Mean return over 20 deterministic episodes: ")[1].split(" ±")[0])
+    assert 5 <= mean_return <= 500  # CartPole's episodes: about 8 steps at the shortest, 500 at the longest
+    assert TRPO.load(tmp_path / "trpo_cartpole.zip").num_timesteps == 1024
+    assert list((tmp_path / "tensorboard").glob("TRPO_CartPole_1/events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_ppo_script_swapped_to_trpo(tmp_path: Path, algo: str) -> None:
+    example = load_example("ppo_to_trpo_callbacks")
+    mean_return = example.main(
+        ["--algo", algo, "--timesteps", "1024", "--eval-freq", "512", "--output", str(tmp_path), "--no-progress-bar"]
+    )
+    assert 5 <= mean_return <= 500  # CartPole's episodes: about 8 steps at the shortest, 500 at the longest
+    run_folder = tmp_path / f"{algo.upper()}_seed0"
+    # EvalCallback's log and best model, the final model, one monitor file per env, TensorBoard.
+    assert (run_folder / "evaluations.npz").exists() and (run_folder / "best_model.zip").exists()
+    assert (run_folder / "model.zip").exists()
+    assert len(list(run_folder.glob("*.monitor.csv"))) == example.ALGORITHMS[algo][2]
+    assert list(run_folder.glob(f"tensorboard/{algo.upper()}_1/events.out.tfevents.*"))
+
+
+def test_pendulum_gsde(tmp_path: Path) -> None:
+    mean_return = load_example("pendulum_gsde").main(["--timesteps", "2048", "--output", str(tmp_path), "--no-progress-bar"])
+    assert -16.3 * 200 < mean_return <= 0  # at most 16.3 cost per step, 200 steps; about -1200 untrained
+    model = TRPO.load(tmp_path / "trpo_pendulum_gsde.zip")
+    assert model.use_sde and model.sde_sample_freq == 4
+
+
+def test_pixel_cnn(tmp_path: Path) -> None:
+    example = load_example("pixel_cnn")
+    argv = ["--timesteps", "256", "--n-steps", "64", "--output", str(tmp_path), "--no-progress-bar"]
+    mean_return = example.main(argv)
+    # Between 30 steps ending 5 cells further than the start, and reaching a target 6 cells away by the shortest path.
+    assert -0.05 * 30 - 0.1 * 5 - 1e-6 <= mean_return <= 1 + 0.05 * 6 + 1e-6
+    model = TRPO.load(tmp_path / "trpo_pixels.zip")
+    assert type(model.policy.features_extractor).__name__ == "NatureCNN"
+    assert model.observation_space.shape == (1, 36, 36)  # SB3 moved the channel first
+
+
+def test_mujoco_hopper(tmp_path: Path) -> None:
+    pytest.importorskip("mujoco")
+    mean_return = load_example("mujoco_hopper").main(["--timesteps", "2048", "--output", str(tmp_path), "--no-progress-bar"])
+    assert math.isfinite(mean_return) and mean_return > 0  # Hopper earns a survival bonus each step
+    assert (tmp_path / "vecnormalize.pkl").exists() and (tmp_path / "trpo_hopper.zip").exists()
+
+
+def test_tensorboard_custom_scalars(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log_dir = load_example("tensorboard_custom_scalars").main(
+        ["--timesteps", "2048", "--output", str(tmp_path), "--no-progress-bar"]
+    )
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    assert {"custom/policy_entropy", "custom/mean_abs_pole_angle", "train/kl_divergence_loss"} <= set(events.Tags()["scalars"])
+    entropies = [event.value for event in events.Scalars("custom/policy_entropy")]
+    assert len(entropies) == 2  # one per rollout of 2 x 512 steps
+    assert all(0 < entropy <= math.log(2) + 1e-6 for entropy in entropies)  # two actions: at most log 2
+    angles = [event.value for event in events.Scalars("custom/mean_abs_pole_angle")]
+    assert all(0 <= angle < 0.21 for angle in angles)  # episodes end beyond 12 degrees (0.21 rad)
