@@ -78,3 +78,8 @@ def policy_batch(model: TRPO, dtype: torch.dtype = torch.float32) -> PolicyBatch
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)
+
+
+# One intra-op thread per test process: pytest-xdist already runs one worker per core, and extra threads
+# on tiny tensors only contend (measured 5-10x slower on a busy 2-core machine). Tests only, never the library.
+torch.set_num_threads(1)
