@@ -1,7 +1,6 @@
 """Learning check: rl-zoo3's tuned TRPO settings solve CartPole-v1 within 100k steps on several seeds."""
 
 import pytest
-import torch
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -16,7 +15,6 @@ ZOO_CARTPOLE = dict(
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_zoo_settings_solve_cartpole(seed):
-    torch.set_num_threads(1)  # one thread per test process: pytest-xdist runs the seeds side by side
     model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=seed), seed=seed, **ZOO_CARTPOLE)
     model.learn(100_000)
     mean_return, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=seed + 100), n_eval_episodes=20)

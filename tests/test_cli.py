@@ -8,13 +8,11 @@ import json
 import pickle
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -28,15 +26,6 @@ from sb3_trpo_plugin.cli.run_folder import RunFolder
 REPO = Path(__file__).resolve().parents[1]
 # A tiny budget: 2 envs x 64 steps per update, 2 updates; few critic epochs.
 TINY = ["--n-timesteps", "256", "--hyperparams", "n_steps=64", "batch_size=64", "n_critic_updates=2", "--no-progress-bar"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """These networks are tiny: one thread beats two that fight over the CI's two cores (often several times faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

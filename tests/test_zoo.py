@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import sb3_trpo_plugin
@@ -24,15 +23,6 @@ from sb3_trpo_plugin.zoo import main, register
 REPO = Path(__file__).resolve().parents[1]
 # Keys of rl-zoo3's hyperparameter files that rl-zoo3 consumes itself rather than passing to the constructor.
 ZOO_OWN_KEYS = {"n_envs", "n_timesteps", "normalize", "policy", "env_wrapper", "frame_stack", "callback", "vec_env_wrapper"}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """These networks are tiny: one thread beats two that fight over the CI's two cores (often several times faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture
