@@ -40,6 +40,7 @@ class DataParallelOnPolicyAlgorithm(OnPolicyAlgorithm):
     * VecNormalize statistics are merged over ranks after each rollout (those of the union of all ranks'
       observations and returns); episode statistics of all ranks are gathered into every rank's
       ``ep_info_buffer`` / ``ep_success_buffer``, so rank 0 logs all episodes.
+    * Rank ``r`` seeds its generators and environments with ``seed + r`` (see :meth:`set_random_seed`).
     * All ranks must use the same ``n_envs`` and ``n_steps`` (checked): averages over ranks then equal averages
       over the union of their batches.
     """
@@ -50,11 +51,8 @@ class DataParallelOnPolicyAlgorithm(OnPolicyAlgorithm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Launched by torchrun without an initialised process group: initialise it (gloo on CPU, nccl on GPU).
         distributed.init_from_environment(kwargs.get("device", "auto"))
-        if distributed.is_distributed():
-            if kwargs.get("seed") is not None:
-                kwargs["seed"] += distributed.rank()  # distinct rollouts; the weights come from rank 0 anyway
-            if not distributed.is_main_process():
-                kwargs["verbose"] = 0
+        if not distributed.is_main_process():
+            kwargs["verbose"] = 0
         self._rollout_episodes: list[dict[str, Any]] | None = None
         self._rollout_successes: list[Any] | None = None
         self._vec_normalize_start: list[tuple[float, np.ndarray, np.ndarray]] | None = None
@@ -67,6 +65,15 @@ class DataParallelOnPolicyAlgorithm(OnPolicyAlgorithm):
             if any(shape != shapes[0] for shape in shapes):
                 raise ValueError(f"Every rank must use the same (n_envs, n_steps); got {[tuple(s) for s in shapes]} by rank")
             distributed.broadcast_parameters(self.policy)
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """
+        Seed the generators and environments; rank ``r`` of a data-parallel run uses ``seed + r``, so that
+        ranks collect distinct rollouts (their weights come from rank 0). ``self.seed`` stays ``seed`` on all ranks.
+
+        :param seed: the common seed
+        """
+        super().set_random_seed(seed + distributed.rank() if seed is not None else None)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_rollout_episodes", "_rollout_successes", "_vec_normalize_start"]

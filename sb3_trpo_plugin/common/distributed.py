@@ -11,8 +11,9 @@ The collectives are counted in :data:`COMMUNICATION` (calls and payload bytes), 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,10 +29,13 @@ class CommunicationStats:
     all_reduce_calls: int = 0
     all_reduce_bytes: int = 0
     other_calls: int = 0
+    #: ``kind -> [calls, bytes, seconds]`` of the all-reduces, by what they carry (seconds include waiting for other ranks).
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Set all counters to zero."""
         self.all_reduce_calls = self.all_reduce_bytes = self.other_calls = 0
+        self.by_kind = {}
 
 
 #: The counters of this process.
@@ -90,11 +94,17 @@ def _communication_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
-    """In-place all-reduce, counted."""
+def _all_reduce(tensor: torch.Tensor, kind: str, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
+    """In-place all-reduce, counted under ``kind``."""
+    size = tensor.numel() * tensor.element_size()
     COMMUNICATION.all_reduce_calls += 1
-    COMMUNICATION.all_reduce_bytes += tensor.numel() * tensor.element_size()
+    COMMUNICATION.all_reduce_bytes += size
+    totals = COMMUNICATION.by_kind.setdefault(kind, [0, 0, 0.0])
+    totals[0] += 1
+    totals[1] += size
+    start = time.perf_counter()
     dist.all_reduce(tensor, op=op)
+    totals[2] += time.perf_counter() - start
     return tensor
 
 
@@ -107,7 +117,7 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
-    return _all_reduce(tensor.detach().clone()).div_(world_size())
+    return _all_reduce(tensor.detach().clone(), "tensor").div_(world_size())
 
 
 def all_reduce_mean_float(*values: float | torch.Tensor) -> tuple[float, ...]:
@@ -121,7 +131,7 @@ def all_reduce_mean_float(*values: float | torch.Tensor) -> tuple[float, ...]:
         return tuple(float(value) for value in values)
     device = _communication_device()
     stacked = torch.stack([torch.as_tensor(value, dtype=torch.float64, device=device).reshape(()) for value in values])
-    return tuple(_all_reduce(stacked).div_(world_size()).tolist())
+    return tuple(_all_reduce(stacked, "scalars").div_(world_size()).tolist())
 
 
 def all_reduce_mean_with_scalar(tensor: torch.Tensor, scalar: float | torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -136,7 +146,7 @@ def all_reduce_mean_with_scalar(tensor: torch.Tensor, scalar: float | torch.Tens
         return tensor, float(scalar)
     scalar_tensor = torch.as_tensor(scalar, dtype=tensor.dtype, device=tensor.device).reshape(1)
     packed = torch.cat([tensor.detach().reshape(-1), scalar_tensor])
-    _all_reduce(packed).div_(world_size())
+    _all_reduce(packed, "tensor and scalar").div_(world_size())
     return packed[:-1].view_as(tensor), float(packed[-1])
 
 
@@ -165,9 +175,9 @@ def global_mean_std(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return values.mean(), values.std()
     flat = values.detach().reshape(-1)
     local_count = torch.tensor(float(flat.numel()), dtype=flat.dtype, device=flat.device)
-    count, total = _all_reduce(torch.stack([local_count, flat.sum()])).unbind()
+    count, total = _all_reduce(torch.stack([local_count, flat.sum()]), "mean and std").unbind()
     mean = total / count
-    squared_deviations = _all_reduce(((flat - mean) ** 2).sum())
+    squared_deviations = _all_reduce(((flat - mean) ** 2).sum(), "mean and std")
     return mean, torch.sqrt(squared_deviations / (count - 1))
 
 
@@ -183,7 +193,7 @@ def all_reduce_mean_gradients(parameters: Sequence[torch.Tensor], loss: torch.Te
         return loss
     grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in parameters]
     packed = torch.cat([*(g.reshape(-1) for g in grads), loss.detach().reshape(1).to(grads[0].dtype)])
-    _all_reduce(packed).div_(world_size())
+    _all_reduce(packed, "gradients").div_(world_size())
     offset = 0
     for parameter, grad in zip(parameters, grads, strict=True):
         parameter.grad = packed[offset : offset + grad.numel()].view_as(grad)
@@ -200,7 +210,10 @@ def all_reduce_sum_int(*values: int) -> tuple[int, ...]:
     """
     if not is_distributed():
         return values
-    return tuple(int(v) for v in _all_reduce(torch.tensor(values, dtype=torch.int64, device=_communication_device())).tolist())
+    return tuple(
+        int(v)
+        for v in _all_reduce(torch.tensor(values, dtype=torch.int64, device=_communication_device()), "integers").tolist()
+    )
 
 
 def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
@@ -242,7 +255,7 @@ def check_in_sync(module: torch.nn.Module, context: str = "") -> None:
     if not is_distributed():
         return
     local = checksum([*module.parameters(), *module.buffers()]).to(_communication_device())
-    extremes = _all_reduce(torch.cat([local, -local]), op=dist.ReduceOp.MAX).tolist()
+    extremes = _all_reduce(torch.cat([local, -local]), "checksum", op=dist.ReduceOp.MAX).tolist()
     highest, lowest = extremes[:2], [-value for value in extremes[2:]]
     if highest != lowest:
         raise RuntimeError(
@@ -281,7 +294,8 @@ def merge_running_mean_std(rms: RunningMeanStd, start: tuple[float, np.ndarray, 
     new_first = count * shift
     new_second = count * (rms.var + shift**2) - start_count * start_var
     packed = np.concatenate([[count - start_count], np.ravel(new_first), np.ravel(new_second)])
-    total = _all_reduce(torch.as_tensor(packed, dtype=torch.float64, device=_communication_device())).cpu().numpy()
+    total = _all_reduce(torch.as_tensor(packed, dtype=torch.float64, device=_communication_device()), "running statistics")
+    total = total.cpu().numpy()
     shape, size = start_mean.shape, start_mean.size
     merged_count = start_count + total[0]
     merged_shift = total[1 : 1 + size].reshape(shape) / merged_count
