@@ -74,14 +74,16 @@ def worker(args: argparse.Namespace) -> None:
     distributed.COMMUNICATION.reset()
     if distributed.is_distributed():
         torch.distributed.barrier()
-    start, steps, updates = time.perf_counter(), model.num_timesteps, model._n_updates
+    start, cpu_start, steps, updates = time.perf_counter(), time.process_time(), model.num_timesteps, model._n_updates
     model.learn(args.updates * steps_per_update, reset_num_timesteps=False)
     elapsed = time.perf_counter() - start
+    cpu_seconds = [seconds for (seconds,) in distributed.all_gather_objects([time.process_time() - cpu_start])]
     n_updates = model._n_updates - updates
     if distributed.is_main_process():
         communication = distributed.COMMUNICATION
         result = {
             "steps_per_second": (model.num_timesteps - steps) / elapsed,
+            "cpu_ms_per_step": 1e3 * sum(cpu_seconds) / (model.num_timesteps - steps),
             "updates": n_updates,
             "all_reduce_per_update": communication.all_reduce_calls / n_updates,
             "all_reduce_bytes_per_update": communication.all_reduce_bytes / n_updates,
@@ -137,19 +139,21 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple
         f"`learn()` steps per second on CartPole-v1 (rl-zoo3 config, `n_envs={N_ENVS}` per process, one torch thread per "
         "process, gloo on 127.0.0.1),",
         f"median of {args.repeats} alternating runs of {args.updates} updates each, after one warm-up update. "
-        "`time in all-reduce` is rank 0's wall time inside all-reduces (transfer plus waiting for the other rank).",
+        "`time in all-reduce` is rank 0's wall time inside all-reduces (transfer plus waiting for the other rank);",
+        "`CPU ms/step` is the CPU time of all processes together per environment step (load-independent: equal",
+        "values mean data-parallelism adds no work, and the speed-up is then limited by the cores the processes get).",
         "",
-        "| setting | steps per update | steps/s (median) | runs | speed-up vs 1 process | time in all-reduce |",
-        "|---|---:|---:|---|---:|---:|",
+        "| setting | steps per update | steps/s (median) | runs | speed-up vs 1 process | time in all-reduce | CPU ms/step |",
+        "|---|---:|---:|---|---:|---:|---:|",
     ]
     for name, (n_processes, n_steps) in SETTINGS.items():
         values = [r["steps_per_second"] for r in results[name]]
         median = statistics.median(values)
         runs = ", ".join(f"{v:.0f}" for v in values)
         waiting = statistics.median(r["all_reduce_fraction"] for r in results[name])
-        lines.append(
-            f"| {name} | {n_steps * N_ENVS * n_processes} | {median:.0f} | {runs} | {median / base:.2f}× | {waiting:.0%} |"
-        )
+        cpu = statistics.median(r["cpu_ms_per_step"] for r in results[name])
+        steps = n_steps * N_ENVS * n_processes
+        lines.append(f"| {name} | {steps} | {median:.0f} | {runs} | {median / base:.2f}× | {waiting:.0%} | {cpu:.3f} |")
     two = results["2 processes, same config per process"][0]
     lines += [
         "",

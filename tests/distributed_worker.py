@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
@@ -87,6 +88,26 @@ def learning(out: Path, rank: int) -> dict:
     }
 
 
+class StopAfter(BaseCallback):
+    """Counts its calls; asks to stop at the given call."""
+
+    def __init__(self, calls: int):
+        super().__init__()
+        self.stop_at, self.calls = calls, 0
+
+    def _on_step(self) -> bool:
+        self.calls += 1
+        return self.calls < self.stop_at
+
+
+def callbacks(rank: int) -> dict:
+    """Callbacks run on rank 0 only; its request to stop stops every rank."""
+    model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=N_ENVS), batch_size=32, **EQUIVALENCE_KWARGS)
+    callback = StopAfter(N_STEPS + 5)  # during the second rollout
+    model.learn(total_timesteps=10 * N_STEPS * N_ENVS * distributed.world_size(), callback=callback)
+    return {"callback_calls": callback.calls, "stopped_after_updates": model._n_updates}
+
+
 def running_statistics(rank: int) -> dict:
     """Merge of RunningMeanStd: common start plus each rank's data equals the statistics of the union."""
     world = distributed.world_size()
@@ -129,6 +150,7 @@ def main() -> None:
     results |= equivalence(out, rank)
     assert distributed.is_distributed() and distributed.world_size() == int(os.environ["WORLD_SIZE"])
     results |= learning(out, rank)
+    results |= callbacks(rank)
     results |= running_statistics(rank)
     results |= drift(rank)
     (out / f"rank{rank}.json").write_text(json.dumps(results))

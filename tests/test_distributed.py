@@ -183,3 +183,10 @@ def test_drift_is_reported_on_every_rank(ranks):
     for result in results:
         assert result["drift_error"] is not None
         assert "different weights in the drift test" in result["drift_error"]
+
+
+def test_callbacks_run_on_rank_zero_and_stop_every_rank(ranks):
+    _, results = ranks
+    assert results[0]["callback_calls"] == N_STEPS + 5
+    assert results[1]["callback_calls"] == 0
+    assert results[0]["stopped_after_updates"] == results[1]["stopped_after_updates"] == 1
