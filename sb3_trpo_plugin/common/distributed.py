@@ -10,6 +10,7 @@ The collectives are counted in :data:`COMMUNICATION` (calls and payload bytes), 
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -74,7 +75,8 @@ def init_from_environment(device: torch.device | str = "auto") -> bool:
     Initialise the default process group from ``torchrun``'s environment variables, when launched by it.
 
     Backend ``nccl`` when the model runs on a GPU (each process then uses GPU ``LOCAL_RANK``), ``gloo``
-    otherwise. Does nothing when already initialised or not launched with several processes.
+    otherwise. Does nothing when already initialised or not launched with several processes. A group
+    initialised here is destroyed when the interpreter exits.
 
     :param device: the model's device, as given to the algorithm
     :return: whether ``torch.distributed`` is initialised with several processes afterwards
@@ -84,7 +86,14 @@ def init_from_environment(device: torch.device | str = "auto") -> bool:
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # Created here, released here: exiting with a live gloo group can abort the interpreter's shutdown.
+        atexit.register(_destroy_process_group)
     return is_distributed()
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _communication_device() -> torch.device:
