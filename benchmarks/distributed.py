@@ -14,7 +14,7 @@ Settings (rl-zoo3's CartPole-v1 config: ``n_envs=2``, ``n_steps=512``, ``batch_s
 
 Usage::
 
-    python benchmarks/distributed.py                  # writes the distributed section of docs/benchmarks.md
+    python benchmarks/distributed.py        # writes docs/benchmarks.md's section, benchmarks/results/distributed.json
     python benchmarks/distributed.py --repeats 1 --updates 4 --no-write
 
 Each process runs torch on one thread (``OMP_NUM_THREADS=1``, as torchrun sets with several processes).
@@ -224,6 +224,9 @@ def main() -> None:
     print(section)
     if not args.no_write:
         write_section(section)
+        raw = ROOT / "benchmarks" / "results" / "distributed.json"
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        raw.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
