@@ -303,8 +303,8 @@ def merge_running_mean_std(rms: RunningMeanStd, start: tuple[float, np.ndarray, 
     new_first = count * shift
     new_second = count * (rms.var + shift**2) - start_count * start_var
     packed = np.concatenate([[count - start_count], np.ravel(new_first), np.ravel(new_second)])
-    total = _all_reduce(torch.as_tensor(packed, dtype=torch.float64, device=_communication_device()), "running statistics")
-    total = total.cpu().numpy()
+    summed = _all_reduce(torch.as_tensor(packed, dtype=torch.float64, device=_communication_device()), "running statistics")
+    total = summed.cpu().numpy()
     shape, size = start_mean.shape, start_mean.size
     merged_count = start_count + total[0]
     merged_shift = total[1 : 1 + size].reshape(shape) / merged_count
