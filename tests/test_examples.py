@@ -26,7 +26,7 @@ def load_example(name: str) -> ModuleType:
 
 def test_every_example_is_tested() -> None:
     tested = {"cartpole_quickstart", "ppo_to_trpo_callbacks", "pendulum_gsde", "pixel_cnn", "mujoco_hopper"}
-    tested |= {"tensorboard_custom_scalars"}
+    tested |= {"tensorboard_custom_scalars", "distributed_cartpole"}
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -96,3 +96,14 @@ def test_tensorboard_custom_scalars(tmp_path: Path) -> None:
     assert all(0 < entropy <= math.log(2) + 1e-6 for entropy in entropies)  # two actions: at most log 2
     angles = [event.value for event in events.Scalars("custom/mean_abs_pole_angle")]
     assert all(0 <= angle < 0.21 for angle in angles)  # episodes end beyond 12 degrees (0.21 rad)
+
+
+def test_distributed_cartpole_runs_as_a_single_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("distributed_cartpole")
+    monkeypatch.setattr(sys, "argv", ["distributed_cartpole.py", "--timesteps", "2048", "--output", str(tmp_path)])
+    example.main()
+    out = capsys.readouterr().out
+    assert "process 0 of 1" in out and "2048 steps over 1 process(es)" in out
+    assert TRPO.load(tmp_path / "trpo_cartpole_distributed.zip").num_timesteps == 2048
