@@ -106,14 +106,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def first_reaching(curve: Sequence[CurvePoint], threshold: float) -> CurvePoint | None:
     """
-    The first evaluation whose mean return reaches ``threshold``.
+    The first evaluation after training started (step > 0) whose mean return reaches ``threshold``.
+
+    The evaluation of the untrained policy is skipped: a lucky initial policy (a deterministic
+    CartPole policy can balance by chance) says nothing about learning speed.
 
     :param curve: evaluations in order of steps
     :param threshold: the env's solved threshold
     :return: that evaluation, or ``None`` when the run never reaches it
     """
     for point in curve:
-        if point.mean_return >= threshold:
+        if point.step > 0 and point.mean_return >= threshold:
             return point
     return None
 
@@ -277,7 +280,8 @@ def plot_env(env_id: str, per_algo: dict[str, list[RunResult]], threshold: float
         returns = np.array([[r.curve[i].mean_return for i in range(n_points)] for r in runs])
         (line,) = ax.plot(steps, returns.mean(axis=0), label=f"{ALGO_LABELS.get(algo, algo)} ({len(runs)} seeds)")
         ax.fill_between(steps, returns.min(axis=0), returns.max(axis=0), alpha=0.2, color=line.get_color())
-    if threshold is not None:
+    low, high = ax.get_ylim()
+    if threshold is not None and threshold <= high + 0.25 * (high - low):  # not when far above every curve
         ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"solved ({threshold:g})")
     ax.set_title(f"{env_id}: deterministic evaluation return")
     ax.set_xlabel("environment steps")
