@@ -342,8 +342,46 @@ def render_section(
                 f"| {s.train_wall_mean_s:.0f} ± {s.train_wall_std_s:.0f} s |"
             )
         lines.append("")
+        lines += diagnostics_table(table[env_id])
         if env_id in plot_names:
             lines += [f"![{env_id} learning curves]({plot_names[env_id]})", ""]
     if missing:
         lines += ["### Not measured yet", "", ", ".join(missing) + ": no finished run in the results folder yet.", ""]
     return "\n".join(lines)
+
+
+def _diagnostic(runs: Sequence[RunResult], key: str, which: str = "mean") -> float:
+    """Mean over seeds of one logged training diagnostic (``nan`` where the algorithm does not log it)."""
+    values = [r.meta.get("diagnostics", {}).get(key, {}).get(which) for r in runs]
+    present = [float(v) for v in values if v is not None]
+    return float(np.mean(present)) if present else math.nan
+
+
+def diagnostics_table(per_algo: dict[str, list[RunResult]]) -> list[str]:
+    """
+    Training diagnostics per algorithm, averaged over updates then seeds: line-search acceptance and
+    KL per update (the trust-region methods), critic's explained variance at the last update, and the
+    wall-clock of the evaluations (excluded from the training wall-clock).
+
+    :param per_algo: ``{algo: runs}``
+    :return: Markdown lines (a table and a blank line)
+    """
+    lines = [
+        "| algorithm | line-search acceptance | KL per update (as logged) | explained variance (last update) "
+        "| evaluation wall-clock |",
+        "|---|---|---|---|---|",
+    ]
+    for algo in sorted(per_algo, key=_algo_order):
+        runs = per_algo[algo]
+        accepted = _diagnostic(runs, "train/is_line_search_success")
+        kl = _diagnostic(runs, "train/kl_divergence_loss")
+        if not math.isfinite(kl):
+            kl = _diagnostic(runs, "train/approx_kl")
+        ev = _diagnostic(runs, "train/explained_variance", "last")
+        eval_wall = float(np.mean([r.meta.get("eval_wall_s", math.nan) for r in runs]))
+        acceptance = "—" if not math.isfinite(accepted) else f"{100 * accepted:.0f} %"
+        lines.append(
+            f"| {ALGO_LABELS.get(algo, algo)} | {acceptance} | {_fmt(kl, 4)} | {_fmt(ev, 2)} | {_fmt(eval_wall, 0)} s |"
+        )
+    lines.append("")
+    return lines

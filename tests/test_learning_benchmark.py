@@ -103,3 +103,65 @@ def test_render_section_tables_and_missing_envs() -> None:
     assert rows[0].startswith("| TRPO (this plugin) | 1 | 500.0 ± 0.0 |")  # ours first, whatever the dict order
     assert "| 1/1 |" in rows[0] and "| 0/1 |" in rows[1]
     assert "Pendulum-v1: no finished run" in text
+
+
+def _make_reach_env() -> object:
+    """A tiny 3-D continuous-control task (no Box2D or MuJoCo needed): reward ``-‖a - s[:3]‖²``."""
+    import gymnasium as gym
+    import numpy as np
+
+    class Reach(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+            super().reset(seed=seed)
+            self.t = 0
+            self.state = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+            return self.state, {}
+
+        def step(self, action: np.ndarray) -> tuple:
+            reward = -float(np.sum((action - self.state[:3]) ** 2))
+            self.t += 1
+            self.state = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+            return self.state, reward, False, self.t >= 50, {}
+
+    return Reach()
+
+
+def test_per_dimension_kl_variant_takes_sb3_contribs_step() -> None:
+    """``trpo_kl_per_dim`` (target_kl and cg_damping times d) reproduces sb3-contrib's update; plain ours is tighter."""
+    pytest.importorskip("sb3_contrib")
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
+
+    spec = importlib.util.spec_from_file_location("learning_benchmark", _PATH.with_name("learning.py"))
+    assert spec is not None and spec.loader is not None
+    learning = importlib.util.module_from_spec(spec)
+    sys.modules["learning_benchmark"] = learning  # dataclasses look their module up
+    spec.loader.exec_module(learning)
+    preset = learning.Preset("MlpPolicy", {"n_steps": 256, "n_critic_updates": 1}, 2, 512, False, {}, {})
+
+    steps = {}
+    for algo in ("sb3_contrib_trpo", "trpo", "trpo_kl_per_dim"):
+        env = make_vec_env(_make_reach_env, n_envs=2, seed=0)
+        model = learning.make_model(algo, preset, env, seed=0, logger=Logger(folder=None, output_formats=[]))
+        actor = [
+            *model.policy.mlp_extractor.policy_net.parameters(),
+            *model.policy.action_net.parameters(),
+            model.policy.log_std,
+        ]
+        before = torch.cat([p.detach().flatten() for p in actor])
+        model.learn(512)  # one rollout, one update
+        steps[algo] = torch.cat([p.detach().flatten() for p in actor]) - before
+
+    contrib = steps["sb3_contrib_trpo"]
+    assert contrib.norm() > 0
+
+    def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(a @ b / (a.norm() * b.norm()))
+
+    assert cosine(steps["trpo_kl_per_dim"], contrib) == pytest.approx(1.0, abs=1e-4)
+    assert float(steps["trpo_kl_per_dim"].norm() / contrib.norm()) == pytest.approx(1.0, abs=1e-3)
+    assert float(steps["trpo"].norm() / contrib.norm()) < 0.99  # the joint-KL region of radius δ is smaller
