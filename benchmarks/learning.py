@@ -258,11 +258,12 @@ def run_one(
     model = make_model(algo, preset, train_env, seed, Logger(folder=None, output_formats=[capture]))
     curve: list[CurvePoint] = []
     eval_time = 0.0
+    eval_cpu = 0.0
     learn_started = 0.0
 
     def evaluate(n_episodes: int) -> None:
-        nonlocal eval_time
-        t0 = time.perf_counter()
+        nonlocal eval_time, eval_cpu
+        t0, c0 = time.perf_counter(), time.process_time()
         if preset.normalize:
             sync_envs_normalization(train_env, eval_env)
         returns, _ = evaluate_policy(
@@ -271,6 +272,7 @@ def run_one(
         train_wall = t0 - learn_started - eval_time
         curve.append(CurvePoint(model.num_timesteps, train_wall, float(np.mean(returns)), float(np.std(returns)), n_episodes))
         eval_time += time.perf_counter() - t0
+        eval_cpu += time.process_time() - c0
 
     class PeriodicEval(BaseCallback):
         """Evaluates between updates, at the first rollout start at or past each tenth of the budget."""
@@ -288,9 +290,10 @@ def run_one(
         def _on_step(self) -> bool:
             return True
 
-    learn_started = time.perf_counter()
+    learn_started, learn_started_cpu = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=budget, callback=PeriodicEval())
     train_wall_s = time.perf_counter() - learn_started - eval_time
+    train_cpu_s = time.process_time() - learn_started_cpu - eval_cpu
     model.logger.dump(model.num_timesteps)  # the last update's diagnostics (learn dumps before each update)
     evaluate(final_episodes)
 
@@ -306,6 +309,7 @@ def run_one(
         "final_episodes": final_episodes,
         "train_wall_s": train_wall_s,
         "eval_wall_s": eval_time,
+        "train_cpu_s": train_cpu_s,
         "total_wall_s": time.perf_counter() - started,
         "n_envs": preset.n_envs,
         "normalize": preset.normalize,
