@@ -189,6 +189,7 @@ class Summary:
     wall_to_threshold_s: float
     train_wall_mean_s: float
     train_wall_std_s: float
+    train_cpu_mean_s: float = math.nan
 
 
 def summarize(runs: Sequence[RunResult], threshold: float | None) -> Summary:
@@ -207,6 +208,7 @@ def summarize(runs: Sequence[RunResult], threshold: float | None) -> Summary:
     mean, std = mean_std(finals)
     walls = [r.train_wall_s for r in runs]
     wall_mean, wall_std = mean_std(walls)
+    cpus = [float(r.meta["train_cpu_s"]) for r in runs if "train_cpu_s" in r.meta]
     n_solved = 0
     steps: list[float] = []
     times: list[float] = []
@@ -228,6 +230,7 @@ def summarize(runs: Sequence[RunResult], threshold: float | None) -> Summary:
         wall_to_threshold_s=float(np.median(times)) if times else math.nan,
         train_wall_mean_s=wall_mean,
         train_wall_std_s=wall_std,
+        train_cpu_mean_s=mean_std(cpus)[0],
     )
 
 
@@ -328,9 +331,10 @@ def render_section(
         lines.append("")
         lines.append(
             "| algorithm | seeds | final return mean ± std | IQM | per seed | seeds solved (final) "
-            "| steps to threshold (median) | train wall-clock to threshold (median) | train wall-clock per run |"
+            "| steps to threshold (median) | train wall-clock to threshold (median) | train wall-clock per run "
+            "| train CPU time per run |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for algo in sorted(table[env_id], key=_algo_order):
             s = summarize(table[env_id][algo], threshold)
             per_seed = " / ".join(_fmt(f, 0) for f in s.finals)
@@ -339,7 +343,7 @@ def render_section(
             lines.append(
                 f"| {ALGO_LABELS.get(algo, algo)} | {s.n_seeds} | {_fmt(s.final_mean)} ± {_fmt(s.final_std)} "
                 f"| {_fmt(s.final_iqm)} | {per_seed} | {solved} | {_fmt_steps(s.steps_to_threshold)} | {wall_thr} "
-                f"| {s.train_wall_mean_s:.0f} ± {s.train_wall_std_s:.0f} s |"
+                f"| {s.train_wall_mean_s:.0f} ± {s.train_wall_std_s:.0f} s | {_fmt(s.train_cpu_mean_s, 0)} s |"
             )
         lines.append("")
         lines += diagnostics_table(table[env_id])

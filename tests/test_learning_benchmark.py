@@ -27,7 +27,13 @@ def run(seed: int, finals: float, threshold_at: tuple[int, float] | None = None,
     if threshold_at is not None:
         points.append((threshold_at[0], threshold_at[1], 500.0))
     points.append((100_000, 60.0, finals))
-    return lr.RunResult("CartPole-v1", algo, seed, curve(*points), {"train_wall_s": 60.0 + seed, "total_timesteps": 100_000})
+    return lr.RunResult(
+        "CartPole-v1",
+        algo,
+        seed,
+        curve(*points),
+        {"train_wall_s": 60.0 + seed, "train_cpu_s": 50.0 + seed, "total_timesteps": 100_000},
+    )
 
 
 def test_interquartile_mean_matches_the_definition() -> None:
@@ -68,6 +74,7 @@ def test_summarize_over_seeds() -> None:
     assert s.steps_to_threshold == pytest.approx(50_000)  # median of 30k, 50k, 100k
     assert s.wall_to_threshold_s == pytest.approx(31.0)
     assert s.train_wall_mean_s == pytest.approx(61.0)
+    assert s.train_cpu_mean_s == pytest.approx(51.0)
     no_threshold = lr.summarize(runs, threshold=None)
     assert no_threshold.n_solved == 0 and math.isnan(no_threshold.steps_to_threshold)
 
