@@ -190,6 +190,7 @@ class Summary:
     train_wall_mean_s: float
     train_wall_std_s: float
     train_cpu_mean_s: float = math.nan
+    n_cpu_timed: int = 0
 
 
 def summarize(runs: Sequence[RunResult], threshold: float | None) -> Summary:
@@ -231,6 +232,7 @@ def summarize(runs: Sequence[RunResult], threshold: float | None) -> Summary:
         train_wall_mean_s=wall_mean,
         train_wall_std_s=wall_std,
         train_cpu_mean_s=mean_std(cpus)[0],
+        n_cpu_timed=len(cpus),
     )
 
 
@@ -340,10 +342,13 @@ def render_section(
             per_seed = " / ".join(_fmt(f, 0) for f in s.finals)
             solved = f"{s.n_solved}/{s.n_seeds}" if threshold is not None else "—"
             wall_thr = "—" if not math.isfinite(s.wall_to_threshold_s) else f"{s.wall_to_threshold_s:.0f} s"
+            cpu = "—" if not s.n_cpu_timed else f"{s.train_cpu_mean_s:.0f} s"
+            if 0 < s.n_cpu_timed < s.n_seeds:
+                cpu += f" ({s.n_cpu_timed} of {s.n_seeds} runs)"
             lines.append(
                 f"| {ALGO_LABELS.get(algo, algo)} | {s.n_seeds} | {_fmt(s.final_mean)} ± {_fmt(s.final_std)} "
                 f"| {_fmt(s.final_iqm)} | {per_seed} | {solved} | {_fmt_steps(s.steps_to_threshold)} | {wall_thr} "
-                f"| {s.train_wall_mean_s:.0f} ± {s.train_wall_std_s:.0f} s | {_fmt(s.train_cpu_mean_s, 0)} s |"
+                f"| {s.train_wall_mean_s:.0f} ± {s.train_wall_std_s:.0f} s | {cpu} |"
             )
         lines.append("")
         lines += diagnostics_table(table[env_id])
