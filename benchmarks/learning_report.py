@@ -189,6 +189,7 @@ class Summary:
     wall_to_threshold_s: float
     train_wall_mean_s: float
     train_wall_std_s: float
+    late_mean: float = math.nan
     train_cpu_mean_s: float = math.nan
     n_cpu_timed: int = 0
 
@@ -200,6 +201,9 @@ def summarize(runs: Sequence[RunResult], threshold: float | None) -> Summary:
     ``steps_to_threshold`` and ``wall_to_threshold_s`` are medians over the seeds that reached the
     threshold at an evaluation (``nan`` when none did or there is no threshold); ``n_solved`` counts
     seeds whose *final* return reaches it.
+
+    ``late_mean`` is the mean over seeds of each run's last three evaluations (the final one
+    included): a steadier read of where a run ended than its final evaluation alone.
 
     :param runs: one run per seed
     :param threshold: the env's solved threshold, or ``None``
@@ -231,6 +235,7 @@ def summarize(runs: Sequence[RunResult], threshold: float | None) -> Summary:
         wall_to_threshold_s=float(np.median(times)) if times else math.nan,
         train_wall_mean_s=wall_mean,
         train_wall_std_s=wall_std,
+        late_mean=mean_std([np.mean([p.mean_return for p in r.curve[-3:]]) for r in runs])[0],
         train_cpu_mean_s=mean_std(cpus)[0],
         n_cpu_timed=len(cpus),
     )
@@ -332,11 +337,11 @@ def render_section(
         lines.append(f"Budget {budget:,} steps; {solved_text}.".replace(",", " ") if budget else f"{solved_text}.")
         lines.append("")
         lines.append(
-            "| algorithm | seeds | final return mean ± std | IQM | per seed | seeds solved (final) "
+            "| algorithm | seeds | final return mean ± std | IQM | per seed | last 3 evaluations | seeds solved (final) "
             "| steps to threshold (median) | train wall-clock to threshold (median) | train wall-clock per run "
             "| train CPU time per run |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for algo in sorted(table[env_id], key=_algo_order):
             s = summarize(table[env_id][algo], threshold)
             per_seed = " / ".join(_fmt(f, 0) for f in s.finals)
@@ -347,7 +352,8 @@ def render_section(
                 cpu += f" ({s.n_cpu_timed} of {s.n_seeds} runs)"
             lines.append(
                 f"| {ALGO_LABELS.get(algo, algo)} | {s.n_seeds} | {_fmt(s.final_mean)} ± {_fmt(s.final_std)} "
-                f"| {_fmt(s.final_iqm)} | {per_seed} | {solved} | {_fmt_steps(s.steps_to_threshold)} | {wall_thr} "
+                f"| {_fmt(s.final_iqm)} | {per_seed} | {_fmt(s.late_mean)} | {solved} "
+                f"| {_fmt_steps(s.steps_to_threshold)} | {wall_thr} "
                 f"| {s.train_wall_mean_s:.0f} ± {s.train_wall_std_s:.0f} s | {cpu} |"
             )
         lines.append("")

@@ -75,6 +75,8 @@ def test_summarize_over_seeds() -> None:
     assert s.wall_to_threshold_s == pytest.approx(31.0)
     assert s.train_wall_mean_s == pytest.approx(61.0)
     assert s.train_cpu_mean_s == pytest.approx(51.0)
+    # Each run's last three evaluations (seed 2 has only two), averaged per run, then over seeds.
+    assert s.late_mean == pytest.approx(((10 + 500 + 500) / 3 + (10 + 500 + 435) / 3 + (10 + 500) / 2) / 3)
     no_threshold = lr.summarize(runs, threshold=None)
     assert no_threshold.n_solved == 0 and math.isnan(no_threshold.steps_to_threshold)
 
