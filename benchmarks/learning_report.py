@@ -382,7 +382,8 @@ def diagnostics_table(per_algo: dict[str, list[RunResult]]) -> list[str]:
     :return: Markdown lines (a table and a blank line)
     """
     lines = [
-        "| algorithm | line-search acceptance | KL per update (as logged) | explained variance (last update) "
+        "| algorithm | line-search acceptance | KL per update (as logged: joint here, per action dimension in sb3-contrib) "
+        "| explained variance (last update) "
         "| evaluation wall-clock |",
         "|---|---|---|---|---|",
     ]
