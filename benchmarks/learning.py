@@ -1,0 +1,516 @@
+"""
+Learning-quality benchmark: this plugin's TRPO against sb3-contrib's TRPO and SB3's PPO.
+
+Each algorithm trains with rl-zoo3's tuned settings for the env (``hyperparams/trpo.yml`` for both
+TRPOs, ``hyperparams/ppo.yml`` for PPO, at TRPO's step budget), parsed by rl-zoo3's own
+preprocessing (schedules such as ``lin_1e-3``, ``normalize``, ``policy_kwargs`` strings,
+``n_envs``). A deterministic evaluation on a separate env (VecNormalize statistics synced where
+the preset normalises) runs every tenth of the budget; the final return is one last evaluation
+with more episodes. One process per run, ``--jobs`` at a time; each run writes
+``<results>/<env>/<algo>/seed<k>.csv`` (the curve) and then ``seed<k>.json`` (metadata, written
+last and atomically: its presence marks the run finished, and finished runs are skipped).
+
+Every run process calls ``torch.set_num_threads(1)``: runs are small MLPs, and one thread per
+process is what makes ``--jobs`` runs share the cores without oversubscription.
+
+Usage::
+
+    python benchmarks/learning.py run --jobs 2                   # the whole campaign
+    python benchmarks/learning.py run --envs CartPole-v1 --seeds 0 1 2 3 4
+    python benchmarks/learning.py run --timesteps-scale 0.02 --results /tmp/smoke   # a smoke test
+    python benchmarks/learning.py report                          # docs/benchmarks.md + docs/learning_<env>.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from learning_report import (
+    CurvePoint,
+    load_results,
+    plot_env,
+    render_section,
+    replace_section,
+    write_curve,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "learning"
+
+#: Envs in campaign order (cheapest first), with rl-zoo3's preset name where it differs and the
+#: budget where it overrides rl-zoo3's TRPO file.
+ENVS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {},
+    "Acrobot-v1": {},
+    "Pendulum-v1": {},
+    "MountainCarContinuous-v0": {},
+    "LunarLander-v3": {},
+    "LunarLanderContinuous-v3": {},
+    "Hopper-v5": {"zoo_key": "Hopper-v4", "n_timesteps": 300_000},
+    "HalfCheetah-v5": {"zoo_key": "HalfCheetah-v4", "n_timesteps": 300_000},
+}
+#: "trpo_kl_per_dim" is this plugin's TRPO with sb3-contrib's KL semantics (see ``make_model``); it
+#: only differs from "trpo" on Box action spaces with more than one dimension.
+ALGOS = ("trpo", "sb3_contrib_trpo", "ppo", "trpo_kl_per_dim")
+DEFAULT_ALGOS = ("trpo", "sb3_contrib_trpo", "ppo")
+EVAL_SEED_OFFSET = 10_000
+
+
+@dataclass
+class Preset:
+    """
+    rl-zoo3's settings for one algorithm on one env, after rl-zoo3's preprocessing.
+
+    :param policy: policy name, e.g. ``"MlpPolicy"``
+    :param kwargs: constructor keywords of the algorithm (schedules and ``policy_kwargs`` parsed)
+    :param n_envs: number of training envs
+    :param n_timesteps: the step budget
+    :param normalize: whether the envs are wrapped in ``VecNormalize``
+    :param normalize_kwargs: keywords of ``VecNormalize`` (``gamma`` follows the algorithm's)
+    :param raw: the YAML entry as written, for the record
+    """
+
+    policy: str
+    kwargs: dict[str, Any]
+    n_envs: int
+    n_timesteps: int
+    normalize: bool
+    normalize_kwargs: dict[str, Any]
+    raw: dict[str, Any]
+
+
+def zoo_file(algo: str) -> str:
+    """rl-zoo3's hyperparameter file for ``algo`` (both TRPOs read ``trpo.yml``)."""
+    import rl_zoo3
+
+    name = "ppo" if algo == "ppo" else "trpo"
+    return str(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{name}.yml")
+
+
+def load_preset(algo: str, env_id: str) -> Preset:
+    """
+    rl-zoo3's tuned settings for ``algo`` on ``env_id``, preprocessed by rl-zoo3's ``ExperimentManager``.
+
+    The budget is TRPO's (from ``trpo.yml`` or :data:`ENVS`) for every algorithm.
+
+    :param algo: one of :data:`ALGOS`
+    :param env_id: a key of :data:`ENVS`
+    :return: the preset
+    """
+    import yaml
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    zoo_key = ENVS[env_id].get("zoo_key", env_id)
+    entries = {}
+    for name in ("trpo", algo):
+        with open(zoo_file(name)) as f:
+            entries[name] = yaml.safe_load(f)[zoo_key]
+    raw = dict(entries[algo])
+    budget = int(ENVS[env_id].get("n_timesteps", entries["trpo"]["n_timesteps"]))
+    with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as tmp:
+        manager = ExperimentManager(argparse.Namespace(), "trpo" if algo != "ppo" else "ppo", env_id, tmp, verbose=0)
+        kwargs, _, _, _ = manager._preprocess_hyperparams(dict(raw))
+    policy = kwargs.pop("policy")
+    return Preset(policy, kwargs, manager.n_envs, budget, bool(manager.normalize), dict(manager.normalize_kwargs), raw)
+
+
+def action_dim(env_id: str) -> int:
+    """Number of action dimensions of a Box action space, 1 for the others."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    space = env.action_space
+    env.close()
+    return int(np.prod(space.shape)) if isinstance(space, gym.spaces.Box) else 1
+
+
+def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> Any:
+    """
+    Build the model of ``algo`` with the preset's keywords.
+
+    ``trpo_kl_per_dim`` is this plugin's TRPO with ``target_kl`` and ``cg_damping`` multiplied by the
+    action dimension ``d``: sb3-contrib averages the KL over action dimensions (``KL/d``), so its
+    radius ``δ`` on the averaged KL is the radius ``dδ`` on the joint KL this plugin constrains, and
+    its damping ``λ`` on ``F/d`` is ``dλ`` on ``F``; with both scaled the steps are the same.
+
+    :param algo: one of :data:`ALGOS`
+    :param preset: from :func:`load_preset`
+    :param env: the training VecEnv
+    :param seed: the run's seed
+    :param logger: SB3 logger to attach
+    :return: the model
+    """
+    kwargs = dict(preset.kwargs)
+    if algo in ("trpo", "trpo_kl_per_dim"):
+        from sb3_trpo_plugin import TRPO as cls
+    elif algo == "sb3_contrib_trpo":
+        from sb3_contrib import TRPO as cls
+    elif algo == "ppo":
+        from stable_baselines3 import PPO as cls
+    else:
+        raise ValueError(f"unknown algorithm {algo!r}")
+    if algo == "trpo_kl_per_dim":
+        import inspect
+
+        defaults = inspect.signature(cls.__init__).parameters
+        d = int(np.prod(env.action_space.shape))
+        kwargs["target_kl"] = kwargs.get("target_kl", defaults["target_kl"].default) * d
+        kwargs["cg_damping"] = kwargs.get("cg_damping", defaults["cg_damping"].default) * d
+    model = cls(preset.policy, env, seed=seed, verbose=0, device="cpu", **kwargs)
+    model.set_logger(logger)
+    return model
+
+
+def run_one(
+    env_id: str,
+    algo: str,
+    seed: int,
+    results: Path,
+    n_evals: int = 10,
+    eval_episodes: int = 10,
+    final_episodes: int = 20,
+    timesteps: int | None = None,
+    timesteps_scale: float = 1.0,
+) -> Path:
+    """
+    Train one run with periodic deterministic evaluation; write its CSV, then its JSON.
+
+    :param env_id: a key of :data:`ENVS`
+    :param algo: one of :data:`ALGOS`
+    :param seed: seeds the model and the training envs (the evaluation env gets ``seed + 10000``)
+    :param results: the results folder
+    :param n_evals: evaluations during training (at steps ``0, B/n, 2B/n, …``), the final one excluded
+    :param eval_episodes: episodes per evaluation during training
+    :param final_episodes: episodes of the final evaluation
+    :param timesteps: budget override (default: rl-zoo3's / :data:`ENVS`)
+    :param timesteps_scale: factor on the budget (for smoke tests)
+    :return: path of the JSON
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    import gymnasium as gym
+    import sb3_contrib
+    import stable_baselines3
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.logger import KVWriter, Logger
+    from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+
+    import sb3_trpo_plugin
+
+    started = time.perf_counter()
+    preset = load_preset(algo, env_id)
+    budget = max(1, int((timesteps or preset.n_timesteps) * timesteps_scale))
+
+    train_env = make_vec_env(env_id, n_envs=preset.n_envs, seed=seed)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + EVAL_SEED_OFFSET)
+    if preset.normalize:
+        train_env = VecNormalize(train_env, **preset.normalize_kwargs)
+        eval_kwargs = {**preset.normalize_kwargs, "training": False, "norm_reward": False}
+        eval_env = VecNormalize(eval_env, **eval_kwargs)
+
+    class Capture(KVWriter):
+        """Keeps the per-update training diagnostics the algorithms log."""
+
+        keys = (
+            "train/is_line_search_success",
+            "train/kl_divergence_loss",
+            "train/explained_variance",
+            "train/value_loss",
+            "train/std",
+            "train/approx_kl",
+            "train/clip_fraction",
+            "train/line_search_steps",
+            "train/step_fraction",
+        )
+
+        def __init__(self) -> None:
+            self.values: dict[str, list[float]] = {}
+
+        def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+            for key in self.keys:
+                if key in key_values:
+                    self.values.setdefault(key, []).append(float(key_values[key]))
+
+        def close(self) -> None:
+            pass
+
+    capture = Capture()
+    model = make_model(algo, preset, train_env, seed, Logger(folder=None, output_formats=[capture]))
+    curve: list[CurvePoint] = []
+    eval_time = 0.0
+    eval_cpu = 0.0
+    learn_started = 0.0
+
+    def evaluate(n_episodes: int) -> None:
+        nonlocal eval_time, eval_cpu
+        t0, c0 = time.perf_counter(), time.process_time()
+        if preset.normalize:
+            sync_envs_normalization(train_env, eval_env)
+        returns, _ = evaluate_policy(
+            model, eval_env, n_eval_episodes=n_episodes, deterministic=True, return_episode_rewards=True
+        )
+        train_wall = t0 - learn_started - eval_time
+        curve.append(CurvePoint(model.num_timesteps, train_wall, float(np.mean(returns)), float(np.std(returns)), n_episodes))
+        eval_time += time.perf_counter() - t0
+        eval_cpu += time.process_time() - c0
+
+    class PeriodicEval(BaseCallback):
+        """Evaluates between updates, at the first rollout start at or past each tenth of the budget."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_eval = 0
+
+        def _on_rollout_start(self) -> None:
+            if self.num_timesteps >= self.next_eval and self.next_eval < budget:
+                evaluate(eval_episodes)
+                while self.next_eval <= self.num_timesteps:
+                    self.next_eval += max(1, budget // n_evals)
+
+        def _on_step(self) -> bool:
+            return True
+
+    learn_started, learn_started_cpu = time.perf_counter(), time.process_time()
+    model.learn(total_timesteps=budget, callback=PeriodicEval())
+    train_wall_s = time.perf_counter() - learn_started - eval_time
+    train_cpu_s = time.process_time() - learn_started_cpu - eval_cpu
+    model.logger.dump(model.num_timesteps)  # the last update's diagnostics (learn dumps before each update)
+    evaluate(final_episodes)
+
+    diagnostics = {key: {"mean": float(np.mean(v)), "last": v[-1], "n": len(v)} for key, v in capture.values.items()}
+    meta = {
+        "env_id": env_id,
+        "algo": algo,
+        "seed": seed,
+        "total_timesteps": budget,
+        "steps_done": int(model.num_timesteps),
+        "final_return": curve[-1].mean_return,
+        "final_return_std": curve[-1].std_return,
+        "final_episodes": final_episodes,
+        "train_wall_s": train_wall_s,
+        "eval_wall_s": eval_time,
+        "train_cpu_s": train_cpu_s,
+        "total_wall_s": time.perf_counter() - started,
+        "n_envs": preset.n_envs,
+        "normalize": preset.normalize,
+        "normalize_kwargs": preset.normalize_kwargs,
+        "zoo_file": Path(zoo_file(algo)).name,
+        "zoo_key": ENVS[env_id].get("zoo_key", env_id),
+        "hyperparams": {k: repr(v) for k, v in preset.raw.items()},
+        "action_dim": action_dim(env_id),
+        "diagnostics": diagnostics,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "gymnasium": gym.__version__,
+            "stable_baselines3": stable_baselines3.__version__,
+            "sb3_contrib": sb3_contrib.__version__,
+            "sb3_trpo_plugin": sb3_trpo_plugin.__version__,
+            "sb3_trpo_plugin_git": _git_commit(),
+        },
+        "torch_threads": torch.get_num_threads(),
+        "host_cpus": os.cpu_count(),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = results / env_id / algo
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"seed{seed}.json"
+    _atomic_write(json_path.with_suffix(".csv"), lambda p: write_curve(p, curve))
+    _atomic_write(json_path, lambda p: p.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n"))
+    train_env.close()
+    eval_env.close()
+    return json_path
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _git_commit() -> str:
+    """Commit of the code that ran (of the checkout this file is in), ``"unknown"`` outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def campaign_jobs(envs: Sequence[str], algos: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, str, int]]:
+    """
+    The runs of a campaign, in order: env by env (cheapest first), seed by seed, the algorithms of a
+    seed side by side (so that they meet similar load on a shared machine). ``trpo_kl_per_dim`` only
+    runs where it differs from ``trpo`` (Box actions with more than one dimension), after the others.
+
+    :param envs: env ids
+    :param algos: algorithms
+    :param seeds: seeds
+    :return: ``(env_id, algo, seed)`` triples
+    """
+    jobs = []
+    for env_id in envs:
+        main = [a for a in algos if a != "trpo_kl_per_dim"]
+        jobs += [(env_id, a, s) for s in seeds for a in main]
+        if "trpo_kl_per_dim" in algos and action_dim(env_id) > 1:
+            jobs += [(env_id, "trpo_kl_per_dim", s) for s in seeds]
+    return jobs
+
+
+def run_campaign(args: argparse.Namespace) -> None:
+    """Run every unfinished run of the campaign, ``args.jobs`` processes at a time."""
+    results: Path = args.results.resolve()
+    jobs = [
+        j
+        for j in campaign_jobs(args.envs, args.algos, args.seeds)
+        if not (results / j[0] / j[1] / f"seed{j[2]}.json").exists()
+    ]
+    print(f"{time.strftime('%H:%M:%S')} {len(jobs)} runs to do into {results} with {args.jobs} jobs", flush=True)
+    running: list[tuple[subprocess.Popen[bytes], tuple[str, str, int], float]] = []
+    failed = []
+    while jobs or running:
+        while jobs and len(running) < args.jobs:
+            env_id, algo, seed = job = jobs.pop(0)
+            if (results / env_id / algo / f"seed{seed}.json").exists():  # done meanwhile by another campaign
+                continue
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "one",
+                env_id,
+                algo,
+                str(seed),
+                "--results",
+                str(results),
+            ]
+            command += ["--evals", str(args.evals), "--eval-episodes", str(args.eval_episodes)]
+            command += ["--final-episodes", str(args.final_episodes), "--timesteps-scale", str(args.timesteps_scale)]
+            if args.timesteps:
+                command += ["--timesteps", str(args.timesteps)]
+            print(f"{time.strftime('%H:%M:%S')} start {env_id} {algo} seed {seed}", flush=True)
+            running.append((subprocess.Popen(command), job, time.perf_counter()))
+        time.sleep(0.5)
+        for entry in list(running):
+            process, (env_id, algo, seed), t0 = entry
+            if process.poll() is None:
+                continue
+            running.remove(entry)
+            status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
+            if process.returncode != 0:
+                failed.append(entry[1])
+            print(
+                f"{time.strftime('%H:%M:%S')} {status} {env_id} {algo} seed {seed} in {time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
+    print(f"{time.strftime('%H:%M:%S')} campaign over; {len(failed)} failed: {failed}", flush=True)
+
+
+def report(results: Path, doc: Path, plots: Path) -> None:
+    """
+    Rewrite the "Learning quality" section of ``doc`` (between its markers) and the plots.
+
+    :param results: the results folder
+    :param doc: ``docs/benchmarks.md``
+    :param plots: folder of the PNGs (the document links them relative to itself)
+    """
+    import gymnasium as gym
+
+    table = load_results(results)
+    thresholds = {env_id: gym.spec(env_id).reward_threshold for env_id in set(ENVS) | set(table)}
+    plot_names = {}
+    plots.mkdir(parents=True, exist_ok=True)
+    for env_id, per_algo in table.items():
+        path = plots / f"learning_{env_id}.png"
+        plot_env(env_id, per_algo, thresholds[env_id], path)
+        plot_names[env_id] = os.path.relpath(path, doc.parent)
+    preamble = (ROOT / "benchmarks" / "learning_preamble.md").read_text()
+    section = render_section(table, list(ENVS), thresholds, plot_names, preamble)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    old = doc.read_text() if doc.exists() else ""
+    doc.write_text(replace_section(old, section))
+    n_runs = sum(len(runs) for per_algo in table.values() for runs in per_algo.values())
+    print(f"wrote {doc} ({n_runs} runs, {len(table)} envs) and {len(plot_names)} plots in {plots}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: ``run`` (a campaign), ``one`` (a single run, used by ``run``), ``report``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder")
+        p.add_argument("--evals", type=int, default=10, help="evaluations during training (the final one excluded)")
+        p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation during training")
+        p.add_argument("--final-episodes", type=int, default=20, help="episodes of the final evaluation")
+        p.add_argument("--timesteps", type=int, default=None, help="override every budget")
+        p.add_argument("--timesteps-scale", type=float, default=1.0, help="factor on every budget (smoke tests)")
+
+    run = sub.add_parser("run", help="run the campaign (finished runs are skipped)")
+    common(run)
+    run.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
+    run.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=list(ALGOS))
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    run.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time (one process each)")
+
+    one = sub.add_parser("one", help="a single run")
+    common(one)
+    one.add_argument("env_id", choices=list(ENVS))
+    one.add_argument("algo", choices=list(ALGOS))
+    one.add_argument("seed", type=int)
+
+    rep = sub.add_parser("report", help="write the Learning quality section of docs/benchmarks.md and the plots")
+    rep.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    rep.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    rep.add_argument("--plots", type=Path, default=None, help="folder of the PNGs (default: the doc's folder)")
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run_campaign(args)
+    elif args.command == "one":
+        path = run_one(
+            args.env_id,
+            args.algo,
+            args.seed,
+            args.results,
+            args.evals,
+            args.eval_episodes,
+            args.final_episodes,
+            args.timesteps,
+            args.timesteps_scale,
+        )
+        meta = json.loads(path.read_text())
+        print(
+            f"{args.env_id} {args.algo} seed {args.seed}: final return {meta['final_return']:.1f}, "
+            f"train {meta['train_wall_s']:.0f} s, total {meta['total_wall_s']:.0f} s",
+            flush=True,
+        )
+    else:
+        report(args.results, args.doc, args.plots or args.doc.parent)
+
+
+if __name__ == "__main__":
+    main()

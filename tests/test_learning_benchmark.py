@@ -1,0 +1,176 @@
+"""The pure parts of the learning-quality benchmark: aggregation over seeds, thresholds, the report section."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "learning_report.py"
+_spec = importlib.util.spec_from_file_location("learning_report", _PATH)
+assert _spec is not None and _spec.loader is not None
+lr = importlib.util.module_from_spec(_spec)
+sys.modules["learning_report"] = lr
+_spec.loader.exec_module(lr)
+
+
+def curve(*points: tuple[int, float, float]) -> list:
+    """``(step, train_wall_s, mean_return)`` triples as a learning curve."""
+    return [lr.CurvePoint(step, wall, ret, 0.0, 10) for step, wall, ret in points]
+
+
+def run(seed: int, finals: float, threshold_at: tuple[int, float] | None = None, algo: str = "trpo") -> object:
+    points = [(0, 0.0, 10.0)]
+    if threshold_at is not None:
+        points.append((threshold_at[0], threshold_at[1], 500.0))
+    points.append((100_000, 60.0, finals))
+    return lr.RunResult(
+        "CartPole-v1",
+        algo,
+        seed,
+        curve(*points),
+        {"train_wall_s": 60.0 + seed, "train_cpu_s": 50.0 + seed, "total_timesteps": 100_000},
+    )
+
+
+def test_interquartile_mean_matches_the_definition() -> None:
+    # 8 values: the middle 50 % are exactly 3, 4, 5, 6.
+    assert lr.interquartile_mean([8, 1, 7, 2, 6, 3, 5, 4]) == pytest.approx(4.5)
+    # 4 values: the middle two.
+    assert lr.interquartile_mean([1, 2, 3, 100]) == pytest.approx(2.5)
+    # 3 values: a quarter of the outer ones, all of the median, over 1.5 values' worth of weight.
+    assert lr.interquartile_mean([500, 435, 500]) == pytest.approx((0.25 * 435 + 500 + 0.25 * 500) / 1.5)
+    assert lr.interquartile_mean([7.0]) == 7.0
+    assert math.isnan(lr.interquartile_mean([]))
+    # 5 values: the interval [1.25, 3.75] of the sorted values, so three quarters of the 2nd and 4th.
+    assert lr.interquartile_mean([-26, -144, 128, 130, 131]) == pytest.approx((0.75 * -26 + 128 + 0.75 * 130) / 2.5)
+
+
+def test_mean_std_is_the_population_std() -> None:
+    mean, std = lr.mean_std([93, -0.1, 93])
+    assert mean == pytest.approx(61.966666, rel=1e-6)
+    assert std == pytest.approx(43.8870, rel=1e-4)
+    assert all(math.isnan(v) for v in lr.mean_std([]))
+
+
+def test_first_reaching_skips_the_untrained_policy() -> None:
+    c = curve((0, 0.0, 500.0), (10_000, 5.0, 200.0), (20_000, 11.0, 475.0), (30_000, 16.0, 300.0), (40_000, 22.0, 500.0))
+    hit = lr.first_reaching(c, 475.0)
+    assert hit is not None and (hit.step, hit.train_wall_s) == (20_000, 11.0)
+    assert lr.first_reaching(c, 501.0) is None
+
+
+def test_summarize_over_seeds() -> None:
+    runs = [run(0, 500.0, (30_000, 20.0)), run(1, 435.0, (50_000, 31.0)), run(2, 500.0)]
+    s = lr.summarize(runs, threshold=475.0)
+    assert s.n_seeds == 3
+    assert s.finals == [500.0, 435.0, 500.0]
+    assert s.final_mean == pytest.approx(478.3333, rel=1e-6)
+    assert s.n_solved == 2
+    # Seeds 0 and 1 hit 500 during training; seed 2 only at its final evaluation (500 >= 475).
+    assert s.steps_to_threshold == pytest.approx(50_000)  # median of 30k, 50k, 100k
+    assert s.wall_to_threshold_s == pytest.approx(31.0)
+    assert s.train_wall_mean_s == pytest.approx(61.0)
+    assert s.train_cpu_mean_s == pytest.approx(51.0)
+    # Each run's last three evaluations (seed 2 has only two), averaged per run, then over seeds.
+    assert s.late_mean == pytest.approx(((10 + 500 + 500) / 3 + (10 + 500 + 435) / 3 + (10 + 500) / 2) / 3)
+    no_threshold = lr.summarize(runs, threshold=None)
+    assert no_threshold.n_solved == 0 and math.isnan(no_threshold.steps_to_threshold)
+
+
+def test_curves_round_trip_through_the_results_folder(tmp_path: Path) -> None:
+    import json
+
+    folder = tmp_path / "CartPole-v1" / "trpo"
+    folder.mkdir(parents=True)
+    original = curve((0, 0.0, 9.5), (50_000, 12.25, 250.0), (100_352, 30.5, 500.0))
+    lr.write_curve(folder / "seed1.csv", original)
+    (folder / "seed1.json").write_text(json.dumps({"env_id": "CartPole-v1", "algo": "trpo", "seed": 1, "train_wall_s": 30.5}))
+    (folder / "seed2.csv").write_text("unfinished run: no JSON beside it\n")
+    table = lr.load_results(tmp_path)
+    (loaded,) = table["CartPole-v1"]["trpo"]
+    assert loaded.seed == 1 and loaded.curve == original and loaded.final_return == 500.0
+
+
+def test_replace_section_keeps_the_rest_of_the_document() -> None:
+    speed = "# Benchmarks\n\n## Speed\n\nfast.\n"
+    first = lr.replace_section(speed, "## Learning quality\n\nv1")
+    assert first.startswith(speed.rstrip("\n")) and "v1" in first
+    second = lr.replace_section(first + "\n## Later section\n", "## Learning quality\n\nv2")
+    assert "v1" not in second and "v2" in second and "## Speed" in second and "## Later section" in second
+    assert second.count(lr.SECTION_START) == 1 and second.count(lr.SECTION_END) == 1
+    assert lr.replace_section("", "x").startswith("# Benchmarks")
+
+
+def test_render_section_tables_and_missing_envs() -> None:
+    table = {"CartPole-v1": {"sb3_contrib_trpo": [run(0, 435.0, algo="sb3_contrib_trpo")], "trpo": [run(0, 500.0)]}}
+    text = lr.render_section(table, ["CartPole-v1", "Pendulum-v1"], {"CartPole-v1": 475.0}, {}, "Method.")
+    rows = [line for line in text.splitlines() if line.startswith("| TRPO")]
+    assert rows[0].startswith("| TRPO (this plugin) | 1 | 500.0 ± 0.0 |")  # ours first, whatever the dict order
+    assert "| 1/1 |" in rows[0] and "| 0/1 |" in rows[1]
+    assert "Pendulum-v1: no finished run" in text
+
+
+def _make_reach_env() -> object:
+    """A tiny 3-D continuous-control task (no Box2D or MuJoCo needed): reward ``-‖a - s[:3]‖²``."""
+    import gymnasium as gym
+    import numpy as np
+
+    class Reach(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+            super().reset(seed=seed)
+            self.t = 0
+            self.state = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+            return self.state, {}
+
+        def step(self, action: np.ndarray) -> tuple:
+            reward = -float(np.sum((action - self.state[:3]) ** 2))
+            self.t += 1
+            self.state = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+            return self.state, reward, False, self.t >= 50, {}
+
+    return Reach()
+
+
+def test_per_dimension_kl_variant_takes_sb3_contribs_step() -> None:
+    """``trpo_kl_per_dim`` (target_kl and cg_damping times d) reproduces sb3-contrib's update; plain ours is tighter."""
+    pytest.importorskip("sb3_contrib")
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
+
+    spec = importlib.util.spec_from_file_location("learning_benchmark", _PATH.with_name("learning.py"))
+    assert spec is not None and spec.loader is not None
+    learning = importlib.util.module_from_spec(spec)
+    sys.modules["learning_benchmark"] = learning  # dataclasses look their module up
+    spec.loader.exec_module(learning)
+    preset = learning.Preset("MlpPolicy", {"n_steps": 256, "n_critic_updates": 1}, 2, 512, False, {}, {})
+
+    steps = {}
+    for algo in ("sb3_contrib_trpo", "trpo", "trpo_kl_per_dim"):
+        env = make_vec_env(_make_reach_env, n_envs=2, seed=0)
+        model = learning.make_model(algo, preset, env, seed=0, logger=Logger(folder=None, output_formats=[]))
+        actor = [
+            *model.policy.mlp_extractor.policy_net.parameters(),
+            *model.policy.action_net.parameters(),
+            model.policy.log_std,
+        ]
+        before = torch.cat([p.detach().flatten() for p in actor])
+        model.learn(512)  # one rollout, one update
+        steps[algo] = torch.cat([p.detach().flatten() for p in actor]) - before
+
+    contrib = steps["sb3_contrib_trpo"]
+    assert contrib.norm() > 0
+
+    def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(a @ b / (a.norm() * b.norm()))
+
+    assert cosine(steps["trpo_kl_per_dim"], contrib) == pytest.approx(1.0, abs=1e-4)
+    assert float(steps["trpo_kl_per_dim"].norm() / contrib.norm()) == pytest.approx(1.0, abs=1e-3)
+    assert float(steps["trpo"].norm() / contrib.norm()) < 0.99  # the joint-KL region of radius δ is smaller
