@@ -32,5 +32,10 @@ lint: $(VENV)/.installed-test
 bench-speed: $(VENV)/.installed-test
 	$(PY) benchmarks/speed.py
 
+# Hours on 2 cores; resumable (finished runs are skipped), then rewrites its section of docs/benchmarks.md.
+bench-learning: $(VENV)/.installed-bench
+	$(PY) benchmarks/learning.py run
+	$(PY) benchmarks/learning.py report
+
 clean:
 	rm -rf $(VENV) demo_output runs .pytest_cache

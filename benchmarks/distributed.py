@@ -34,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import sections
+
 ROOT = Path(__file__).resolve().parent.parent
-MARK_START, MARK_END = "<!-- distributed:start -->", "<!-- distributed:end -->"
 ZOO_CARTPOLE = dict(
     n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20
 )
@@ -138,7 +139,6 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple
 
     base = statistics.median(r["steps_per_second"] for r in results["1 process"])
     lines = [
-        MARK_START,
         "## Data-parallel training (torch.distributed)",
         "",
         f"`learn()` steps per second on CartPole-v1 (rl-zoo3 config, `n_envs={N_ENVS}` per process, one torch thread",
@@ -185,21 +185,8 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple
         "both, and each of the ~60 synchronisations per update waits for a descheduled peer. The figures are noisy and",
         "the speed-up is below what an idle 2-core machine would give.",
         f"Command: `python benchmarks/distributed.py --repeats {args.repeats} --updates {args.updates}`.",
-        MARK_END,
     ]
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    path.parent.mkdir(exist_ok=True)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> None:
@@ -223,7 +210,7 @@ def main() -> None:
     section = report(results, args, (load_before, "/".join(f"{value:.1f}" for value in os.getloadavg())))
     print(section)
     if not args.no_write:
-        write_section(section)
+        sections.write_section("distributed", section)
         raw = ROOT / "benchmarks" / "results" / "distributed.json"
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps(results, indent=1) + "\n")

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-SECTION_START = "<!-- learning:start -->"
-SECTION_END = "<!-- learning:end -->"
+import sections
 
 #: Display names, in table and legend order.
 ALGO_LABELS: dict[str, str] = {
@@ -247,16 +245,9 @@ def replace_section(document: str, section: str) -> str:
 
     :param document: the current ``docs/benchmarks.md`` (may be empty)
     :param section: the new content, markers excluded
-    :return: the new document; the section is appended (with a title for an empty document) when
-        the markers are absent
+    :return: the new document
     """
-    block = f"{SECTION_START}\n{section.strip()}\n{SECTION_END}"
-    start, end = document.find(SECTION_START), document.find(SECTION_END)
-    if start != -1 and end != -1 and end > start:
-        return document[:start] + block + document[end + len(SECTION_END) :]
-    if not document.strip():
-        return f"# Benchmarks\n\n{block}\n"
-    return document.rstrip("\n") + "\n\n" + block + "\n"
+    return sections.replace_section(document, "learning", section)
 
 
 def _fmt(value: float, digits: int = 1) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import sections
 import torch
 from gymnasium import spaces
 from sb3_contrib import TRPO as ContribTRPO
@@ -45,7 +46,6 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from sb3_trpo_plugin import TRPO
 
 ROOT = Path(__file__).resolve().parent.parent
-MARK_START, MARK_END = "<!-- speed:start -->", "<!-- speed:end -->"
 
 
 class SyntheticEnv(gym.Env):
@@ -206,7 +206,6 @@ def learn_steps_per_second(total_timesteps: int, repeats: int) -> dict[str, floa
 
 def markdown(results: dict[str, Any], command: str) -> str:
     lines = [
-        MARK_START,
         "## Speed: one `train()` against sb3-contrib's TRPO",
         "",
         f"Command: `{command}`  ",
@@ -237,20 +236,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "Times are medians over repetitions from identical weights and an identical rollout buffer, alternating the two",
         "implementations in one process; the speed-up is the median of per-pair ratios. Memory: peak RSS during one",
         "`train()` minus RSS before it, in a fresh process per implementation (first update after the rollout).",
-        MARK_END,
     ]
     return "\n".join(lines)
-
-
-def write_section(section: str, path: Path) -> None:
-    """Replace the speed section of ``path`` (or append it), leaving other sections alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        text = before + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> None:
@@ -284,7 +271,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if not args.no_write:
-        write_section(section, ROOT / "docs" / "benchmarks.md")
+        sections.write_section("speed", section)
 
 
 if __name__ == "__main__":
