@@ -236,6 +236,14 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "Times are medians over repetitions from identical weights and an identical rollout buffer, alternating the two",
         "implementations in one process; the speed-up is the median of per-pair ratios. Memory: peak RSS during one",
         "`train()` minus RSS before it, in a fresh process per implementation (first update after the rollout).",
+        "",
+        "Where the time goes (measured with the critic switched off, `n_critic_updates=0`, and with `torch.profiler`):",
+        "the policy step is 2-3× faster than sb3-contrib's (one autograd call for the gradient instead of two per",
+        "parameter tensor, closed-form Fisher products, no copies in the line search). The critic's regression is",
+        "only about 1.2-1.5× faster: both run the same sequence of small forward/backward/Adam steps, and each step is",
+        "bound by per-operation overhead and by `tanh` (about 200 µs per 512×64 tensor on this CPU's AVX-512 kernel,",
+        "30-40% of a step). Our critic saves the per-minibatch numpy-to-torch copies, the optimiser work on actor",
+        "parameters, per-tensor Adam kernels (fused Adam) and, when the critic's features are constant, their recomputation.",
     ]
     return "\n".join(lines)
 
