@@ -445,7 +445,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
                 "use 'auto' or 'kl_hessian'"
             )
         if self.fisher_product == "kl_hessian" or parameters is None or metric is None:
-            return self._linearize_policy_by_double_backprop(batch, distribution)
+            return self._linearize_policy_by_double_backprop(batch, distribution, parameters)
 
         leaves = [p.detach().requires_grad_(True) for p in parameters]
         objective = surrogate_objective(
@@ -470,9 +470,10 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             old_distribution=old_distribution,
         )
 
-    def _linearize_policy_by_double_backprop(self, batch: PolicyBatch, distribution: Distribution) -> LinearizedPolicy:
+    def _linearize_policy_by_double_backprop(
+        self, batch: PolicyBatch, distribution: Distribution, parameters: list[torch.Tensor] | None
+    ) -> LinearizedPolicy:
         """``g`` by backpropagation and ``F v = ∇(∇KL̄ · v)`` for any distribution with a differentiable KL."""
-        parameters = distribution_parameters(distribution)
         if parameters is not None:
             old_distribution = with_parameters(distribution, [p.detach() for p in parameters])
         else:
