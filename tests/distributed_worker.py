@@ -153,8 +153,17 @@ def main() -> None:
     results |= callbacks(rank)
     results |= running_statistics(rank)
     results |= drift(rank)
-    (out / f"rank{rank}.json").write_text(json.dumps(results))
     torch.distributed.destroy_process_group()
+    results["threads_after_destroy"] = threads()
+    (out / f"rank{rank}.json").write_text(json.dumps(results))
+
+
+def threads() -> list[str] | None:
+    """Names of this process's threads (Linux), e.g. gloo's ``pt_gloo_runloop``; ``None`` elsewhere."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    return sorted((task / "comm").read_text().strip() for task in tasks.iterdir())
 
 
 if __name__ == "__main__":

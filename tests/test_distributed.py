@@ -190,3 +190,13 @@ def test_callbacks_run_on_rank_zero_and_stop_every_rank(ranks):
     assert results[0]["callback_calls"] == N_STEPS + 5
     assert results[1]["callback_calls"] == 0
     assert results[0]["stopped_after_updates"] == results[1]["stopped_after_updates"] == 1
+
+
+def test_destroy_process_group_stops_gloo_threads(ranks):
+    """The group the model initialised is really freed by destroy_process_group(): no gloo thread outlives it
+    into interpreter shutdown, where one releasing a finished collective aborts the process (seen in CI)."""
+    _, results = ranks
+    for result in results:
+        if result["threads_after_destroy"] is None:
+            continue  # no /proc: the exit code checked by the fixture still covers the crash
+        assert not [name for name in result["threads_after_destroy"] if "gloo" in name or "tcpstore" in name]

@@ -11,6 +11,7 @@ The collectives are counted in :data:`COMMUNICATION` (calls and payload bytes), 
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -85,6 +86,12 @@ def init_from_environment(device: torch.device | str = "auto") -> bool:
         use_cuda = torch.cuda.is_available() and torch.device("cuda" if device == "auto" else device).type == "cuda"
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        # torch._dynamo, once imported (the first optimiser construction does it), keeps references to an
+        # existing default group, so destroy_process_group() can no longer free it: its gloo threads then live
+        # into interpreter shutdown and abort it ("terminate called without an active exception") when one
+        # releases a finished collective's tensors. Imported before the group exists, it holds none.
+        importlib.import_module("torch._dynamo")
+
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         # Created here, released here: exiting with a live gloo group can abort the interpreter's shutdown.
         atexit.register(_destroy_process_group)
