@@ -1,0 +1,155 @@
+"""The critic's regression: hand-derived MLP gradients against autograd, and which critics take that path."""
+
+import copy
+import itertools
+
+import pytest
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.critic import MLPRegression
+
+
+def mlp(sizes: list[int], activation: type[nn.Module], dtype: torch.dtype, bias: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        layers += [nn.Linear(n_in, n_out, bias=bias, dtype=dtype), activation()]
+    return nn.Sequential(*layers[:-1])
+
+
+def autograd_loss_and_gradients(network: nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
+    network.zero_grad(set_to_none=True)
+    loss = F.mse_loss(network(inputs).flatten(), targets)
+    loss.backward()
+    return loss.item(), [p.grad.clone() for p in network.parameters()]
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU])
+@pytest.mark.parametrize("sizes", [[5, 1], [3, 64, 1], [17, 64, 64, 1], [4, 7, 9, 5, 1]])
+@pytest.mark.parametrize("bias", [True, False])
+def test_loss_and_gradients_equal_autograd(activation, sizes, bias):
+    torch.manual_seed(len(sizes))
+    network = mlp(sizes, activation, torch.float64, bias)
+    inputs, targets = torch.randn(33, sizes[0], dtype=torch.float64), torch.randn(33, dtype=torch.float64)
+    expected_loss, expected_grads = autograd_loss_and_gradients(network, inputs, targets)
+    regression = MLPRegression.from_layers([network])
+    assert regression is not None
+    network.zero_grad(set_to_none=True)
+    loss = regression.loss_and_gradients(inputs, targets)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    for parameter, expected in zip(network.parameters(), expected_grads, strict=True):
+        torch.testing.assert_close(parameter.grad, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(regression.values(inputs), network(inputs).flatten().detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_float32_matches_autograd_and_leaves_frozen_parameters_alone():
+    torch.manual_seed(0)
+    network = mlp([4, 64, 64, 1], nn.Tanh, torch.float32)
+    inputs, targets = torch.randn(512, 4), torch.randn(512)
+    expected_loss, expected_grads = autograd_loss_and_gradients(network, inputs, targets)
+    network[0].weight.requires_grad_(False)
+    network[0].weight.grad = None
+    loss = MLPRegression.from_layers([network]).loss_and_gradients(inputs, targets)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    assert network[0].weight.grad is None  # frozen: untouched
+    for parameter, expected in list(zip(network.parameters(), expected_grads, strict=True))[1:]:
+        torch.testing.assert_close(parameter.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)],  # two outputs
+        [nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 1)],  # activation without a hand-written derivative
+        [nn.Linear(3, 4), nn.Linear(4, 1)],  # not alternating
+        [nn.Linear(3, 4), nn.Tanh()],  # ends with an activation
+        [nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 1)],
+        [],
+    ],
+)
+def test_other_architectures_are_declined(layers):
+    assert MLPRegression.from_layers(layers) is None
+
+
+def test_hooks_are_declined():
+    """Autograd would run a hook; the hand-derived path would not, so it must not be taken."""
+    network = mlp([3, 4, 1], nn.Tanh, torch.float32)
+    assert MLPRegression.from_layers([network]) is not None
+    handle = network[2].weight.register_hook(lambda grad: grad * 2)
+    assert MLPRegression.from_layers([network]) is None
+    handle.remove()
+    handle = network[1].register_forward_hook(lambda module, args, output: output)
+    assert MLPRegression.from_layers([network]) is None
+
+
+def critic_weights(model: TRPO) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model._critic_params]
+
+
+@pytest.mark.parametrize(
+    "env_id, policy_kwargs",
+    [
+        ("CartPole-v1", None),
+        ("Pendulum-v1", dict(net_arch=dict(pi=[32], vf=[32, 16]), activation_fn=nn.ReLU)),
+        ("CartPole-v1", dict(net_arch=dict(pi=[8], vf=[]))),  # the value head alone
+    ],
+)
+def test_trpo_critic_regression_equals_autograd_path(env_id, policy_kwargs, monkeypatch):
+    """TRPO's whole critic regression, hand-derived against autograd, from the same weights, buffer and shuffles."""
+    model = TRPO(
+        "MlpPolicy",
+        make_vec_env(env_id, n_envs=2, seed=0),
+        n_steps=64,
+        batch_size=32,
+        n_critic_updates=3,
+        policy_kwargs=policy_kwargs,
+        seed=0,
+    )
+    model.learn(128)
+    rollout = next(model.rollout_buffer.get(batch_size=None))
+    start = {name: t.clone() for name, t in model.policy.state_dict().items()}
+    optimizer_state = copy.deepcopy(model.policy.optimizer.state_dict())  # state_dict() holds references
+    calls = []
+    hand_derived = MLPRegression.loss_and_gradients
+    monkeypatch.setattr(MLPRegression, "loss_and_gradients", lambda self, *a: calls.append(1) or hand_derived(self, *a))
+
+    def regression() -> tuple[float, list[torch.Tensor]]:
+        model.policy.load_state_dict(start)
+        model.policy.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+        torch.manual_seed(123)
+        loss = model._critic_regression(rollout.observations, rollout.returns)
+        return loss, critic_weights(model)
+
+    hand_loss, hand_weights = regression()
+    assert len(calls) == 3 * 4  # epochs × minibatches: every step took the hand-derived path
+    monkeypatch.setattr(MLPRegression, "from_layers", classmethod(lambda cls, layers: None))
+    auto_loss, auto_weights = regression()
+    assert len(calls) == 12
+    assert hand_loss == pytest.approx(auto_loss, rel=1e-5)
+    assert not all(torch.equal(w, start_w) for w, start_w in zip(hand_weights, critic_weights_of(start, model), strict=True))
+    for hand, auto in zip(hand_weights, auto_weights, strict=True):
+        torch.testing.assert_close(hand, auto, rtol=1e-4, atol=1e-5)
+
+
+def critic_weights_of(state: dict[str, torch.Tensor], model: TRPO) -> list[torch.Tensor]:
+    names = {id(p): name for name, p in model.policy.named_parameters()}
+    return [state[names[id(p)]] for p in model._critic_params]
+
+
+def test_overflowing_critic_loss_skips_the_minibatch():
+    """Values so large that the squared error overflows float32: every step is skipped, nothing becomes NaN."""
+    model = TRPO(
+        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=0), n_steps=32, batch_size=16, n_critic_updates=2, seed=0
+    )
+    model.learn(32)
+    rollout = next(model.rollout_buffer.get(batch_size=None))
+    with torch.no_grad():
+        model.policy.value_net.weight.mul_(1e25)
+    before = critic_weights(model)
+    loss = model._critic_regression(rollout.observations, rollout.returns)
+    assert loss == float("inf")
+    for after, expected in zip(critic_weights(model), before, strict=True):
+        assert torch.equal(after, expected)
