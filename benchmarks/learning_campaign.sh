@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# The learning-quality campaign: cheapest envs first, one run at a time.
-cd /work/wt-learning
-export PYTHONPATH=/work/wt-learning
-PY=/work/main/.venv/bin/python
-R=/work/main/benchmarks/results/learning
-$PY benchmarks/learning.py run --jobs 1 --results $R --envs CartPole-v1 Acrobot-v1 Pendulum-v1 MountainCarContinuous-v0 LunarLander-v3 LunarLanderContinuous-v3 --algos trpo sb3_contrib_trpo ppo trpo_kl_per_dim
-$PY benchmarks/learning.py run --jobs 1 --results $R --envs Hopper-v5 HalfCheetah-v5 --algos trpo sb3_contrib_trpo ppo
-$PY benchmarks/learning.py run --jobs 1 --results $R --envs Hopper-v5 HalfCheetah-v5 --algos trpo_kl_per_dim
-$PY benchmarks/learning.py run --jobs 1 --results $R --envs CartPole-v1 Acrobot-v1 Pendulum-v1 MountainCarContinuous-v0 LunarLander-v3 LunarLanderContinuous-v3 --algos trpo sb3_contrib_trpo ppo --seeds 3 4
+# The learning-quality campaign, most informative runs first, one run at a time (finished runs are skipped).
+#
+# Usage: benchmarks/learning_campaign.sh [CODE_DIR]
+#   CODE_DIR: a checkout whose sb3_trpo_plugin is benchmarked (default: this repository). Running from a
+#   separate worktree keeps a long campaign on one version of the code while this one changes.
+# Results go to this repository's benchmarks/results/learning; `python benchmarks/learning.py report` writes the docs.
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CODE=${1:-$REPO}
+PY=${PYTHON:-$REPO/.venv/bin/python}
+R=$REPO/benchmarks/results/learning
+CLASSIC="CartPole-v1 Acrobot-v1 Pendulum-v1 MountainCarContinuous-v0 LunarLander-v3 LunarLanderContinuous-v3"
+cd "$CODE"
+export PYTHONPATH=$CODE
+run() { "$PY" benchmarks/learning.py run --jobs 1 --results "$R" "$@"; }
+run --envs Hopper-v5 HalfCheetah-v5 --algos trpo sb3_contrib_trpo ppo
+run --envs $CLASSIC --algos trpo sb3_contrib_trpo --seeds 3 4
+run --envs $CLASSIC --algos trpo_kl_per_dim
+run --envs $CLASSIC --algos ppo --seeds 3 4
+run --envs Hopper-v5 HalfCheetah-v5 --algos trpo_kl_per_dim
