@@ -50,7 +50,8 @@ KINDS = {
     "tensor and scalar": "policy gradient and surrogate",
     "tensor": "Fisher-vector products (one per CG step)",
     "scalars": "line search: surrogate and KL (one per trial)",
-    "gradients": "critic gradients and loss (one per minibatch)",
+    "gradients": "critic gradients and loss (one per minibatch, when the critic's inputs are not gathered)",
+    "gathered rows": "critic features and returns, gathered once",
 }
 SETTINGS = {
     "1 process": (1, 512),

@@ -217,6 +217,21 @@ def all_reduce_mean_gradients(parameters: Sequence[torch.Tensor], loss: torch.Te
     return packed[-1]
 
 
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """
+    Every rank's rows of ``tensor``, concatenated in rank order, on every rank: one all-reduce of a buffer
+    where each rank fills its own block (adding zeros is exact). Identity when not distributed.
+
+    :param tensor: same shape and dtype on every rank
+    :return: ``(world_size * len(tensor), ...)``
+    """
+    if not is_distributed():
+        return tensor
+    blocks = tensor.new_zeros((world_size(), *tensor.shape), device=_communication_device())
+    blocks[rank()] = tensor
+    return _all_reduce(blocks, "gathered rows").to(tensor.device).reshape(-1, *tensor.shape[1:])
+
+
 def all_reduce_sum_int(*values: int) -> tuple[int, ...]:
     """
     Sums over ranks of a few integers, in one all-reduce.
