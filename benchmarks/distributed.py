@@ -46,7 +46,7 @@ KINDS = {
     "integers": "rollout end: global step count and stop flag",
     "running statistics": "VecNormalize statistics",
     "checksum": "weights check (every 10 updates)",
-    "mean and std": "advantage normalisation (2 passes)",
+    "mean and std": "advantage normalisation (count, mean and squared deviations of each rank)",
     "tensor and scalar": "policy gradient and surrogate",
     "tensor": "Fisher-vector products (one per CG step)",
     "scalars": "line search: surrogate and KL (one per trial)",

@@ -120,7 +120,18 @@ def running_statistics(rank: int) -> dict:
     union = RunningMeanStd(shape=(3,))
     union.update(data[-1])
     union.update(np.concatenate(data[:world]))
+    # Advantage moments over ranks of different sizes, far from zero (cancellation-prone); and gathered rows.
+    values = [
+        torch.tensor(np.random.default_rng(10 + r).normal(1000.0 + r, 1e-2, size=40 + 7 * r), dtype=torch.float32)
+        for r in range(world)
+    ]
+    mean, std = distributed.global_mean_std(values[rank])
+    union64 = torch.cat(values).double()
+    gathered = distributed.all_gather_rows(torch.full((2, 3), float(rank)))
     return {
+        "global_mean_error": abs(mean.item() - union64.mean().item()),
+        "global_std_relative_error": abs(std.item() - union64.std().item()) / union64.std().item(),
+        "gathered_rows": gathered.tolist(),
         "merged_mean_error": float(np.max(np.abs(rms.mean - union.mean))),
         "merged_var_error": float(np.max(np.abs(rms.var - union.var))),
         "merged_count_error": float(abs(rms.count - union.count)),

@@ -200,3 +200,12 @@ def test_destroy_process_group_stops_gloo_threads(ranks):
         if result["threads_after_destroy"] is None:
             continue  # no /proc: the exit code checked by the fixture still covers the crash
         assert not [name for name in result["threads_after_destroy"] if "gloo" in name or "tcpstore" in name]
+
+
+def test_global_moments_and_gathered_rows(ranks):
+    """One collective gives the union's mean and std (far from zero, unequal sizes); rows gather in rank order."""
+    _, results = ranks
+    for result in results:
+        assert result["global_mean_error"] < 1e-3  # float32 result of a mean near 1000
+        assert result["global_std_relative_error"] < 1e-5
+        assert result["gathered_rows"] == [[float(r)] * 3 for r in range(WORLD_SIZE) for _ in range(2)]

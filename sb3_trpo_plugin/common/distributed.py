@@ -182,19 +182,24 @@ def global_mean_std(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Mean and unbiased standard deviation over the union of the ranks' ``values``, as ``torch.std`` would give.
 
-    Two passes (count and sum, then the sum of squared deviations from the global mean) for accuracy.
+    Each rank's count ``n_r``, mean ``m_r`` and sum of squared deviations ``M2_r`` (two local passes, float64)
+    are gathered in one collective and merged as ``m = Σ n_r m_r / N``, ``M2 = Σ M2_r + Σ n_r (m_r - m)²``,
+    which has no cancellation.
 
     :param values: this rank's values, any shape
-    :return: ``(mean, std)`` as 0-d tensors
+    :return: ``(mean, std)`` as 0-d tensors of ``values``' dtype
     """
     if not is_distributed():
         return values.mean(), values.std()
-    flat = values.detach().reshape(-1)
-    local_count = torch.tensor(float(flat.numel()), dtype=flat.dtype, device=flat.device)
-    count, total = _all_reduce(torch.stack([local_count, flat.sum()]), "mean and std").unbind()
-    mean = total / count
-    squared_deviations = _all_reduce(((flat - mean) ** 2).sum(), "mean and std")
-    return mean, torch.sqrt(squared_deviations / (count - 1))
+    flat = values.detach().reshape(-1).to(torch.float64)
+    local_mean = flat.mean()
+    local = torch.stack([torch.tensor(float(flat.numel()), dtype=torch.float64, device=flat.device), local_mean])
+    local = torch.cat([local, ((flat - local_mean) ** 2).sum().reshape(1)])
+    counts, means, m2s = _gather_rows(local.reshape(1, 3), "mean and std").unbind(dim=1)
+    total = counts.sum()
+    mean = (counts * means).sum() / total
+    m2 = m2s.sum() + (counts * (means - mean) ** 2).sum()
+    return mean.to(values.dtype), torch.sqrt(m2 / (total - 1)).to(values.dtype)
 
 
 def all_reduce_mean_gradients(parameters: Sequence[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
@@ -227,9 +232,13 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
+    return _gather_rows(tensor, "gathered rows")
+
+
+def _gather_rows(tensor: torch.Tensor, kind: str) -> torch.Tensor:
     blocks = tensor.new_zeros((world_size(), *tensor.shape), device=_communication_device())
     blocks[rank()] = tensor
-    return _all_reduce(blocks, "gathered rows").to(tensor.device).reshape(-1, *tensor.shape[1:])
+    return _all_reduce(blocks, kind).to(tensor.device).reshape(-1, *tensor.shape[1:])
 
 
 def all_reduce_sum_int(*values: int) -> tuple[int, ...]:
