@@ -1,9 +1,12 @@
 """Training statistics reach the logger and TensorBoard."""
 
+import pytest
+import torch
 from stable_baselines3.common.env_util import make_vec_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.trpo.trpo import mean_action_std
 
 CONTRIB_KEYS = {
     "train/policy_objective",
@@ -53,3 +56,26 @@ def test_expected_and_actual_improvement_agree_for_small_steps():
     assert logged["train/is_line_search_success"] == 1.0
     # For a tiny trust region the linear model of the surrogate is accurate.
     assert abs(logged["train/actual_improvement"] / logged["train/expected_improvement"] - 1) < 0.1
+
+
+def test_action_std_is_the_noise_of_the_actions_with_gsde():
+    """With gSDE the actions' noise is sqrt(Σ_j φ_j(s)² σ_ij²) per state, not exp(log_std): both are logged."""
+    model = TRPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, use_sde=True, seed=0)
+    model.learn(64)
+    observations = next(model.rollout_buffer.get(batch_size=None)).observations
+    with torch.no_grad():
+        distribution = model.policy.get_distribution(observations)
+        features = model.policy.action_dist._latent_sde
+        sigma = model.policy.action_dist.get_std(model.policy.log_std)
+        expected = torch.sqrt((features**2) @ (sigma**2)).mean().item()
+    assert mean_action_std(distribution) == pytest.approx(expected, rel=1e-6)
+    model.train()  # again, from these weights: the logged value is that of the distribution the step starts from
+    logged = model.logger.name_to_value
+    assert logged["train/action_std"] == pytest.approx(expected, rel=1e-6)
+    assert abs(logged["train/action_std"] - logged["train/std"]) > 0.01
+
+
+def test_no_action_std_for_discrete_actions():
+    model = TRPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0)
+    model.learn(64)
+    assert "train/action_std" not in model.logger.name_to_value

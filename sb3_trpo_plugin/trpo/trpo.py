@@ -98,6 +98,7 @@ class PolicyStepStats:
     max_step_size: float = float("nan")
     expected_improvement: float = 0.0
     actual_improvement: float = 0.0
+    action_std: float = float("nan")
 
 
 def surrogate_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -128,6 +129,18 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
     # Global quantities only, so that every rank takes the same decision.
     spread_is_rounding = std <= 32 * torch.finfo(advantages.dtype).eps * mean.abs()
     return torch.where(spread_is_rounding, torch.zeros_like(normalized), normalized)
+
+
+def mean_action_std(distribution: Distribution) -> float:
+    """
+    Mean over states and action dimensions of the Gaussian action noise's standard deviation before any
+    squashing (``nan`` for other distributions). With gSDE it is ``sqrt(Σ_j φ_j(s)² σ_ij²)`` per state, which
+    ``train/std`` (the mean of ``exp(log_std)``, i.e. of ``σ``) does not show.
+    """
+    normal = getattr(distribution, "distribution", None)
+    if isinstance(normal, torch.distributions.Normal):
+        return float(normal.stddev.detach().mean())
+    return float("nan")
 
 
 def index_observations(observations: PyTorchObs, index: torch.Tensor | slice) -> PyTorchObs:
@@ -401,7 +414,8 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             fisher_product = distributed.averaged(model.fisher_product)
             model = dataclasses.replace(model, objective=objective, gradient=gradient, fisher_product=fisher_product)
         gradient_norm = float(torch.linalg.vector_norm(model.gradient))
-        no_step = PolicyStepStats(model.objective, 0.0, accepted=False, gradient_norm=gradient_norm)
+        action_std = mean_action_std(model.old_distribution)
+        no_step = PolicyStepStats(model.objective, 0.0, accepted=False, gradient_norm=gradient_norm, action_std=action_std)
         if not (math.isfinite(gradient_norm) and math.isfinite(model.objective)):
             return dataclasses.replace(no_step, non_finite=True)
         solve = conjugate_gradient(model.fisher_product, model.gradient, self.cg_max_steps, self.cg_residual_tol)
@@ -428,6 +442,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             max_step_size=beta,
             expected_improvement=search.step_fraction * float(model.gradient @ full_step),
             actual_improvement=search.objective - model.objective,
+            action_std=action_std,
         )
 
     def _linearize_policy(self, batch: PolicyBatch) -> LinearizedPolicy:
@@ -651,6 +666,8 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         record("train/actual_improvement", step.actual_improvement)
         if hasattr(self.policy, "log_std"):
             record("train/std", torch.exp(self.policy.log_std).mean().item())
+        if math.isfinite(step.action_std):
+            record("train/action_std", step.action_std)
         record("train/n_updates", self._n_updates, exclude="tensorboard")
         if step.non_finite and self.verbose >= 1:
             print(f"TRPO update {self._n_updates}: non-finite objective, gradient or step; the policy step was rejected")
