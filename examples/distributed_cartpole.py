@@ -1,6 +1,7 @@
 """
 Data-parallel TRPO on CartPole-v1 with torch.distributed: every process collects its own rollouts, all take
-the same trust-region step (gradient, Fisher-vector products, line search and critic gradients all-reduced).
+the same trust-region step (gradient, Fisher-vector products and line search all-reduced; the critic fitted to
+all processes' gathered data).
 
 One machine, 2 processes::
 
