@@ -609,7 +609,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         flatten, or an extractor shared with the actor and so frozen here), its output cannot change
         during the regression: it is computed once instead of once per minibatch and epoch. When the
         rest of the critic is then SB3's plain MLP, its gradient is computed by hand
-        (:class:`~sb3_trpo_plugin.critic.MLPRegression`, about 1.7× faster than autograd); otherwise autograd.
+        (:class:`~sb3_trpo_plugin.critic.MLPRegression`, about 2× faster than autograd); otherwise autograd.
         """
         policy = self.policy
         critic_ids = {id(p) for p in self._critic_params}
