@@ -178,13 +178,18 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple
         f"All-reduces per update, 2 processes with the same config per process ({two['n_actor_params']} actor and "
         f"{two['n_critic_params']} critic parameters; float32 payloads, float64 for the line-search scalars):",
         "",
-        "| what | calls per update | bytes per update |",
-        "|---|---:|---:|",
+        "| what | calls per update | bytes per update | ms per update, waiting for the other process included |",
+        "|---|---:|---:|---:|",
     ]
-    for kind, (calls, size, _) in sorted(two["by_kind"].items(), key=lambda item: -item[1][1]):
-        lines.append(f"| {KINDS.get(kind, kind)} | {calls:.1f} | {size:,.0f} |")
+    for kind, (calls, size, seconds) in sorted(two["by_kind"].items(), key=lambda item: -item[1][1]):
+        lines.append(f"| {KINDS.get(kind, kind)} | {calls:.1f} | {size:,.0f} | {1e3 * seconds / two['updates']:.1f} |")
+    total_ms = 1e3 * sum(seconds for _, _, seconds in two["by_kind"].values()) / two["updates"]
     lines += [
-        f"| **total** | **{two['all_reduce_per_update']:.1f}** | **{two['all_reduce_bytes_per_update']:,.0f}** |",
+        f"| **total** | **{two['all_reduce_per_update']:.1f}** | **{two['all_reduce_bytes_per_update']:,.0f}** "
+        f"| **{total_ms:.1f}** |",
+        "",
+        "The rollout-end all-reduce is the first synchronisation after each process's rollout: its time is mostly the",
+        "difference between the two processes' rollout durations, which the faster one spends waiting.",
         "",
         "The numbers of Fisher-vector products and of line-search trials vary with the data (CG may stop early). Besides",
         "these, each rollout gathers the episode statistics (`all_gather_object`); the weights are broadcast once at setup.",
