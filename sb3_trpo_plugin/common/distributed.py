@@ -193,8 +193,7 @@ def global_mean_std(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return values.mean(), values.std()
     flat = values.detach().reshape(-1).to(torch.float64)
     local_mean = flat.mean()
-    local = torch.stack([torch.tensor(float(flat.numel()), dtype=torch.float64, device=flat.device), local_mean])
-    local = torch.cat([local, ((flat - local_mean) ** 2).sum().reshape(1)])
+    local = torch.stack([flat.new_tensor(float(flat.numel())), local_mean, ((flat - local_mean) ** 2).sum()])
     counts, means, m2s = _gather_rows(local.reshape(1, 3), "mean and std").unbind(dim=1)
     total = counts.sum()
     mean = (counts * means).sum() / total
