@@ -66,10 +66,7 @@ ENVS: dict[str, dict[str, Any]] = {
     "Hopper-v5": {"zoo_key": "Hopper-v4", "n_timesteps": 300_000},
     "HalfCheetah-v5": {"zoo_key": "HalfCheetah-v4", "n_timesteps": 300_000},
 }
-#: "trpo_kl_per_dim" is this plugin's TRPO with sb3-contrib's KL semantics (see ``make_model``); it
-#: only differs from "trpo" on Box action spaces with more than one dimension.
-ALGOS = ("trpo", "sb3_contrib_trpo", "ppo", "trpo_kl_per_dim")
-DEFAULT_ALGOS = ("trpo", "sb3_contrib_trpo", "ppo")
+ALGOS = ("trpo", "sb3_contrib_trpo", "ppo")
 EVAL_SEED_OFFSET = 10_000
 
 
@@ -143,12 +140,7 @@ def action_dim(env_id: str) -> int:
 
 def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> Any:
     """
-    Build the model of ``algo`` with the preset's keywords.
-
-    ``trpo_kl_per_dim`` is this plugin's TRPO with ``target_kl`` and ``cg_damping`` multiplied by the
-    action dimension ``d``: sb3-contrib averages the KL over action dimensions (``KL/d``), so its
-    radius ``δ`` on the averaged KL is the radius ``dδ`` on the joint KL this plugin constrains, and
-    its damping ``λ`` on ``F/d`` is ``dλ`` on ``F``; with both scaled the steps are the same.
+    Build the model of ``algo`` with the preset's keywords (identical for both TRPOs).
 
     :param algo: one of :data:`ALGOS`
     :param preset: from :func:`load_preset`
@@ -158,7 +150,7 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
     :return: the model
     """
     kwargs = dict(preset.kwargs)
-    if algo in ("trpo", "trpo_kl_per_dim"):
+    if algo == "trpo":
         from sb3_trpo_plugin import TRPO as cls
     elif algo == "sb3_contrib_trpo":
         from sb3_contrib import TRPO as cls
@@ -166,13 +158,6 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
         from stable_baselines3 import PPO as cls
     else:
         raise ValueError(f"unknown algorithm {algo!r}")
-    if algo == "trpo_kl_per_dim":
-        import inspect
-
-        defaults = inspect.signature(cls.__init__).parameters
-        d = int(np.prod(env.action_space.shape))
-        kwargs["target_kl"] = kwargs.get("target_kl", defaults["target_kl"].default) * d
-        kwargs["cg_damping"] = kwargs.get("cg_damping", defaults["cg_damping"].default) * d
     model = cls(preset.policy, env, seed=seed, verbose=0, device="cpu", **kwargs)
     model.set_logger(logger)
     return model
@@ -364,21 +349,14 @@ def _git_commit() -> str:
 def campaign_jobs(envs: Sequence[str], algos: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, str, int]]:
     """
     The runs of a campaign, in order: env by env (cheapest first), seed by seed, the algorithms of a
-    seed side by side (so that they meet similar load on a shared machine). ``trpo_kl_per_dim`` only
-    runs where it differs from ``trpo`` (Box actions with more than one dimension), after the others.
+    seed side by side (so that they meet similar load on a shared machine).
 
     :param envs: env ids
     :param algos: algorithms
     :param seeds: seeds
     :return: ``(env_id, algo, seed)`` triples
     """
-    jobs = []
-    for env_id in envs:
-        main = [a for a in algos if a != "trpo_kl_per_dim"]
-        jobs += [(env_id, a, s) for s in seeds for a in main]
-        if "trpo_kl_per_dim" in algos and action_dim(env_id) > 1:
-            jobs += [(env_id, "trpo_kl_per_dim", s) for s in seeds]
-    return jobs
+    return [(env_id, a, s) for env_id in envs for s in seeds for a in algos]
 
 
 def run_campaign(args: argparse.Namespace) -> None:
@@ -472,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = sub.add_parser("run", help="run the campaign (finished runs are skipped)")
     common(run)
     run.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
-    run.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=list(ALGOS))
+    run.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     run.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time (one process each)")
 

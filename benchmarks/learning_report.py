@@ -25,7 +25,6 @@ ALGO_LABELS: dict[str, str] = {
     "trpo": "TRPO (this plugin)",
     "sb3_contrib_trpo": "TRPO (sb3-contrib 2.9.2)",
     "ppo": "PPO (SB3)",
-    "trpo_kl_per_dim": "TRPO (this plugin, per-dimension KL as sb3-contrib)",
 }
 
 
@@ -373,7 +372,7 @@ def diagnostics_table(per_algo: dict[str, list[RunResult]]) -> list[str]:
     :return: Markdown lines (a table and a blank line)
     """
     lines = [
-        "| algorithm | line-search acceptance | KL per update (as logged: joint here, per action dimension in sb3-contrib) "
+        "| algorithm | line-search acceptance | KL per update (per action dimension on Box spaces, as sb3-contrib) "
         "| explained variance (last update) "
         "| evaluation wall-clock |",
         "|---|---|---|---|---|",

@@ -121,11 +121,14 @@ def torch_distributions(model: TRPO, observations: torch.Tensor) -> list[torch.d
 
 
 def measured_mean_kl(old: list[torch.distributions.Distribution], new: list[torch.distributions.Distribution]) -> float:
-    """Mean over states of the KL of the joint action distribution (sum over independent parts and dimensions)."""
+    """
+    Mean over states of the KL that ``target_kl`` bounds, as sb3-contrib measures it: summed over independent
+    categoricals, averaged over the dimensions of a Gaussian or of Bernoulli variables.
+    """
     total = 0
     for old_part, new_part in zip(old, new, strict=True):
         kl = kl_divergence(old_part, new_part)
-        total = total + (kl.sum(dim=-1) if kl.dim() > 1 else kl)
+        total = total + (kl.mean(dim=-1) if kl.dim() > 1 else kl)
     return float(total.mean())  # type: ignore[union-attr]
 
 

@@ -88,12 +88,31 @@ def detached(distribution: SelfDistribution) -> SelfDistribution:
     return with_parameters(distribution, [p.detach() for p in parameters])
 
 
+def averaged_dimensions(distribution: Distribution) -> int:
+    """
+    How many independent action dimensions :func:`kl_per_state` averages over.
+
+    SB3's ``kl_divergence`` keeps one KL per dimension for a diagonal Gaussian (Box, gSDE) and for
+    Bernoulli variables (MultiBinary), and sb3-contrib's TRPO takes their mean, so ``target_kl``
+    bounds the KL per action dimension there: the joint KL divided by ``d``. A Categorical has one
+    KL per state, and SB3 already sums a MultiCategorical's components.
+
+    :param distribution: an SB3 distribution after ``proba_distribution``
+    :return: ``d`` for a Normal or Bernoulli of shape ``(n_states, d)``, else 1
+    """
+    inner = distribution.distribution
+    if isinstance(inner, (Normal, Bernoulli)) and len(inner.batch_shape) > 1:
+        return int(inner.batch_shape[-1])
+    return 1
+
+
 def fisher_metric(distribution: Distribution, scale: float) -> TensorListMap | None:
     """
-    The Fisher matrix ``M`` of the distribution in the parameters of :func:`distribution_parameters`.
+    The Hessian ``M`` of :func:`kl_per_state` in the parameters of :func:`distribution_parameters`.
 
     Components are independent, so ``M`` is block diagonal: ``diag(p) - p pᵀ`` per categorical,
-    ``diag(p(1-p))`` for Bernoulli logits, ``diag(1/σ², 2/σ²)`` for a normal in (μ, σ).
+    ``diag(p(1-p)) / d`` for ``d`` Bernoulli logits, ``diag(1/σ², 2/σ²) / d`` for a ``d``-dimensional
+    normal in (μ, σ) (the ``1/d`` of the per-dimension mean, see :func:`averaged_dimensions`).
 
     :param distribution: an SB3 distribution
     :param scale: factor on ``M`` (``1/N`` for the mean KL over ``N`` states)
@@ -108,22 +127,25 @@ def fisher_metric(distribution: Distribution, scale: float) -> TensorListMap | N
     if isinstance(inner, Categorical):
         return categorical_fisher(inner.probs, scale)
     if isinstance(inner, Bernoulli):
-        return bernoulli_fisher(inner.probs, scale)
+        return bernoulli_fisher(inner.probs, scale / averaged_dimensions(distribution))
     if isinstance(inner, Normal):
-        return normal_fisher(inner.scale, scale)
+        return normal_fisher(inner.scale, scale / averaged_dimensions(distribution))
     return None
 
 
 def kl_per_state(old: Distribution, new: Distribution) -> torch.Tensor:
     """
-    ``KL(π_old(·|s) ‖ π_new(·|s))`` for each state: the KL of the joint action distribution.
+    ``KL(π_old(·|s) ‖ π_new(·|s))`` for each state, as sb3-contrib's TRPO measures it: the quantity
+    ``target_kl`` bounds.
 
-    Independent action dimensions add up (SB3's ``kl_divergence`` leaves them separate for Normal
-    and Bernoulli; averaging them instead would shrink the trust region by the action dimension).
+    For Discrete and MultiDiscrete actions it is the KL of the action distribution (SB3 sums a
+    MultiCategorical's components). For the ``d`` independent dimensions of a Gaussian (Box, gSDE)
+    or of Bernoulli variables (MultiBinary) it is their mean, ``KL_joint / d``: rl-zoo3's tuned
+    ``target_kl`` values mean that (see :func:`averaged_dimensions`).
 
     :param old: distribution of the old policy
     :param new: distribution of the new policy, same type
     :return: tensor of shape ``(n_states,)``
     """
     kl = kl_divergence(old, new)
-    return kl.sum(dim=-1) if kl.dim() > 1 else kl
+    return kl.mean(dim=-1) if kl.dim() > 1 else kl

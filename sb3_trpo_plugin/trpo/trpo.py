@@ -213,7 +213,8 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     :param batch_size: Minibatch size for the critic's regression
     :param gamma: Discount factor
     :param cg_max_steps: Maximum number of conjugate gradient steps (Fisher-vector products) to solve ``F x = g``
-    :param cg_damping: Damping ``λ`` added to the Fisher matrix: the solver works with ``F + λI``
+    :param cg_damping: Damping ``λ`` added to the Fisher matrix ``F`` (the Hessian of the mean KL that
+        ``target_kl`` bounds): the solver works with ``F + λI``
     :param line_search_shrinking_factor: Step-size reduction factor ``s`` of the backtracking line search
         (i.e., ``theta_new = theta + s^i * beta * x``)
     :param line_search_max_iter: Maximum number of trial steps of the backtracking line search
@@ -227,8 +228,9 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
     :param normalize_advantage: Whether to normalise the advantages (z-score over the whole batch)
     :param target_kl: Trust-region radius ``δ``: the largest mean KL divergence between the old and the
-        new policy that a step may reach. Values like 0.01, 0.05. The KL is that of the joint action
-        distribution (summed over action dimensions)
+        new policy that a step may reach. Values like 0.01, 0.05. As in sb3-contrib (and so in rl-zoo3's
+        tuned values), on Box and MultiBinary action spaces the KL is averaged over the ``d`` action
+        dimensions: the KL of the joint action distribution is bounded by ``d · target_kl``
     :param sub_sampling_factor: Use every k-th sample of the (shuffled) batch for the policy step, to make it
         faster (see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf); the critic uses all
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
@@ -529,9 +531,13 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         def evaluate(fraction: float) -> tuple[float, float]:
             torch._foreach_copy_(params, originals)
             torch._foreach_add_(params, step, alpha=fraction)
-            distribution = self.policy.get_distribution(batch.observations)
-            objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
-            kl = kl_per_state(model.old_distribution, distribution).mean()
+            try:
+                distribution = self.policy.get_distribution(batch.observations)
+            except ValueError:  # torch's argument check: these weights give no valid distribution (e.g. σ = inf)
+                objective = kl = torch.tensor(math.nan)  # a rejected trial; data-parallel, still reduced below
+            else:
+                objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
+                kl = kl_per_state(model.old_distribution, distribution).mean()
             if distributed.is_distributed():  # global means: every rank accepts or rejects the same step
                 global_objective, global_kl = distributed.all_reduce_mean_float(objective, kl)
                 return global_objective, global_kl
