@@ -9,7 +9,10 @@ issued by :mod:`sb3_trpo_plugin.common.distributed` are counted with their paylo
 Settings (rl-zoo3's CartPole-v1 config: ``n_envs=2``, ``n_steps=512``, ``batch_size=512``, 20 critic epochs):
 
 * 1 process: 1024 steps per update;
-* 2 processes, same config per process: 2048 steps per update (each rank does the same work as 1 process);
+* 2 independent processes, no communication: the ceiling of 2 processes on this machine's cores;
+* 2 processes, same config per process: 2048 steps per update (each rank does the same work as 1 process),
+  with the update split over the ranks (the default) and with every step averaged over them
+  (``split_update = False``);
 * 2 processes, same global batch: ``n_steps=256`` per rank, 1024 steps per update (the single-process update).
 
 Usage::
@@ -50,14 +53,20 @@ KINDS = {
     "tensor and scalar": "policy gradient and surrogate",
     "tensor": "Fisher-vector products (one per CG step)",
     "scalars": "line search: surrogate and KL (one per trial)",
+    "gathered rollout": "split update: every rank's rollout, gathered once",
+    "split update: new actor, critic and statistics": "split update: the new weights and the step's statistics",
     "gradients": "critic gradients and loss (one per minibatch, when the critic's inputs are not gathered)",
     "gathered rows": "critic features and returns, gathered once",
 }
+#: name: (processes, n_steps per process, split update, launched together without torch.distributed)
 SETTINGS = {
-    "1 process": (1, 512),
-    "2 processes, same config per process": (2, 512),
-    "2 processes, same global batch": (2, 256),
+    "1 process": (1, 512, True, False),
+    "2 independent processes (no communication)": (2, 512, True, True),
+    "2 processes, same config per process": (2, 512, True, False),
+    "2 processes, same config per process, every step averaged": (2, 512, False, False),
+    "2 processes, same global batch": (2, 256, True, False),
 }
+MAIN = "2 processes, same config per process"
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -71,6 +80,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     env = make_vec_env("CartPole-v1", n_envs=N_ENVS)
     model = TRPO("MlpPolicy", env, seed=0, device="cpu", **(ZOO_CARTPOLE | {"n_steps": args.n_steps}))
+    model.split_update = not args.averaged
     steps_per_update = args.n_steps * N_ENVS * distributed.world_size()
     model.learn(steps_per_update)  # warm-up
     distributed.COMMUNICATION.reset()
@@ -111,27 +121,40 @@ def worker(args: argparse.Namespace) -> None:
         torch.distributed.destroy_process_group()
 
 
-def launch(n_processes: int, n_steps: int, updates: int) -> dict:
-    """Run the worker under ``torch.distributed.run`` and return rank 0's result."""
+def launch(n_processes: int, n_steps: int, updates: int, split: bool = True, independent: bool = False) -> dict:
+    """
+    Run the worker under ``torch.distributed.run`` and return rank 0's result; or, ``independent``, start
+    ``n_processes`` single-process workers at once and return their summed throughput.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    env = os.environ | {
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONFAULTHANDLER": "1",  # a Python stack if a process aborts
+    }
     with tempfile.TemporaryDirectory() as folder:
-        result = Path(folder) / "result.json"
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_processes}",
-                   "--master_addr=127.0.0.1", f"--master_port={port}", __file__, "--worker",
-                   f"--n-steps={n_steps}", f"--updates={updates}", f"--result={result}"]  # fmt: skip
-        env = os.environ | {
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "PYTHONFAULTHANDLER": "1",  # a Python stack if a process aborts
-        }
-        returncode = subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode
-        if not result.exists():
-            raise RuntimeError(f"benchmark run failed (exit status {returncode}): {' '.join(command)}")
-        if returncode != 0:  # measured and written, then a process failed while exiting
-            print(f"warning: a process failed after the measurement (exit status {returncode})", flush=True)
-        return json.loads(result.read_text())
+        results = [Path(folder) / f"result{i}.json" for i in range(n_processes if independent else 1)]
+        worker_args = [__file__, "--worker", f"--n-steps={n_steps}", f"--updates={updates}"]
+        worker_args += [] if split else ["--averaged"]
+        if independent:
+            commands = [[sys.executable, *worker_args, f"--result={result}"] for result in results]
+        else:
+            launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_processes}",
+                        "--master_addr=127.0.0.1", f"--master_port={port}"]  # fmt: skip
+            commands = [[*launcher, *worker_args, f"--result={results[0]}"]]
+        processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for command in commands]
+        returncodes = [process.wait() for process in processes]
+        if not all(result.exists() for result in results):
+            raise RuntimeError(f"benchmark run failed (exit status {returncodes}): {' '.join(commands[0])}")
+        if any(returncodes):  # measured and written, then a process failed while exiting
+            print(f"warning: a process failed after the measurement (exit status {returncodes})", flush=True)
+        measured = [json.loads(result.read_text()) for result in results]
+    if independent:
+        measured[0]["steps_per_second"] = sum(m["steps_per_second"] for m in measured)
+        measured[0]["cpu_ms_per_step"] = statistics.mean(m["cpu_ms_per_step"] for m in measured)
+    return measured[0]
 
 
 def machine() -> str:
@@ -142,6 +165,22 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores (KVM guest), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def _communication_table(run: dict) -> list[str]:
+    """The all-reduces of one run, per kind: calls, bytes and time per update."""
+    lines = [
+        "| what | calls per update | bytes per update | ms per update, waiting for the other process included |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind, (calls, size, seconds) in sorted(run["by_kind"].items(), key=lambda item: -item[1][1]):
+        lines.append(f"| {KINDS.get(kind, kind)} | {calls:.1f} | {size:,.0f} | {1e3 * seconds / run['updates']:.1f} |")
+    total_ms = 1e3 * sum(seconds for _, _, seconds in run["by_kind"].values()) / run["updates"]
+    lines.append(
+        f"| **total** | **{run['all_reduce_per_update']:.1f}** | **{run['all_reduce_bytes_per_update']:,.0f}** "
+        f"| **{total_ms:.1f}** |"
+    )
+    return lines
 
 
 def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple[str, str]) -> str:
@@ -161,48 +200,43 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple
         "| setting | steps per update | steps/s (median) | runs | speed-up vs 1 process | time in all-reduce | CPU ms/step |",
         "|---|---:|---:|---|---:|---:|---:|",
     ]
-    for name, (n_processes, n_steps) in SETTINGS.items():
+    for name, (n_processes, n_steps, _, independent) in SETTINGS.items():
         values = [r["steps_per_second"] for r in results[name]]
         median = statistics.median(values)
         runs = ", ".join(f"{v:.0f}" for v in values)
         waiting = statistics.median(r["all_reduce_fraction"] for r in results[name])
         cpu = statistics.median(r["cpu_ms_per_step"] for r in results[name])
-        steps = n_steps * N_ENVS * n_processes
+        steps = f"{n_steps * N_ENVS} each" if independent else str(n_steps * N_ENVS * n_processes)
         lines.append(f"| {name} | {steps} | {median:.0f} | {runs} | {median / base:.2f}× | {waiting:.0%} | {cpu:.3f} |")
-    two = results["2 processes, same config per process"][0]
-    speedup = statistics.median(r["steps_per_second"] for r in results["2 processes, same config per process"]) / base
+    speedup = statistics.median(r["steps_per_second"] for r in results[MAIN]) / base
+    ceiling = statistics.median(r["steps_per_second"] for r in results["2 independent processes (no communication)"]) / base
     verdict = "reached" if speedup >= 1.8 else "**not reached** here"
-    lines += ["", f"Target of issue 7: 2 processes at ≥ 1.8× the steps per second of 1 process: {speedup:.2f}×, {verdict}."]
     lines += [
         "",
-        f"All-reduces per update, 2 processes with the same config per process ({two['n_actor_params']} actor and "
-        f"{two['n_critic_params']} critic parameters; float32 payloads, float64 for the line-search scalars):",
-        "",
-        "| what | calls per update | bytes per update | ms per update, waiting for the other process included |",
-        "|---|---:|---:|---:|",
+        f"Target of issue 7: 2 processes at ≥ 1.8× the steps per second of 1 process: {speedup:.2f}×, {verdict} "
+        f"(two independent processes without any communication: {ceiling:.2f}×).",
     ]
-    for kind, (calls, size, seconds) in sorted(two["by_kind"].items(), key=lambda item: -item[1][1]):
-        lines.append(f"| {KINDS.get(kind, kind)} | {calls:.1f} | {size:,.0f} | {1e3 * seconds / two['updates']:.1f} |")
-    total_ms = 1e3 * sum(seconds for _, _, seconds in two["by_kind"].values()) / two["updates"]
+    split, averaged = results[MAIN][0], results[MAIN + ", every step averaged"][0]
     lines += [
-        f"| **total** | **{two['all_reduce_per_update']:.1f}** | **{two['all_reduce_bytes_per_update']:,.0f}** "
-        f"| **{total_ms:.1f}** |",
+        "",
+        f"All-reduces per update, 2 processes with the same config per process ({split['n_actor_params']} actor and "
+        f"{split['n_critic_params']} critic parameters), first run of each; the update split over the ranks (default):",
+        "",
+        *_communication_table(split),
+        "",
+        "and with every step averaged over the ranks (`split_update = False`; float32 payloads, float64 for the",
+        "line-search scalars):",
+        "",
+        *_communication_table(averaged),
         "",
         "The rollout-end all-reduce is the first synchronisation after each process's rollout: its time is mostly the",
-        "difference between the two processes' rollout durations, which the faster one spends waiting.",
-        "",
-        "The numbers of Fisher-vector products and of line-search trials vary with the data (CG may stop early). Besides",
-        "these, each rollout gathers the episode statistics (`all_gather_object`); the weights are broadcast once at setup.",
+        "difference between the two processes' rollout durations, which the faster one spends waiting. Besides the",
+        "all-reduces, each rollout gathers the episode statistics (`all_gather_object`); the weights are broadcast once",
+        "at setup.",
         "",
         f"Machine: {machine()}; torch {torch.__version__}.",
-        f"Load average {load[0]} before the runs and {load[1]} after, on 2 cores: figures taken beside other jobs are",
-        f"noisy, and every one of the ~{two['all_reduce_per_update']:.0f} synchronisations per update waits whenever the peer",
-        "process is descheduled. One all-reduce of 2 floats between the two processes takes "
-        f"{two.get('all_reduce_latency_us', float('nan')):.0f} µs here",
-        "(gloo hands each collective to its worker thread and the TCP loop thread: several thread wake-ups on a",
-        "virtual machine), so the ~15 Fisher-vector products of the conjugate gradient, which cannot be batched, cost",
-        "more than their arithmetic. The critic's data is gathered once per update and the critic fitted on every rank",
-        "(a small MLP costs less to run twice than 40 synchronisations); the policy step stays exact and distributed.",
+        f"Load average {load[0]} before the runs and {load[1]} after, on 2 cores. One all-reduce of 2 floats between",
+        f"the two processes takes {split.get('all_reduce_latency_us', float('nan')):.0f} µs here.",
         f"Command: `python benchmarks/distributed.py --repeats {args.repeats} --updates {args.updates}`.",
     ]
     return "\n".join(lines)
@@ -216,6 +250,7 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n-steps", type=int, default=512, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=str, default="", help=argparse.SUPPRESS)
+    parser.add_argument("--averaged", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -223,8 +258,8 @@ def main() -> None:
     load_before = "/".join(f"{value:.1f}" for value in os.getloadavg())
     results: dict[str, list[dict]] = {name: [] for name in SETTINGS}
     for repeat in range(args.repeats):
-        for name, (n_processes, n_steps) in SETTINGS.items():
-            results[name].append(launch(n_processes, n_steps, args.updates))
+        for name, (n_processes, n_steps, split, independent) in SETTINGS.items():
+            results[name].append(launch(n_processes, n_steps, args.updates, split, independent))
             print(f"run {repeat + 1}, {name}: {results[name][-1]['steps_per_second']:.0f} steps/s", flush=True)
     section = report(results, args, (load_before, "/".join(f"{value:.1f}" for value in os.getloadavg())))
     print(section)

@@ -39,10 +39,11 @@ def state(model: TRPO) -> dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.policy.state_dict().items()}
 
 
-def equivalence(out: Path, rank: int) -> dict:
-    """One rollout per rank, one ``train()``: the buffers and the weights before and after."""
+def equivalence(out: Path, rank: int, split_update: bool) -> dict:
+    """One rollout per rank, one ``train()`` (split over ranks or averaged): the buffers and the weights before and after."""
     env = make_vec_env("CartPole-v1", n_envs=N_ENVS)
     model = TRPO("MlpPolicy", env, batch_size=N_STEPS * N_ENVS, **EQUIVALENCE_KWARGS)  # full-batch critic
+    model.split_update = split_update
     before = state(model)
     _, callback = model._setup_learn(model.n_steps * model.n_envs, callback=None)
     callback.on_training_start(locals(), globals())
@@ -50,8 +51,12 @@ def equivalence(out: Path, rank: int) -> dict:
     buffer = {field: getattr(model.rollout_buffer, field) for field in BUFFER_FIELDS}
     model.train()
     arrays = {f"buffer/{k}": v for k, v in buffer.items()} | {f"before/{k}": v for k, v in before.items()}
-    np.savez(out / f"rank{rank}_equivalence.npz", **arrays, **{f"after/{k}": v for k, v in state(model).items()})
-    return {"num_timesteps_after_one_rollout": model.num_timesteps}
+    np.savez(
+        out / f"rank{rank}_equivalence_{'split' if split_update else 'averaged'}.npz",
+        **arrays,
+        **{f"after/{k}": v for k, v in state(model).items()},
+    )
+    return {"num_timesteps_after_one_rollout": model.num_timesteps, "policy_step_logged": dict(model.logger.name_to_value)}
 
 
 def learning(out: Path, rank: int) -> dict:
@@ -158,7 +163,8 @@ def main() -> None:
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
     results = {"rank": rank}
-    results |= equivalence(out, rank)
+    results |= {"averaged": equivalence(out, rank, split_update=False)}
+    results |= equivalence(out, rank, split_update=True)
     assert distributed.is_distributed() and distributed.world_size() == int(os.environ["WORLD_SIZE"])
     results |= learning(out, rank)
     results |= callbacks(rank)

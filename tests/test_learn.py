@@ -41,6 +41,7 @@ def learn_and_check(model: TRPO, timesteps: int) -> TRPO:
 @pytest.mark.parametrize("space", sorted(ACTION_SPACES))
 def test_learn_on_every_action_space(space):
     model = TRPO("MlpPolicy", RandomEnv(ACTION_SPACES[space]), n_steps=64, batch_size=32, seed=0)
+    assert not model._critic_depends_on_actor  # separate actor and critic networks
     learn_and_check(model, 128)
     action, _ = model.predict(model.observation_space.sample(), deterministic=True)
     assert model.action_space.contains(np.asarray(action, dtype=model.action_space.dtype))
@@ -64,6 +65,8 @@ def test_cnn_policy_on_images(share_features_extractor):
     vf_extractor_in_actor = [id(p) in actor_ids for p in model.policy.vf_features_extractor.parameters()]
     # A shared extractor is constrained by the trust region; a separate critic extractor is the critic's own.
     assert all(vf_extractor_in_actor) if share_features_extractor else not any(vf_extractor_in_actor)
+    # Only a critic independent of the actor may be fitted beside the policy step (data-parallel split update).
+    assert model._critic_depends_on_actor == share_features_extractor
     learn_and_check(model, 64)
 
 

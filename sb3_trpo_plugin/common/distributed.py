@@ -11,10 +11,11 @@ The collectives are counted in :data:`COMMUNICATION` (calls and payload bytes), 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +45,27 @@ class CommunicationStats:
 COMMUNICATION = CommunicationStats()
 
 
+#: Set inside :func:`alone`: this process computes on its own, as if not distributed.
+_ALONE = False
+
+
 def is_distributed() -> bool:
-    """Whether ``torch.distributed`` is initialised with more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """Whether ``torch.distributed`` is initialised with more than one process (and not inside :func:`alone`)."""
+    return not _ALONE and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """
+    Inside the block this process works by itself: every function here is the identity, as without
+    ``torch.distributed`` (e.g. while one rank runs a single-process computation on data gathered from all).
+    """
+    global _ALONE
+    previous, _ALONE = _ALONE, True
+    try:
+        yield
+    finally:
+        _ALONE = previous
 
 
 def world_size() -> int:
@@ -232,6 +251,38 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor
     return _gather_rows(tensor, "gathered rows")
+
+
+def all_gather_row_blocks(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """
+    :func:`all_gather_rows` of several tensors with the same number of rows, in one collective.
+
+    :param tensors: same shapes and dtypes on every rank, equal first dimension; cast to the first one's dtype in transit
+    :return: each tensor's rows of every rank, in rank order (the tensors themselves when not distributed)
+    """
+    if not is_distributed():
+        return list(tensors)
+    n_rows, dtype = tensors[0].shape[0], tensors[0].dtype
+    packed = torch.cat([t.reshape(n_rows, -1).to(dtype) for t in tensors], dim=1)
+    gathered = _gather_rows(packed, "gathered rollout")
+    widths = [t[:1].numel() for t in tensors]
+    return [
+        block.reshape(-1, *t.shape[1:]).to(t.dtype) for block, t in zip(gathered.split(widths, dim=1), tensors, strict=True)
+    ]
+
+
+def all_reduce_sum(tensor: torch.Tensor, kind: str) -> torch.Tensor:
+    """
+    Sum of ``tensor`` over ranks, in place (each rank can fill its own part and leave zeros elsewhere:
+    adding zeros is exact). Identity when not distributed.
+
+    :param tensor: same shape and dtype on every rank
+    :param kind: what it carries, for :data:`COMMUNICATION`
+    :return: ``tensor``, summed
+    """
+    if not is_distributed():
+        return tensor
+    return _all_reduce(tensor, kind)
 
 
 def _gather_rows(tensor: torch.Tensor, kind: str) -> torch.Tensor:

@@ -33,6 +33,22 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Paramet
     return actor, critic
 
 
+def values_depend_on(policy: ActorCriticPolicy, parameters: Sequence[torch.nn.Parameter]) -> bool:
+    """
+    Whether the critic's value ``V(s)`` depends on any of ``parameters`` in the autograd graph of
+    ``policy.predict_values`` (e.g. on the actor's, through a features extractor they share).
+
+    :param policy: the actor-critic policy (a sample of its observation space is the input)
+    :param parameters: parameters of ``policy`` with ``requires_grad=True``
+    :return: whether any of them influences the value
+    """
+    observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
+    with torch.enable_grad():
+        values = policy.predict_values(observation)
+        grads = torch.autograd.grad(values.sum(), list(parameters), allow_unused=True)
+    return any(g is not None for g in grads)
+
+
 @contextlib.contextmanager
 def frozen(parameters: Sequence[torch.nn.Parameter]) -> Iterator[None]:
     """

@@ -20,7 +20,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import MlpExtractor
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import (
+    DictRolloutBufferSamples,
+    GymEnv,
+    MaybeCallback,
+    PyTorchObs,
+    RolloutBufferSamples,
+    Schedule,
+)
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
@@ -33,7 +40,7 @@ from sb3_trpo_plugin.common.distributions import (
     kl_per_state,
     with_parameters,
 )
-from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic
+from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic, values_depend_on
 from sb3_trpo_plugin.critic import MLPRegression
 from sb3_trpo_plugin.serialization.model_file import write_model_file
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -156,6 +163,37 @@ def index_observations(observations: PyTorchObs, index: torch.Tensor | slice) ->
     return observations[index]
 
 
+def gather_rollout(
+    rollout: RolloutBufferSamples | DictRolloutBufferSamples,
+) -> RolloutBufferSamples | DictRolloutBufferSamples:
+    """
+    The union of every rank's rollout samples, rank by rank, on every rank, in one collective (the rollout
+    itself when not data-parallel).
+
+    :param rollout: this rank's samples (same shapes on every rank)
+    :return: the same fields with every rank's rows
+    """
+    observations = rollout.observations
+    others = [rollout.actions, rollout.old_values, rollout.old_log_prob, rollout.advantages, rollout.returns]
+    if isinstance(observations, dict):
+        keys = sorted(observations)
+        gathered = distributed.all_gather_row_blocks([*(observations[key] for key in keys), *others])
+        union_observations: PyTorchObs = dict(zip(keys, gathered, strict=False))
+    else:
+        keys = []
+        gathered = distributed.all_gather_row_blocks([observations, *others])
+        union_observations = gathered[0]
+    actions, old_values, old_log_prob, advantages, returns = gathered[len(keys) or 1 :]
+    return rollout._replace(  # type: ignore[return-value]
+        observations=union_observations,  # type: ignore[arg-type]
+        actions=actions,
+        old_values=old_values,
+        old_log_prob=old_log_prob,
+        advantages=advantages,
+        returns=returns,
+    )
+
+
 def _supports_fused(optimizer_class: type[torch.optim.Optimizer], device: torch.device) -> bool:
     """Whether ``optimizer_class`` has a fused implementation for ``device`` (Adam/AdamW; CPU since torch 2.4)."""
     if optimizer_class not in (torch.optim.Adam, torch.optim.AdamW):
@@ -259,6 +297,9 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: ActorCriticPolicy
+    #: Data-parallel: run the policy step and the critic's regression side by side on different ranks when the
+    #: critic does not depend on the actor (see :meth:`_split_update`); ``False`` averages every step over ranks.
+    split_update: bool = True
 
     def __init__(
         self,
@@ -366,6 +407,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     def _setup_model(self) -> None:
         super()._setup_model()
         self._actor_params, self._critic_params = split_actor_critic(self.policy)
+        self._critic_depends_on_actor = values_depend_on(self.policy, self._actor_params)
         #: Data-parallel: the critic's shuffles of all ranks' gathered samples, seeded alike on every rank.
         self._critic_shuffle_generator: torch.Generator | None = None
         if not self._critic_params:
@@ -383,7 +425,13 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_critic_shuffle_generator"]
+        return [
+            *super()._excluded_save_params(),
+            "_actor_params",
+            "_critic_params",
+            "_critic_depends_on_actor",
+            "_critic_shuffle_generator",
+        ]
 
     def train(self) -> None:
         """One TRPO update from the rollout buffer: a trust-region step on the actor, then the critic's regression."""
@@ -391,18 +439,64 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         rollout = next(self.rollout_buffer.get(batch_size=None))
-        advantages = normalize_advantages(rollout.advantages) if self.normalize_advantage else rollout.advantages
-        actions = rollout.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else rollout.actions
-        every = slice(None, None, self.sub_sampling_factor)
-        batch = PolicyBatch(
-            index_observations(rollout.observations, every), actions[every], rollout.old_log_prob[every], advantages[every]
-        )
 
-        policy_step = self._policy_step(batch)
-        value_loss = self._critic_regression(rollout.observations, rollout.returns)
+        if self._splits_update():
+            policy_step, value_loss = self._split_update(rollout)
+        else:
+            policy_step = self._policy_step(self._policy_batch(rollout))
+            value_loss = self._critic_regression(rollout.observations, rollout.returns)
 
         self._n_updates += 1
         self._log_update(policy_step, value_loss)
+
+    def _policy_batch(self, rollout: RolloutBufferSamples | DictRolloutBufferSamples) -> PolicyBatch:
+        """Every ``sub_sampling_factor``-th sample of the rollout, with the advantages z-scored over the whole batch."""
+        advantages = normalize_advantages(rollout.advantages) if self.normalize_advantage else rollout.advantages
+        actions = rollout.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else rollout.actions
+        every = slice(None, None, self.sub_sampling_factor)
+        return PolicyBatch(
+            index_observations(rollout.observations, every), actions[every], rollout.old_log_prob[every], advantages[every]
+        )
+
+    def _splits_update(self) -> bool:
+        """Whether this update runs split over ranks (see :meth:`_split_update`)."""
+        return distributed.is_distributed() and self.split_update and not self._critic_depends_on_actor
+
+    def _split_update(self, rollout: RolloutBufferSamples | DictRolloutBufferSamples) -> tuple[PolicyStepStats, float]:
+        """
+        Data-parallel, with a critic that does not depend on the actor's parameters: given the rollout, the
+        trust-region step and the critic's regression are independent, so they run at the same time on
+        different ranks. The union of all ranks' rollouts is gathered once; rank 0 fits the critic to it while
+        the other ranks take the policy step on it, each as a single process given that union would; one more
+        collective then hands every rank the new actor and the step's statistics (from rank 1) and the new
+        critic (from rank 0). Two collectives per update instead of one per Fisher-vector product, line-search
+        trial and critic minibatch, and the same update (each critic minibatch is the union of one minibatch of
+        ``batch_size`` per rank, as on the other path). The critic's optimiser state is kept on rank 0, which saves.
+
+        :return: the policy step's statistics and the critic's mean loss, on every rank
+        """
+        n_ranks, rank = distributed.world_size(), distributed.rank()
+        union = gather_rollout(rollout)
+        actor, critic = self._actor_params, self._critic_params
+        fields = dataclasses.fields(PolicyStepStats)
+        with distributed.alone():
+            if rank == 0:
+                value_loss = self._critic_regression(union.observations, union.returns, n_ranks)
+                parts = [*(torch.zeros_like(p) for p in actor), *critic, *(0.0 for _ in fields), value_loss]
+            else:
+                step = self._policy_step(self._policy_batch(union))
+                mine = rank == 1  # policy ranks compute the same step; one of them hands it over
+                parts = [*(p if mine else torch.zeros_like(p) for p in actor), *(torch.zeros_like(p) for p in critic)]
+                parts += [*(float(getattr(step, f.name)) if mine else 0.0 for f in fields), 0.0]
+        # Float64 in transit: float32 weights come back exactly, and adding the other ranks' zeros is exact.
+        exchange = torch.cat([torch.as_tensor(part, dtype=torch.float64).detach().reshape(-1) for part in parts])
+        exchange = distributed.all_reduce_sum(exchange, "split update: new actor, critic and statistics")
+        weights, statistics = exchange[: -len(fields) - 1], exchange[-len(fields) - 1 :].tolist()
+        with torch.no_grad():
+            torch._foreach_copy_([*actor, *critic], unflatten_like(weights, [*actor, *critic]))
+        kinds = {"float": float, "bool": bool, "int": int}
+        step = PolicyStepStats(**{f.name: kinds[str(f.type)](v) for f, v in zip(fields, statistics, strict=False)})
+        return step, statistics[-1]
 
     def _policy_step(self, batch: PolicyBatch) -> PolicyStepStats:
         """
@@ -551,7 +645,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
                 torch._foreach_copy_(params, originals)
         return result
 
-    def _critic_regression(self, observations: PyTorchObs, returns: torch.Tensor) -> float:
+    def _critic_regression(self, observations: PyTorchObs, returns: torch.Tensor, n_ranks: int = 1) -> float:
         """
         ``n_critic_updates`` epochs of minibatch regression ``min_φ mean (V_φ(s) - R̂)²`` to the λ-returns.
 
@@ -564,14 +658,17 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         (a small MLP costs less to run twice than ~40 synchronisations); otherwise each minibatch's
         gradient is averaged over ranks.
 
+        :param observations: the states of the rollout
+        :param returns: the λ-returns, the regression's targets
+        :param n_ranks: how many ranks' rollouts ``observations`` and ``returns`` hold, rank by rank (already gathered)
         :return: mean value loss over all minibatches (``nan`` when there were none)
         """
         inputs, loss_and_gradients, inputs_are_features = self._critic_loss(observations)
-        n_local = returns.shape[0]
+        n_local = returns.shape[0] // n_ranks
         gathered = distributed.is_distributed() and inputs_are_features
         if gathered:
             inputs, returns = distributed.all_gather_rows(cast(torch.Tensor, inputs)), distributed.all_gather_rows(returns)
-        n_ranks = distributed.world_size() if gathered else 1
+            n_ranks = distributed.world_size()
         losses = []
         with frozen(self._actor_params):
             for _ in range(self.n_critic_updates):
