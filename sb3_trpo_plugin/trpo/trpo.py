@@ -8,7 +8,7 @@ import io
 import math
 import pathlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
@@ -106,6 +106,16 @@ class PolicyStepStats:
     expected_improvement: float = 0.0
     actual_improvement: float = 0.0
     action_std: float = float("nan")
+
+    def to_floats(self) -> list[float]:
+        """The statistics as floats, in field order (to send them to other ranks)."""
+        return [float(getattr(self, f.name)) for f in dataclasses.fields(self)]
+
+    @classmethod
+    def from_floats(cls, values: Sequence[float]) -> PolicyStepStats:
+        """The inverse of :meth:`to_floats`."""
+        kinds = {"float": float, "bool": bool, "int": int}
+        return cls(**{f.name: kinds[str(f.type)](v) for f, v in zip(dataclasses.fields(cls), values, strict=True)})
 
 
 def surrogate_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -478,25 +488,23 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         n_ranks, rank = distributed.world_size(), distributed.rank()
         union = gather_rollout(rollout)
         actor, critic = self._actor_params, self._critic_params
-        fields = dataclasses.fields(PolicyStepStats)
+        n_statistics = len(dataclasses.fields(PolicyStepStats))
         with distributed.alone():
             if rank == 0:
                 value_loss = self._critic_regression(union.observations, union.returns, n_ranks)
-                parts = [*(torch.zeros_like(p) for p in actor), *critic, *(0.0 for _ in fields), value_loss]
+                parts = [*(torch.zeros_like(p) for p in actor), *critic, torch.zeros(n_statistics), value_loss]
             else:
                 step = self._policy_step(self._policy_batch(union))
                 mine = rank == 1  # policy ranks compute the same step; one of them hands it over
                 parts = [*(p if mine else torch.zeros_like(p) for p in actor), *(torch.zeros_like(p) for p in critic)]
-                parts += [*(float(getattr(step, f.name)) if mine else 0.0 for f in fields), 0.0]
+                parts += [step.to_floats() if mine else torch.zeros(n_statistics), 0.0]
         # Float64 in transit: float32 weights come back exactly, and adding the other ranks' zeros is exact.
         exchange = torch.cat([torch.as_tensor(part, dtype=torch.float64).detach().reshape(-1) for part in parts])
         exchange = distributed.all_reduce_sum(exchange, "split update: new actor, critic and statistics")
-        weights, statistics = exchange[: -len(fields) - 1], exchange[-len(fields) - 1 :].tolist()
+        weights, statistics = exchange[: -n_statistics - 1], exchange[-n_statistics - 1 :].tolist()
         with torch.no_grad():
             torch._foreach_copy_([*actor, *critic], unflatten_like(weights, [*actor, *critic]))
-        kinds = {"float": float, "bool": bool, "int": int}
-        step = PolicyStepStats(**{f.name: kinds[str(f.type)](v) for f, v in zip(fields, statistics, strict=False)})
-        return step, statistics[-1]
+        return PolicyStepStats.from_floats(statistics[:-1]), statistics[-1]
 
     def _policy_step(self, batch: PolicyBatch) -> PolicyStepStats:
         """
