@@ -1,7 +1,7 @@
 """
-Data-parallel TRPO on CartPole-v1 with torch.distributed: every process collects its own rollouts, all take
-the same trust-region step (gradient, Fisher-vector products and line search all-reduced; the critic fitted to
-all processes' gathered data).
+Data-parallel TRPO on CartPole-v1 with torch.distributed: every process collects its own rollouts, all end
+each update with the same weights, those one process would reach on the union of the rollouts (gathered once:
+rank 0 fits the critic to them while the other processes take the trust-region step on them).
 
 One machine, 2 processes::
 
