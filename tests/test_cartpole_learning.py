@@ -12,16 +12,22 @@ ZOO_CARTPOLE = dict(
 )
 
 
+SEEDS = (0, 1, 2, 3, 4)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_zoo_settings_solve_cartpole(seed):
+def test_zoo_settings_solve_cartpole_on_at_least_three_seeds():
     """
-    The final deterministic policy scores near the maximum of 500 over 20 episodes. Which seeds end on
-    a perfect 500 moves with float rounding: after a change of the critic's arithmetic in the last bits,
-    seeds 0, 1 and 3 to 6 ended at 500 and seed 2 at 461 (two of 20 episodes ended early). A broken
-    update ends far below (a random policy scores about 20); the learning benchmark reports every seed.
+    The final deterministic policy reaches CartPole-v1's solved threshold of 475 (mean of 20 episodes) within
+    100k steps on at least 3 of 5 seeds, and no seed ends far below it. Which seeds end on a perfect 500 moves
+    with float rounding: with the current critic arithmetic seeds 0, 1, 3 and 4 end at 500 and seed 2 at about
+    461 (two of 20 episodes end early). A broken update ends far below (a random policy scores about 20).
     """
-    model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=seed), seed=seed, **ZOO_CARTPOLE)
-    model.learn(100_000)
-    mean_return, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=seed + 100), n_eval_episodes=20)
-    assert mean_return >= 450
+    returns = []
+    for seed in SEEDS:
+        model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=seed), seed=seed, **ZOO_CARTPOLE)
+        model.learn(100_000)
+        mean_return, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=seed + 100), n_eval_episodes=20)
+        returns.append(float(mean_return))
+    assert sum(r >= 475 for r in returns) >= 3, returns
+    assert min(returns) >= 400, returns
