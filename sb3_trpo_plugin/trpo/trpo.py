@@ -499,7 +499,9 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
                 parts = [*(p if mine else torch.zeros_like(p) for p in actor), *(torch.zeros_like(p) for p in critic)]
                 parts += [step.to_floats() if mine else torch.zeros(n_statistics), 0.0]
         # Float64 in transit: float32 weights come back exactly, and adding the other ranks' zeros is exact.
-        exchange = torch.cat([torch.as_tensor(part, dtype=torch.float64).detach().reshape(-1) for part in parts])
+        exchange = torch.cat(
+            [torch.as_tensor(part, dtype=torch.float64, device=self.device).detach().reshape(-1) for part in parts]
+        )
         exchange = distributed.all_reduce_sum(exchange, "split update: new actor, critic and statistics")
         weights, statistics = exchange[: -n_statistics - 1], exchange[-n_statistics - 1 :].tolist()
         with torch.no_grad():
