@@ -16,6 +16,6 @@ export PYTHONPATH=$CODE
 run() { "$PY" benchmarks/learning.py run --jobs 1 --results "$R" "$@"; }
 run --envs Hopper-v5 HalfCheetah-v5 --algos trpo sb3_contrib_trpo ppo
 run --envs $CLASSIC --algos trpo sb3_contrib_trpo --seeds 3 4
-run --envs $CLASSIC --algos trpo_kl_per_dim
+run --envs Hopper-v5 HalfCheetah-v5 --algos trpo sb3_contrib_trpo --seeds 3 4
+run --envs Pendulum-v1 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
 run --envs $CLASSIC --algos ppo --seeds 3 4
-run --envs Hopper-v5 HalfCheetah-v5 --algos trpo_kl_per_dim
