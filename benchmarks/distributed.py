@@ -1,10 +1,16 @@
 """
 Data-parallel throughput: ``learn()`` steps per second of TRPO on CartPole-v1 with 1 and 2 processes.
 
-Each run is launched with ``torch.distributed.run`` (gloo on 127.0.0.1; 1 process is the plain single-process
-path, since torch.distributed is then not initialised) and times ``learn()`` after one warm-up update. Runs
-alternate between the settings, several repetitions; medians are reported. Per update, the all-reduces
-issued by :mod:`sb3_trpo_plugin.common.distributed` are counted with their payload bytes.
+Every setting is one group of processes, started once (the 2-process groups with ``torch.distributed.run``,
+gloo on 127.0.0.1; 1 process is the plain single-process path, since torch.distributed is then not
+initialised), warmed up with one update, and then kept waiting. The benchmark then times short *bursts*
+of ``learn()`` (``--updates`` updates each), one group at a time, with a 1-process burst between any two
+others: ``1 process, A, 1 process, B, ...``. Each burst of a 2-process setting is compared with the mean of
+the two 1-process bursts around it, a few seconds apart, so that the ratio sees the same machine (this
+virtual machine's throughput moves by up to 1.5x within a minute, which made separate, longer runs of
+each setting disagree by more than the effect measured). Reported: the median of these ratios, with
+their quartiles. Per update, the all-reduces issued by :mod:`sb3_trpo_plugin.common.distributed` are
+counted with their payload bytes.
 
 Settings (rl-zoo3's CartPole-v1 config: ``n_envs=2``, ``n_steps=512``, ``batch_size=512``, 20 critic epochs):
 
@@ -18,7 +24,7 @@ Settings (rl-zoo3's CartPole-v1 config: ``n_envs=2``, ``n_steps=512``, ``batch_s
 Usage::
 
     python benchmarks/distributed.py        # writes docs/benchmarks.md's section, benchmarks/results/distributed.json
-    python benchmarks/distributed.py --repeats 1 --updates 4 --no-write
+    python benchmarks/distributed.py --repeats 2 --updates 2 --no-write
 
 Each process runs torch on one thread (``OMP_NUM_THREADS=1``, as torchrun sets with several processes).
 """
@@ -26,6 +32,8 @@ Each process runs torch on one thread (``OMP_NUM_THREADS=1``, as torchrun sets w
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import platform
@@ -35,6 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import sections
@@ -58,19 +68,45 @@ KINDS = {
     "gradients": "critic gradients and loss (one per minibatch, when the critic's inputs are not gathered)",
     "gathered rows": "critic features and returns, gathered once",
 }
+SINGLE = "1 process"
+INDEPENDENT = "2 independent processes (no communication)"
+#: Twice the slower of the two independent processes: what any schedule that moves both in lock-step could reach.
+LOCKSTEP = "2 independent processes, twice the slower one (the ceiling of lock-step data-parallelism)"
 #: name: (processes, n_steps per process, split update, launched together without torch.distributed)
 SETTINGS = {
-    "1 process": (1, 512, True, False),
-    "2 independent processes (no communication)": (2, 512, True, True),
+    SINGLE: (1, 512, True, False),
+    INDEPENDENT: (2, 512, True, True),
     "2 processes, same config per process": (2, 512, True, False),
     "2 processes, same config per process, every step averaged": (2, 512, False, False),
     "2 processes, same global batch": (2, 256, True, False),
 }
 MAIN = "2 processes, same config per process"
+#: How often a waiting process looks for its next burst (seconds): idle groups cost next to nothing.
+POLL_S = 0.02
+
+
+def _wait_for(*paths: Path) -> Path:
+    """Sleep until one of ``paths`` exists; return it."""
+    while True:
+        for path in paths:
+            if path.exists():
+                return path
+        time.sleep(POLL_S)
+
+
+def _write_json(path: Path, value: object) -> None:
+    """Write atomically, so that a polling reader never sees half a file."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value))
+    partial.replace(path)
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One rank: warm up one update, then time ``args.updates`` updates of ``learn()``."""
+    """
+    One process of a group: warm up one update, say ``ready``, then for each ``go<k>`` file in the control
+    folder time ``args.updates`` updates of ``learn()`` and write ``result<k>`` (rank 0, or every process of
+    an independent group, each to its own file), until a ``stop`` file appears.
+    """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -78,19 +114,13 @@ def worker(args: argparse.Namespace) -> None:
     from sb3_trpo_plugin.common import distributed
 
     torch.set_num_threads(1)
+    control = Path(args.control)
     env = make_vec_env("CartPole-v1", n_envs=N_ENVS)
     model = TRPO("MlpPolicy", env, seed=0, device="cpu", **(ZOO_CARTPOLE | {"n_steps": args.n_steps}))
     model.split_update = not args.averaged
     steps_per_update = args.n_steps * N_ENVS * distributed.world_size()
+    phases = _time_phases(model)
     model.learn(steps_per_update)  # warm-up
-    distributed.COMMUNICATION.reset()
-    if distributed.is_distributed():
-        torch.distributed.barrier()
-    start, cpu_start, steps, updates = time.perf_counter(), time.process_time(), model.num_timesteps, model._n_updates
-    model.learn(args.updates * steps_per_update, reset_num_timesteps=False)
-    elapsed = time.perf_counter() - start
-    cpu_seconds = [seconds for (seconds,) in distributed.all_gather_objects([time.process_time() - cpu_start])]
-    n_updates = model._n_updates - updates
     latency_us = float("nan")
     if distributed.is_distributed():  # the floor of one synchronisation here: 200 all-reduces of 2 floats
         probe = torch.zeros(2)
@@ -99,33 +129,111 @@ def worker(args: argparse.Namespace) -> None:
         for _ in range(200):
             torch.distributed.all_reduce(probe)
         latency_us = 1e6 * (time.perf_counter() - probe_start) / 200
-    if distributed.is_main_process():
-        communication = distributed.COMMUNICATION
-        result = {
-            "all_reduce_latency_us": latency_us,
-            "steps_per_second": (model.num_timesteps - steps) / elapsed,
-            "cpu_ms_per_step": 1e3 * sum(cpu_seconds) / (model.num_timesteps - steps),
-            "updates": n_updates,
-            "all_reduce_per_update": communication.all_reduce_calls / n_updates,
-            "all_reduce_bytes_per_update": communication.all_reduce_bytes / n_updates,
-            "by_kind": {
-                kind: [calls / n_updates, size / n_updates, t] for kind, (calls, size, t) in communication.by_kind.items()
-            },
-            "all_reduce_fraction": sum(t for _, _, t in communication.by_kind.values()) / elapsed,
-            "n_actor_params": sum(p.numel() for p in model._actor_params),
-            "n_critic_params": sum(p.numel() for p in model._critic_params),
-        }
-        Path(args.result).write_text(json.dumps(result))
+    me = f"{args.index}" if distributed.is_main_process() else ""
+    if me:
+        (control / f"ready{me}").touch()
+    for burst in itertools.count():
+        if _wait_for(control / f"go{burst}", control / "stop").name == "stop":
+            break
+        distributed.COMMUNICATION.reset()
+        phases.clear()
+        if distributed.is_distributed():
+            torch.distributed.barrier()
+        start, cpu_start, steps, updates = time.perf_counter(), time.process_time(), model.num_timesteps, model._n_updates
+        model.learn(args.updates * steps_per_update, reset_num_timesteps=False)
+        elapsed = time.perf_counter() - start
+        gathered = distributed.all_gather_objects([time.process_time() - cpu_start, dict(phases)])
+        cpu_seconds = [seconds for seconds, _ in gathered]
+        if me:
+            communication = distributed.COMMUNICATION
+            result = {
+                "all_reduce_latency_us": latency_us,
+                "steps": model.num_timesteps - steps,
+                "seconds": elapsed,
+                "steps_per_second": (model.num_timesteps - steps) / elapsed,
+                "cpu_ms_per_step": 1e3 * sum(cpu_seconds) / (model.num_timesteps - steps),
+                "updates": model._n_updates - updates,
+                "all_reduce_calls": communication.all_reduce_calls,
+                "all_reduce_bytes": communication.all_reduce_bytes,
+                "by_kind": communication.by_kind,
+                "all_reduce_seconds": sum(t for _, _, t in communication.by_kind.values()),
+                "n_actor_params": sum(p.numel() for p in model._actor_params),
+                "n_critic_params": sum(p.numel() for p in model._critic_params),
+                "phase_seconds_by_rank": [rank_phases for _, rank_phases in gathered],
+            }
+            _write_json(control / f"result{burst}-{me}.json", result)
     if distributed.is_distributed():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
-def launch(n_processes: int, n_steps: int, updates: int, split: bool = True, independent: bool = False) -> dict:
-    """
-    Run the worker under ``torch.distributed.run`` and return rank 0's result; or, ``independent``, start
-    ``n_processes`` single-process workers at once and return their summed throughput.
-    """
+def _time_phases(model: object) -> dict[str, float]:
+    """Wrap the model's rollout and update so that their wall time per rank adds up in the returned dict."""
+    totals: dict[str, float] = {}
+    for name, method in (("rollout", "collect_rollouts"), ("update", "train")):
+        original = getattr(model, method)
+
+        def timed(*args: object, _original=original, _name=name, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                totals[_name] = totals.get(_name, 0.0) + time.perf_counter() - start
+
+        setattr(model, method, timed)
+    return totals
+
+
+@dataclass
+class Group:
+    """The processes of one setting, waiting for bursts in their control folder."""
+
+    name: str
+    control: Path
+    processes: list[subprocess.Popen]
+    n_results: int  # result files per burst: 1, or one per process of an independent group
+    bursts: int = 0
+
+    def check_alive(self) -> None:
+        failed = [process.returncode for process in self.processes if process.poll() not in (None, 0)]
+        if failed:
+            raise RuntimeError(f"benchmark group {self.name!r} failed (exit status {failed})")
+
+    def wait_ready(self) -> None:
+        for index in range(self.n_results):
+            while not (self.control / f"ready{index}").exists():
+                self.check_alive()
+                time.sleep(POLL_S)
+
+    def burst(self) -> dict:
+        """Run one burst and return its result (throughputs summed over an independent group's processes)."""
+        k = self.bursts
+        self.bursts += 1
+        (self.control / f"go{k}").touch()
+        paths = [self.control / f"result{k}-{index}.json" for index in range(self.n_results)]
+        for path in paths:
+            while not path.exists():
+                self.check_alive()
+                time.sleep(POLL_S)
+        measured = [json.loads(path.read_text()) for path in paths]
+        result = measured[0]
+        result["steps_per_second"] = sum(m["steps_per_second"] for m in measured)
+        result["per_process_steps_per_second"] = [m["steps_per_second"] for m in measured]
+        result["cpu_ms_per_step"] = statistics.mean(m["cpu_ms_per_step"] for m in measured)
+        return result
+
+    def stop(self) -> None:
+        (self.control / "stop").touch()
+        returncodes = [process.wait(timeout=120) for process in self.processes]
+        if any(returncodes):  # measured and written, then a process failed while exiting
+            print(f"warning: a process of {self.name!r} failed after the measurement (exit status {returncodes})")
+
+
+def start_group(name: str, folder: Path, updates: int) -> Group:
+    """Start the processes of setting ``name``; they warm up, then wait for bursts."""
+    n_processes, n_steps, split, independent = SETTINGS[name]
+    control = folder / f"group{list(SETTINGS).index(name)}"
+    control.mkdir()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -134,27 +242,67 @@ def launch(n_processes: int, n_steps: int, updates: int, split: bool = True, ind
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "PYTHONFAULTHANDLER": "1",  # a Python stack if a process aborts
     }
+    worker_args = [__file__, "--worker", f"--n-steps={n_steps}", f"--updates={updates}", f"--control={control}"]
+    worker_args += [] if split else ["--averaged"]
+    if independent or n_processes == 1:
+        commands = [[sys.executable, *worker_args, f"--index={index}"] for index in range(n_processes)]
+    else:
+        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_processes}",
+                    "--master_addr=127.0.0.1", f"--master_port={port}"]  # fmt: skip
+        commands = [[*launcher, *worker_args, "--index=0"]]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for command in commands]
+    return Group(name, control, processes, n_results=len(commands))
+
+
+@contextlib.contextmanager
+def groups(updates: int) -> Iterator[dict[str, Group]]:
+    """All settings' groups, started one after the other (each warms up alone) and stopped at the end."""
     with tempfile.TemporaryDirectory() as folder:
-        results = [Path(folder) / f"result{i}.json" for i in range(n_processes if independent else 1)]
-        worker_args = [__file__, "--worker", f"--n-steps={n_steps}", f"--updates={updates}"]
-        worker_args += [] if split else ["--averaged"]
-        if independent:
-            commands = [[sys.executable, *worker_args, f"--result={result}"] for result in results]
-        else:
-            launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_processes}",
-                        "--master_addr=127.0.0.1", f"--master_port={port}"]  # fmt: skip
-            commands = [[*launcher, *worker_args, f"--result={results[0]}"]]
-        processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for command in commands]
-        returncodes = [process.wait() for process in processes]
-        if not all(result.exists() for result in results):
-            raise RuntimeError(f"benchmark run failed (exit status {returncodes}): {' '.join(commands[0])}")
-        if any(returncodes):  # measured and written, then a process failed while exiting
-            print(f"warning: a process failed after the measurement (exit status {returncodes})", flush=True)
-        measured = [json.loads(result.read_text()) for result in results]
-    if independent:
-        measured[0]["steps_per_second"] = sum(m["steps_per_second"] for m in measured)
-        measured[0]["cpu_ms_per_step"] = statistics.mean(m["cpu_ms_per_step"] for m in measured)
-    return measured[0]
+        started: dict[str, Group] = {}
+        try:
+            for name in SETTINGS:
+                started[name] = start_group(name, Path(folder), updates)
+                started[name].wait_ready()
+            yield started
+        finally:
+            for group in started.values():
+                if all(process.poll() is None for process in group.processes):
+                    group.stop()
+                else:
+                    for process in group.processes:
+                        process.kill()
+
+
+def paired_ratios(sequence: list[tuple[str, float]], reference: str = SINGLE) -> dict[str, list[float]]:
+    """
+    Each burst's throughput over the mean of the ``reference`` bursts just before and just after it (the one
+    that exists, at the ends).
+
+    :param sequence: ``(setting, steps per second)`` of every burst, in the order they ran
+    :param reference: the setting all others are compared with
+    :return: ``setting -> ratios``, in the order of the bursts (the reference's own ratios are 1)
+    """
+    ratios: dict[str, list[float]] = {}
+    positions = [i for i, (name, _) in enumerate(sequence) if name == reference]
+    if not positions:
+        raise ValueError(f"no {reference!r} burst to compare with")
+    for i, (name, value) in enumerate(sequence):
+        if name == reference:
+            ratios.setdefault(name, []).append(1.0)
+            continue
+        before = [sequence[p][1] for p in positions if p < i][-1:]
+        after = [sequence[p][1] for p in positions if p > i][:1]
+        ratios.setdefault(name, []).append(value / statistics.mean(before + after))
+    return ratios
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Lower quartile, median and upper quartile (the median three times for fewer than 2 values)."""
+    if len(values) < 2:
+        median = statistics.median(values)
+        return median, median, median
+    lower, median, upper = statistics.quantiles(values, n=4, method="inclusive")
+    return lower, median, upper
 
 
 def machine() -> str:
@@ -167,67 +315,111 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores (KVM guest), Linux {platform.release()}, Python {platform.python_version()}"
 
 
-def _communication_table(run: dict) -> list[str]:
-    """The all-reduces of one run, per kind: calls, bytes and time per update."""
+def _communication(bursts: list[dict]) -> dict:
+    """The all-reduces of a setting's bursts together: totals per update, by kind."""
+    n_updates = sum(b["updates"] for b in bursts)
+    by_kind: dict[str, list[float]] = {}
+    for burst in bursts:
+        for kind, values in burst["by_kind"].items():
+            totals = by_kind.setdefault(kind, [0, 0, 0.0])
+            for i, value in enumerate(values):
+                totals[i] += value
+    return {
+        "calls": sum(b["all_reduce_calls"] for b in bursts) / n_updates,
+        "bytes": sum(b["all_reduce_bytes"] for b in bursts) / n_updates,
+        "by_kind": {
+            kind: [calls / n_updates, size / n_updates, seconds / n_updates]
+            for kind, (calls, size, seconds) in by_kind.items()
+        },
+    }
+
+
+def _communication_table(bursts: list[dict]) -> list[str]:
+    """The all-reduces of a setting per update, per kind: calls, bytes and time."""
+    communication = _communication(bursts)
     lines = [
         "| what | calls per update | bytes per update | ms per update, waiting for the other process included |",
         "|---|---:|---:|---:|",
     ]
-    for kind, (calls, size, seconds) in sorted(run["by_kind"].items(), key=lambda item: -item[1][1]):
-        lines.append(f"| {KINDS.get(kind, kind)} | {calls:.1f} | {size:,.0f} | {1e3 * seconds / run['updates']:.1f} |")
-    total_ms = 1e3 * sum(seconds for _, _, seconds in run["by_kind"].values()) / run["updates"]
-    lines.append(
-        f"| **total** | **{run['all_reduce_per_update']:.1f}** | **{run['all_reduce_bytes_per_update']:,.0f}** "
-        f"| **{total_ms:.1f}** |"
-    )
+    for kind, (calls, size, seconds) in sorted(communication["by_kind"].items(), key=lambda item: -item[1][1]):
+        lines.append(f"| {KINDS.get(kind, kind)} | {calls:.1f} | {size:,.0f} | {1e3 * seconds:.1f} |")
+    total_ms = 1e3 * sum(seconds for _, _, seconds in communication["by_kind"].values())
+    lines.append(f"| **total** | **{communication['calls']:.1f}** | **{communication['bytes']:,.0f}** | **{total_ms:.1f}** |")
     return lines
 
 
-def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple[str, str]) -> str:
+def report(
+    results: dict[str, list[dict]], ratios: dict[str, list[float]], args: argparse.Namespace, load: tuple[str, str]
+) -> str:
     import torch
-
-    singles = [r["steps_per_second"] for r in results["1 process"]]
-
-    def speedup(name: str) -> float:
-        """Median over repeats of the ratio to the 1-process run of the same repeat (runs alternate, so neighbours meet
-        similar load; this machine's single-process throughput varied by up to 1.5x between runs)."""
-        return statistics.median(r["steps_per_second"] / single for r, single in zip(results[name], singles, strict=True))
 
     lines = [
         "## Data-parallel training (torch.distributed)",
         "",
         f"`learn()` steps per second on CartPole-v1 (rl-zoo3 config, `n_envs={N_ENVS}` per process, one torch thread",
-        f"per process, gloo on 127.0.0.1), median of {args.repeats} alternating runs of {args.updates} updates each, "
-        "after one warm-up update.",
+        f"per process, gloo on 127.0.0.1). Every setting's processes are started once and warmed up; then {args.repeats}",
+        f"rounds of bursts of {args.updates} updates run one setting at a time, with a 1-process burst between any two",
+        "others. `speed-up`: each burst over the mean of the 1-process bursts just before and after it (seconds",
+        "apart, so both see the same machine), median and quartiles over the rounds.",
         "`time in all-reduce`: rank 0's share of wall time inside all-reduces (transfer plus waiting for the other rank).",
         "`CPU ms/step`: CPU time of all processes together per environment step (equal values would mean that",
         "data-parallelism adds no work, so that the speed-up is limited only by the cores the processes get).",
         "",
-        "`speed-up`: median over repeats of the ratio to the 1-process run of the same repeat.",
-        "",
-        "| setting | steps per update | steps/s (median) | runs | speed-up vs 1 process | time in all-reduce | CPU ms/step |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| setting | steps per update | steps/s (median, quartiles) | speed-up vs 1 process (median, quartiles) "
+        "| time in all-reduce | CPU ms/step |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, (n_processes, n_steps, _, independent) in SETTINGS.items():
-        values = [r["steps_per_second"] for r in results[name]]
-        median = statistics.median(values)
-        runs = ", ".join(f"{v:.0f}" for v in values)
-        waiting = statistics.median(r["all_reduce_fraction"] for r in results[name])
+        low, median, high = quartiles([r["steps_per_second"] for r in results[name]])
+        ratio_low, ratio, ratio_high = quartiles(ratios[name])
+        waiting = sum(r["all_reduce_seconds"] for r in results[name]) / sum(r["seconds"] for r in results[name])
         cpu = statistics.median(r["cpu_ms_per_step"] for r in results[name])
         steps = f"{n_steps * N_ENVS} each" if independent else str(n_steps * N_ENVS * n_processes)
-        lines.append(f"| {name} | {steps} | {median:.0f} | {runs} | {speedup(name):.2f}× | {waiting:.0%} | {cpu:.3f} |")
-    main, ceiling = speedup(MAIN), speedup("2 independent processes (no communication)")
+        speedup = "1.00×" if name == SINGLE else f"**{ratio:.2f}×** ({ratio_low:.2f}–{ratio_high:.2f})"
+        lines.append(f"| {name} | {steps} | {median:.0f} ({low:.0f}–{high:.0f}) | {speedup} | {waiting:.0%} | {cpu:.3f} |")
+        if name == INDEPENDENT:
+            low, median, high = quartiles([2 * min(r["per_process_steps_per_second"]) for r in results[name]])
+            ratio_low, ratio, ratio_high = quartiles(ratios[LOCKSTEP])
+            lines.append(
+                f"| {LOCKSTEP} | {steps} | {median:.0f} ({low:.0f}–{high:.0f}) "
+                f"| **{ratio:.2f}×** ({ratio_low:.2f}–{ratio_high:.2f}) | – | – |"
+            )
+    lines += [
+        "",
+        "Where the wall time of an update goes, per process (ms, median over bursts): the rollout (ending with the",
+        "synchronisations after it: global step count, episode statistics), the update (`train()`), and the rest",
+        "of `learn()` (logging, callbacks):",
+        "",
+        "| setting | process | rollout | update | rest | total |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, (n_processes, _, _, independent) in SETTINGS.items():
+        for index in range(1 if independent else n_processes):
+            per_update = [
+                {key: 1e3 * value / r["updates"] for key, value in r["phase_seconds_by_rank"][index].items()}
+                | {"total": 1e3 * r["seconds"] / r["updates"]}
+                for r in results[name]
+            ]
+            rollout, update, total = (statistics.median(p[key] for p in per_update) for key in ("rollout", "update", "total"))
+            rest = statistics.median(p["total"] - p["rollout"] - p["update"] for p in per_update)
+            process = "first" if independent else ("the one" if n_processes == 1 else f"rank {index}")
+            lines.append(f"| {name} | {process} | {rollout:.0f} | {update:.0f} | {rest:.0f} | {total:.0f} |")
+    main, ceiling, lockstep = (statistics.median(ratios[name]) for name in (MAIN, INDEPENDENT, LOCKSTEP))
+    share = sum(r >= 1.8 for r in ratios[MAIN]) / len(ratios[MAIN])
     verdict = "reached" if main >= 1.8 else "**not reached** here"
     lines += [
         "",
         f"Target of issue 7: 2 processes at ≥ 1.8× the steps per second of 1 process: {main:.2f}×, {verdict} "
-        f"(two independent processes without any communication: {ceiling:.2f}×).",
+        f"({share:.0%} of the bursts at 1.8× or more; two independent processes without any communication: {ceiling:.2f}×,",
+        f"twice the slower of them: {lockstep:.2f}×). A synchronous update waits for the slower rank's rollout, so its",
+        "ceiling is twice the slower process, not the sum of both: the two cores of this virtual machine often run at",
+        "different speeds for seconds at a time (the same rollout took 270 ms in one process and 430 ms in the other).",
     ]
-    split, averaged = results[MAIN][0], results[MAIN + ", every step averaged"][0]
+    split, averaged = results[MAIN], results[MAIN + ", every step averaged"]
     lines += [
         "",
-        f"All-reduces per update, 2 processes with the same config per process ({split['n_actor_params']} actor and "
-        f"{split['n_critic_params']} critic parameters), first run of each; the update split over the ranks (default):",
+        f"All-reduces per update, 2 processes with the same config per process ({split[0]['n_actor_params']} actor and "
+        f"{split[0]['n_critic_params']} critic parameters), over all bursts; the update split over the ranks (default):",
         "",
         *_communication_table(split),
         "",
@@ -243,7 +435,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple
         "",
         f"Machine: {machine()}; torch {torch.__version__}.",
         f"Load average {load[0]} before the runs and {load[1]} after, on 2 cores. One all-reduce of 2 floats between",
-        f"the two processes takes {split.get('all_reduce_latency_us', float('nan')):.0f} µs here.",
+        f"the two processes takes {split[0].get('all_reduce_latency_us', float('nan')):.0f} µs here.",
         f"Command: `python benchmarks/distributed.py --repeats {args.repeats} --updates {args.updates}`.",
     ]
     return "\n".join(lines)
@@ -251,12 +443,13 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, load: tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per setting, alternating")
-    parser.add_argument("--updates", type=int, default=8, help="timed updates per run")
+    parser.add_argument("--repeats", type=int, default=20, help="rounds of bursts (one burst per setting and round)")
+    parser.add_argument("--updates", type=int, default=5, help="timed updates per burst")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n-steps", type=int, default=512, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=str, default="", help=argparse.SUPPRESS)
+    parser.add_argument("--control", type=str, default="", help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--averaged", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -264,17 +457,29 @@ def main() -> None:
         return
     load_before = "/".join(f"{value:.1f}" for value in os.getloadavg())
     results: dict[str, list[dict]] = {name: [] for name in SETTINGS}
-    for repeat in range(args.repeats):
-        for name, (n_processes, n_steps, split, independent) in SETTINGS.items():
-            results[name].append(launch(n_processes, n_steps, args.updates, split, independent))
-            print(f"run {repeat + 1}, {name}: {results[name][-1]['steps_per_second']:.0f} steps/s", flush=True)
-    section = report(results, args, (load_before, "/".join(f"{value:.1f}" for value in os.getloadavg())))
+    sequence: list[tuple[str, float]] = []
+    others = [name for name in SETTINGS if name != SINGLE]
+    with groups(args.updates) as started:
+        for repeat in range(args.repeats):
+            # 1 process before each other setting; the order of the others turns every round.
+            order = others[repeat % len(others) :] + others[: repeat % len(others)]
+            for name in itertools.chain.from_iterable((SINGLE, other) for other in order):
+                results[name].append(started[name].burst())
+                sequence.append((name, results[name][-1]["steps_per_second"]))
+                if name == INDEPENDENT:
+                    sequence.append((LOCKSTEP, 2 * min(results[name][-1]["per_process_steps_per_second"])))
+            round_values = [v for name, v in sequence[-2 * len(others) - 1 :] if name != LOCKSTEP][-2 * len(others) :]
+            print(f"round {repeat + 1}: " + ", ".join(f"{v:.0f}" for v in round_values), flush=True)
+        results[SINGLE].append(started[SINGLE].burst())  # closes the last pair
+        sequence.append((SINGLE, results[SINGLE][-1]["steps_per_second"]))
+    ratios = paired_ratios(sequence)
+    section = report(results, ratios, args, (load_before, "/".join(f"{value:.1f}" for value in os.getloadavg())))
     print(section)
     if not args.no_write:
         sections.write_section("distributed", section)
         raw = ROOT / "benchmarks" / "results" / "distributed.json"
         raw.parent.mkdir(parents=True, exist_ok=True)
-        raw.write_text(json.dumps(results, indent=1) + "\n")
+        raw.write_text(json.dumps({"sequence": sequence, "ratios": ratios, "bursts": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
