@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -44,6 +49,24 @@ class RandomEnv(gym.Env):
         self._t += 1
         reward = float(np.sum(np.asarray(action, dtype=np.float64))) * 0.1 - 0.05
         return self.observation_space.sample(), reward, False, self._t >= self.episode_length, {}
+
+
+def load_benchmark(filename: str, module_name: str) -> ModuleType:
+    """
+    Import a script of ``benchmarks/`` (not a package) as ``module_name``, for testing its pure parts.
+
+    :param filename: e.g. ``"distributed.py"``
+    :param module_name: the name it is registered under in ``sys.modules``
+    """
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / filename
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # the benchmark scripts import their sibling modules
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def filled_model(env, **kwargs) -> TRPO:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "distributed.py"
-sys.path.insert(0, str(_PATH.parent))  # the benchmark scripts import their sibling modules
-_spec = importlib.util.spec_from_file_location("distributed_benchmark", _PATH)
-assert _spec is not None and _spec.loader is not None
-db = importlib.util.module_from_spec(_spec)
-sys.modules["distributed_benchmark"] = db
-_spec.loader.exec_module(db)
+from tests.conftest import load_benchmark
+
+db = load_benchmark("distributed.py", "distributed_benchmark")
 
 
 def test_each_burst_is_compared_with_the_mean_of_its_neighbouring_reference_bursts() -> None:

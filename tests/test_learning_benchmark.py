@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "learning_report.py"
-sys.path.insert(0, str(_PATH.parent))  # the benchmark scripts import their sibling modules
-_spec = importlib.util.spec_from_file_location("learning_report", _PATH)
-assert _spec is not None and _spec.loader is not None
-lr = importlib.util.module_from_spec(_spec)
-sys.modules["learning_report"] = lr
-_spec.loader.exec_module(lr)
+from tests.conftest import load_benchmark
+
+lr = load_benchmark("learning_report.py", "learning_report")
 
 
 def curve(*points: tuple[int, float, float]) -> list:
@@ -146,11 +140,7 @@ def test_trpo_takes_sb3_contribs_step_with_the_same_preset() -> None:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import Logger
 
-    spec = importlib.util.spec_from_file_location("learning_benchmark", _PATH.with_name("learning.py"))
-    assert spec is not None and spec.loader is not None
-    learning = importlib.util.module_from_spec(spec)
-    sys.modules["learning_benchmark"] = learning  # dataclasses look their module up
-    spec.loader.exec_module(learning)
+    learning = load_benchmark("learning.py", "learning_benchmark")
     preset = learning.Preset("MlpPolicy", {"n_steps": 256, "n_critic_updates": 1}, 2, 512, False, {}, {})
 
     steps = {}
