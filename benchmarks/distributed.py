@@ -209,22 +209,23 @@ class Group:
         if failed:
             raise RuntimeError(f"benchmark group {self.name!r} failed (exit status {failed})")
 
+    def wait_for(self, names: list[str]) -> list[Path]:
+        """Sleep until every file of ``names`` exists in the control folder, raising if a process fails meanwhile."""
+        paths = [self.control / name for name in names]
+        while not all(path.exists() for path in paths):
+            self.check_alive()
+            time.sleep(POLL_S)
+        return paths
+
     def wait_ready(self) -> None:
-        for index in range(self.n_results):
-            while not (self.control / f"ready{index}").exists():
-                self.check_alive()
-                time.sleep(POLL_S)
+        self.wait_for([f"ready{index}" for index in range(self.n_results)])
 
     def burst(self) -> dict:
         """Run one burst and return its result (throughputs summed over an independent group's processes)."""
         k = self.bursts
         self.bursts += 1
         (self.control / f"go{k}").touch()
-        paths = [self.control / f"result{k}-{index}.json" for index in range(self.n_results)]
-        for path in paths:
-            while not path.exists():
-                self.check_alive()
-                time.sleep(POLL_S)
+        paths = self.wait_for([f"result{k}-{index}.json" for index in range(self.n_results)])
         measured = [json.loads(path.read_text()) for path in paths]
         result = measured[0]
         result["steps_per_second"] = sum(m["steps_per_second"] for m in measured)
@@ -477,12 +478,13 @@ def main() -> None:
         for repeat in range(args.repeats):
             # 1 process before each other setting; the order of the others turns every round.
             order = others[repeat % len(others) :] + others[: repeat % len(others)]
+            round_values = []
             for name in itertools.chain.from_iterable((SINGLE, other) for other in order):
                 results[name].append(started[name].burst())
                 sequence.append((name, results[name][-1]["steps_per_second"]))
+                round_values.append(results[name][-1]["steps_per_second"])
                 if name == INDEPENDENT:
                     sequence.append((LOCKSTEP, results[name][-1]["lockstep_steps_per_second"]))
-            round_values = [v for name, v in sequence[-2 * len(others) - 1 :] if name != LOCKSTEP][-2 * len(others) :]
             print(f"round {repeat + 1}: " + ", ".join(f"{v:.0f}" for v in round_values), flush=True)
         results[SINGLE].append(started[SINGLE].burst())  # closes the last pair
         sequence.append((SINGLE, results[SINGLE][-1]["steps_per_second"]))
