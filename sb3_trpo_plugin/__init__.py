@@ -2,7 +2,6 @@
 
 from sb3_trpo_plugin.serialization.safe_load import safe_load
 from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, MlpPolicy, MultiInputPolicy
-
-__version__ = "0.1.0"
+from sb3_trpo_plugin.version import __version__
 
 __all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "__version__", "safe_load"]

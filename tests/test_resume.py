@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sb3_trpo_plugin import TRPO, safe_load
-from sb3_trpo_plugin.common.checkpoints import CheckpointCallback, find_latest_checkpoint
+from sb3_trpo_plugin.serialization.checkpoints import CheckpointCallback, find_latest_checkpoint
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 STEPS_PER_ROLLOUT = 64  # n_steps=32 x 2 envs
@@ -34,7 +34,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 from sb3_trpo_plugin import TRPO
-from sb3_trpo_plugin.common.checkpoints import CheckpointCallback
+from sb3_trpo_plugin.serialization.checkpoints import CheckpointCallback
 from sb3_trpo_plugin.serialization.atomic import atomic_write_bytes
 
 folder = sys.argv[1]

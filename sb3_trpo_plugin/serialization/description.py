@@ -32,6 +32,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
+from sb3_trpo_plugin.version import __version__
+
 #: Name of the zip entry that holds the description.
 DESCRIPTION_ENTRY = "sb3_trpo_plugin.json"
 #: Identifies the description format; bumped on incompatible changes.
@@ -329,8 +331,6 @@ def describe_model(model: Any) -> dict[str, Any]:
     :param model: a ``TRPO`` instance
     :return: a JSON-safe dict
     """
-    from sb3_trpo_plugin import __version__
-
     policy_kwargs = {key: value for key, value in model.policy_kwargs.items() if key != "device"}
     return {
         "format": DESCRIPTION_FORMAT,
