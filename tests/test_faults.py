@@ -16,7 +16,7 @@ from stable_baselines3.common.logger import configure
 
 import sb3_trpo_plugin.trpo.trpo as trpo_module
 from sb3_trpo_plugin import TRPO
-from sb3_trpo_plugin.common.checks import NonFiniteEnvironmentDataError, check_rollout_buffer
+from sb3_trpo_plugin.rollout.checks import NonFiniteEnvironmentDataError, check_rollout_buffer
 from sb3_trpo_plugin.trust_region import conjugate_gradient
 
 SMALL = dict(n_steps=32, batch_size=32, policy_kwargs=dict(net_arch=[8]), seed=0)

@@ -17,15 +17,15 @@ import numpy as np
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_plugin.common import distributed
+from sb3_trpo_plugin.rollout import LeanRolloutAlgorithm
 
 
-class DataParallelOnPolicyAlgorithm(OnPolicyAlgorithm):
+class DataParallelOnPolicyAlgorithm(LeanRolloutAlgorithm):
     """
     ``OnPolicyAlgorithm`` that trains data-parallel when ``torch.distributed`` is initialised with several processes.
 

@@ -32,7 +32,6 @@ from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from sb3_trpo_plugin.common import distributed
-from sb3_trpo_plugin.common.checks import all_finite, check_rollout_buffer, with_environment_data_check
 from sb3_trpo_plugin.common.data_parallel import DataParallelOnPolicyAlgorithm
 from sb3_trpo_plugin.common.distributions import (
     distribution_parameters,
@@ -42,6 +41,7 @@ from sb3_trpo_plugin.common.distributions import (
 )
 from sb3_trpo_plugin.common.parameters import frozen, split_actor_critic, values_depend_on
 from sb3_trpo_plugin.critic import MLPRegression
+from sb3_trpo_plugin.rollout.checks import all_finite, check_rollout_buffer, with_environment_data_check
 from sb3_trpo_plugin.serialization.model_file import write_model_file
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trust_region import (
@@ -805,7 +805,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         write_model_file(self, archive, path)
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
-        # Non-finite environment data is refused at the step that produced it (see common/checks.py).
+        # Non-finite environment data is refused at the step that produced it (see rollout/checks.py).
         return super()._init_callback(with_environment_data_check(callback), progress_bar)
 
     def learn(
