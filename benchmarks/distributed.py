@@ -9,7 +9,7 @@ others: ``1 process, A, 1 process, B, ...``. Each burst of a 2-process setting i
 the two 1-process bursts around it, a few seconds apart, so that the ratio sees the same machine (this
 virtual machine's throughput moves by up to 1.5x within a minute, which made separate, longer runs of
 each setting disagree by more than the effect measured). Reported: the median of these ratios, with
-their quartiles. Per update, the all-reduces issued by :mod:`sb3_trpo_plugin.common.distributed` are
+their quartiles. Per update, the all-reduces issued by the model's :class:`~sb3_trpo_plugin.parallel.Collectives` are
 counted with their payload bytes.
 
 Settings (rl-zoo3's CartPole-v1 config: ``n_envs=2``, ``n_steps=512``, ``batch_size=512``, 20 critic epochs):
@@ -56,17 +56,15 @@ ZOO_CARTPOLE = dict(
 N_ENVS = 2
 #: What each kind of all-reduce carries in TRPO's update.
 KINDS = {
-    "integers": "rollout end: global step count and stop flag",
-    "running statistics": "VecNormalize statistics",
-    "checksum": "weights check (every 10 updates)",
-    "mean and std": "advantage normalisation (count, mean and squared deviations of each rank)",
-    "tensor and scalar": "policy gradient and surrogate",
-    "tensor": "Fisher-vector products (one per CG step)",
-    "scalars": "line search: surrogate and KL (one per trial)",
-    "gathered rollout": "split update: every rank's rollout, gathered once",
-    "split update: new actor, critic and statistics": "split update: the new weights and the step's statistics",
-    "gradients": "critic gradients and loss (one per minibatch, when the critic's inputs are not gathered)",
-    "gathered rows": "critic features and returns, gathered once",
+    "sum_ints": "rollout end: global step count and stop flag",
+    "merge_running_mean_std": "VecNormalize statistics",
+    "check_in_sync": "weights check (every 10 updates)",
+    "mean_std": "advantage normalisation (count, mean and squared deviations of each rank)",
+    "mean": "policy gradient; Fisher-vector products (one per CG step)",
+    "mean_floats": "surrogate; line search: surrogate and KL (one per trial)",
+    "gather_row_blocks": "split update: every rank's rollout, gathered once",
+    "sum": "split update: the new weights and the step's statistics",
+    "gather_rows": "critic inputs and returns, gathered once",
 }
 SINGLE = "1 process"
 INDEPENDENT = "2 independent processes (no communication)"
@@ -102,6 +100,28 @@ def _write_json(path: Path, value: object) -> None:
     partial.replace(path)
 
 
+class AllReduceCounter:
+    """Counts the all-reduces a model's collectives report (installed as their ``observer``), in total and by operation."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Set all counters to zero."""
+        self.all_reduce_calls = self.all_reduce_bytes = 0
+        #: ``operation -> [calls, bytes, seconds]`` (seconds include waiting for the other ranks).
+        self.by_kind: dict[str, list[float]] = {}
+
+    def record(self, operation: str, n_bytes: int, seconds: float) -> None:
+        """The observer: one all-reduce of ``n_bytes`` that took ``seconds``."""
+        self.all_reduce_calls += 1
+        self.all_reduce_bytes += n_bytes
+        totals = self.by_kind.setdefault(operation, [0, 0, 0.0])
+        totals[0] += 1
+        totals[1] += n_bytes
+        totals[2] += seconds
+
+
 def worker(args: argparse.Namespace) -> None:
     """
     One process of a group: warm up one update, say ``ready``, then for each ``go<k>`` file in the control
@@ -111,43 +131,45 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from stable_baselines3.common.env_util import make_vec_env
 
-    from sb3_trpo_plugin import TRPO
-    from sb3_trpo_plugin.common import distributed
+    from sb3_trpo_plugin import TRPO, parallel
 
     torch.set_num_threads(1)
     control = Path(args.control)
     env = make_vec_env("CartPole-v1", n_envs=N_ENVS)
     model = TRPO("MlpPolicy", env, seed=0, device="cpu", **(ZOO_CARTPOLE | {"n_steps": args.n_steps}))
     model.split_update = not args.averaged
-    steps_per_update = args.n_steps * N_ENVS * distributed.world_size()
+    steps_per_update = args.n_steps * N_ENVS * parallel.world_size()
+    communication = AllReduceCounter()
+    if model.collectives is not None:  # the benchmark's instrumentation: every all-reduce of the library passes here
+        model.collectives.observer = communication.record
     phases, update_ends = _time_phases(model)
     model.learn(steps_per_update)  # warm-up
     latency_us = float("nan")
-    if distributed.is_distributed():  # the floor of one synchronisation here: 200 all-reduces of 2 floats
+    if parallel.is_distributed():  # the floor of one synchronisation here: 200 all-reduces of 2 floats
         probe = torch.zeros(2)
         torch.distributed.barrier()
         probe_start = time.perf_counter()
         for _ in range(200):
             torch.distributed.all_reduce(probe)
         latency_us = 1e6 * (time.perf_counter() - probe_start) / 200
-    me = f"{args.index}" if distributed.is_main_process() else ""
+    me = f"{args.index}" if parallel.is_main_process() else ""
     if me:
         (control / f"ready{me}").touch()
     for burst in itertools.count():
         if _wait_for(control / f"go{burst}", control / "stop").name == "stop":
             break
-        distributed.COMMUNICATION.reset()
+        communication.reset()
         phases.clear()
         update_ends.clear()
-        if distributed.is_distributed():
+        if parallel.is_distributed():
             torch.distributed.barrier()
         start, cpu_start, steps, updates = time.perf_counter(), time.process_time(), model.num_timesteps, model._n_updates
         model.learn(args.updates * steps_per_update, reset_num_timesteps=False)
         elapsed = time.perf_counter() - start
-        gathered = distributed.all_gather_objects([time.process_time() - cpu_start, dict(phases)])
+        mine = [time.process_time() - cpu_start, dict(phases)]
+        gathered = [mine] if model.collectives is None else model.collectives.all_gather_objects(mine)
         cpu_seconds = [seconds for seconds, _ in gathered]
         if me:
-            communication = distributed.COMMUNICATION
             result = {
                 "all_reduce_latency_us": latency_us,
                 "steps": model.num_timesteps - steps,
@@ -165,7 +187,7 @@ def worker(args: argparse.Namespace) -> None:
                 "update_seconds": [end - begin for begin, end in itertools.pairwise([start, *update_ends])],
             }
             _write_json(control / f"result{burst}-{me}.json", result)
-    if distributed.is_distributed():
+    if parallel.is_distributed():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 

@@ -26,8 +26,7 @@ from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from sb3_trpo_plugin import TRPO
-from sb3_trpo_plugin.common import distributed
+from sb3_trpo_plugin import TRPO, parallel
 
 # rl-zoo3's tuned TRPO hyperparameters for CartPole-v1 (hyperparams/trpo.yml), per process: with N processes
 # each update sees N times the rollouts (divide n_steps by N to keep the single-process batch instead).
@@ -48,17 +47,17 @@ def main() -> None:
     # also call torch.distributed.init_process_group itself beforehand.
     env = make_vec_env("CartPole-v1", n_envs=args.n_envs)
     model = TRPO("MlpPolicy", env, seed=args.seed, verbose=1, tensorboard_log=str(args.output / "tensorboard"), **ZOO_CARTPOLE)
-    rank, world_size = distributed.rank(), distributed.world_size()
+    rank, world_size = parallel.rank(), parallel.world_size()
     print(f"process {rank} of {world_size}: {args.n_envs} envs, seed {args.seed + rank}", flush=True)
 
     # Callbacks run on rank 0 only (the others ignore them), so one process evaluates and checkpoints.
     callback = None
-    if distributed.is_main_process():
+    if parallel.is_main_process():
         eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=args.seed + 1000)
         callback = EvalCallback(eval_env, eval_freq=10_000 // (args.n_envs * world_size), n_eval_episodes=5, verbose=0)
     model.learn(args.timesteps, callback=callback, tb_log_name="TRPO_CartPole_distributed")
 
-    if distributed.is_main_process():  # rank 0 alone evaluates and saves
+    if parallel.is_main_process():  # rank 0 alone evaluates and saves
         mean_return, std_return = evaluate_policy(model, callback.eval_env, n_eval_episodes=20, deterministic=True)
         model_path = args.output / "trpo_cartpole_distributed.zip"
         model.save(model_path)

@@ -19,19 +19,11 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.cli.presets import PRESETS
 
-# rl-zoo3's hyperparams/trpo.yml, Hopper-v4 (its MuJoCo defaults: normalize, 2 envs, 1e6 steps).
-HOPPER = dict(
-    batch_size=128,
-    n_steps=1024,
-    gamma=0.99,
-    gae_lambda=0.95,
-    sub_sampling_factor=1,
-    cg_max_steps=25,
-    cg_damping=0.1,
-    n_critic_updates=20,
-    learning_rate=1e-3,
-)
+# rl-zoo3's tuned settings (hyperparams/trpo.yml, Hopper-v4), as `sb3-trpo train --env Hopper-v5` uses them: 2 envs,
+# VecNormalize, 1e6 steps, and TRPO's keyword arguments in HOPPER.hyperparams (n_steps=1024, batch_size=128, ...).
+HOPPER = PRESETS["Hopper-v5"]
 
 
 def main(argv: Sequence[str] | None = None) -> float:
@@ -40,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     :return: mean return of the trained policy over 5 deterministic episodes
     """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timesteps", type=int, default=1_000_000, help="training budget in environment steps")
+    parser.add_argument("--timesteps", type=int, default=HOPPER.n_timesteps, help="training budget in environment steps")
     parser.add_argument("--env", default="Hopper-v5", help="a MuJoCo task (Hopper-v5, Walker2d-v5, ...)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("runs/hopper"), help="folder for the model and logs")
@@ -48,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> float:
     args = parser.parse_args(argv)
 
     # Rewards are normalised with the algorithm's own discount factor, as rl-zoo3 does.
-    env = VecNormalize(make_vec_env(args.env, n_envs=2, seed=args.seed), gamma=HOPPER["gamma"])
-    model = TRPO("MlpPolicy", env, seed=args.seed, tensorboard_log=str(args.output / "tensorboard"), **HOPPER)
+    env = VecNormalize(make_vec_env(args.env, n_envs=HOPPER.n_envs, seed=args.seed), gamma=HOPPER.hyperparams["gamma"])
+    model = TRPO(HOPPER.policy, env, seed=args.seed, tensorboard_log=str(args.output / "tensorboard"), **HOPPER.hyperparams)
     model.learn(args.timesteps, progress_bar=not args.no_progress_bar)
     model.save(args.output / "trpo_hopper")
     env.save(str(args.output / "vecnormalize.pkl"))

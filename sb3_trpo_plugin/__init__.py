@@ -1,6 +1,6 @@
 """Trust Region Policy Optimization (TRPO) as a first-class Stable-Baselines3 algorithm."""
 
-from sb3_trpo_plugin.serialization.safe_load import safe_load
+from sb3_trpo_plugin.loading import safe_load
 from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.version import __version__
 

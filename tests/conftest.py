@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
 
 from sb3_trpo_plugin import TRPO
-from sb3_trpo_plugin.trpo.trpo import PolicyBatch, index_observations, normalize_advantages
+from sb3_trpo_plugin.envs import RandomEnv  # noqa: F401  (the tests import it from here)
+from sb3_trpo_plugin.trpo.policy_step import PolicyBatch
 
 ACTION_SPACES = {
     "discrete": spaces.Discrete(3),
@@ -22,33 +24,6 @@ ACTION_SPACES = {
     "multidiscrete": spaces.MultiDiscrete([2, 3]),
     "multibinary": spaces.MultiBinary(3),
 }
-
-
-class RandomEnv(gym.Env):
-    """
-    Random observations, a reward that depends on observation and action, fixed-length episodes.
-
-    :param action_space: any action space
-    :param observation_space: defaults to a 4-D box
-    :param episode_length: steps before truncation
-    """
-
-    def __init__(self, action_space: spaces.Space, observation_space: spaces.Space | None = None, episode_length: int = 16):
-        self.action_space = action_space
-        self.observation_space = observation_space or spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
-        self.episode_length = episode_length
-        self._t = 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.observation_space.seed(seed)
-        self._t = 0
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        self._t += 1
-        reward = float(np.sum(np.asarray(action, dtype=np.float64))) * 0.1 - 0.05
-        return self.observation_space.sample(), reward, False, self._t >= self.episode_length, {}
 
 
 def load_benchmark(filename: str, module_name: str) -> ModuleType:
@@ -82,20 +57,37 @@ def filled_model(env, **kwargs) -> TRPO:
 
 
 def policy_batch(model: TRPO, dtype: torch.dtype = torch.float32) -> PolicyBatch:
-    """The policy-step batch that ``train()`` would use, optionally cast."""
-    rollout = next(model.rollout_buffer.get(batch_size=None))
-    actions = rollout.actions.long().flatten() if isinstance(model.action_space, spaces.Discrete) else rollout.actions
-    observations = index_observations(rollout.observations, slice(None))
-    if isinstance(observations, dict):
-        observations = {k: v.to(dtype) for k, v in observations.items()}
-    else:
-        observations = observations.to(dtype)
-    return PolicyBatch(
-        observations,
-        actions if actions.dtype == torch.long else actions.to(dtype),
-        rollout.old_log_prob.to(dtype),
-        normalize_advantages(rollout.advantages).to(dtype),
-    )
+    """The policy-step batch that ``train()`` would use (``TRPO._policy_batch``), floating-point tensors cast to ``dtype``."""
+    batch = model._policy_batch(next(model.rollout_buffer.get(batch_size=None)))
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if tensor.dtype == torch.long else tensor.to(dtype)
+
+    observations = batch.observations
+    observations = {k: cast(v) for k, v in observations.items()} if isinstance(observations, dict) else cast(observations)
+    return PolicyBatch(observations, cast(batch.actions), cast(batch.old_log_prob), cast(batch.advantages))
+
+
+#: Where rl_zoo3.gym_patches writes its TimeLimit, by attribute path from ``gymnasium`` (the last one has none of its own).
+TIME_LIMIT_HOMES = ("wrappers", "wrappers.common", "envs.registration")
+
+
+@pytest.fixture
+def gymnasium_restored() -> Iterator[list[ModuleType]]:
+    """
+    Importing rl-zoo3 swaps Gymnasium's TimeLimit for its own (on its first import only): Gymnasium's is put back
+    after the test, so the tests that share this process see Gymnasium as it was. Yields the modules it restores.
+    """
+    import gymnasium
+
+    homes = [functools.reduce(getattr, path.split("."), gymnasium) for path in TIME_LIMIT_HOMES]
+    originals = [vars(home).get("TimeLimit") for home in homes]
+    yield homes
+    for home, time_limit in zip(homes, originals, strict=True):
+        if time_limit is None:
+            vars(home).pop("TimeLimit", None)
+        else:
+            home.TimeLimit = time_limit
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,8 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_trpo_plugin import TRPO
-from sb3_trpo_plugin.common import distributed
+from sb3_trpo_plugin.parallel import Collectives, is_distributed, world_size
+from sb3_trpo_plugin.parallel.communication import running_mean_std_state
 
 #: Shared by the ranks and the single-process reference in the tests.
 EQUIVALENCE_KWARGS = dict(
@@ -72,8 +73,10 @@ def learning(out: Path, rank: int) -> dict:
         **EQUIVALENCE_KWARGS,
     )
     model.sync_check_interval = 1
-    distributed.COMMUNICATION.reset()
-    model.learn(total_timesteps=4 * N_STEPS * N_ENVS * distributed.world_size())
+    all_reduces: list[str] = []
+    assert model.collectives is not None
+    model.collectives.observer = lambda operation, n_bytes, seconds: all_reduces.append(operation)
+    model.learn(total_timesteps=4 * N_STEPS * N_ENVS * world_size())
     local_episodes = sum(len(rewards) for rewards in model.env.env_method("get_episode_rewards"))
     np.savez(
         out / f"rank{rank}_learning.npz",
@@ -89,7 +92,7 @@ def learning(out: Path, rank: int) -> dict:
         "buffered_episodes": len(model.ep_info_buffer),
         "obs_count": env.obs_rms.count,
         "verbose": model.verbose,
-        "all_reduce_calls": distributed.COMMUNICATION.all_reduce_calls,
+        "all_reduce_calls": len(all_reduces),
     }
 
 
@@ -109,19 +112,19 @@ def callbacks(rank: int) -> dict:
     """Callbacks run on rank 0 only; its request to stop stops every rank."""
     model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=N_ENVS), batch_size=32, **EQUIVALENCE_KWARGS)
     callback = StopAfter(N_STEPS + 5)  # during the second rollout
-    model.learn(total_timesteps=10 * N_STEPS * N_ENVS * distributed.world_size(), callback=callback)
+    model.learn(total_timesteps=10 * N_STEPS * N_ENVS * world_size(), callback=callback)
     return {"callback_calls": callback.calls, "stopped_after_updates": model._n_updates}
 
 
 def running_statistics(rank: int) -> dict:
     """Merge of RunningMeanStd: common start plus each rank's data equals the statistics of the union."""
-    world = distributed.world_size()
+    world, collectives = world_size(), Collectives()
     data = [np.random.default_rng(r).normal(r, 1.0 + r, size=(50 + 10 * r, 3)) for r in range(world + 1)]
     rms = RunningMeanStd(shape=(3,))
     rms.update(data[-1])  # the common start
-    start = distributed.running_mean_std_state(rms)
+    start = running_mean_std_state(rms)
     rms.update(data[rank])
-    distributed.merge_running_mean_std(rms, start)
+    collectives.merge_running_mean_std(rms, start)
     union = RunningMeanStd(shape=(3,))
     union.update(data[-1])
     union.update(np.concatenate(data[:world]))
@@ -130,9 +133,9 @@ def running_statistics(rank: int) -> dict:
         torch.tensor(np.random.default_rng(10 + r).normal(1000.0 + r, 1e-2, size=40 + 7 * r), dtype=torch.float32)
         for r in range(world)
     ]
-    mean, std = distributed.global_mean_std(values[rank])
+    mean, std = collectives.mean_std(values[rank])
     union64 = torch.cat(values).double()
-    gathered = distributed.all_gather_rows(torch.full((2, 3), float(rank)))
+    gathered = collectives.gather_rows(torch.full((2, 3), float(rank)))
     return {
         "global_mean_error": abs(mean.item() - union64.mean().item()),
         "global_std_relative_error": abs(std.item() - union64.std().item()) / union64.std().item(),
@@ -145,14 +148,14 @@ def running_statistics(rank: int) -> dict:
 
 def drift(rank: int) -> dict:
     """A weight changed on one rank only is reported on every rank."""
-    module = torch.nn.Linear(3, 2)
-    distributed.broadcast_parameters(module)
-    distributed.check_in_sync(module)  # in sync: no error
+    module, collectives = torch.nn.Linear(3, 2), Collectives()
+    collectives.broadcast_parameters(module)
+    collectives.check_in_sync(module)  # in sync: no error
     if rank == 1:
         with torch.no_grad():
             module.weight[0, 0] += 1e-6
     try:
-        distributed.check_in_sync(module, "in the drift test")
+        collectives.check_in_sync(module, "in the drift test")
     except RuntimeError as error:
         return {"drift_error": str(error)}
     return {"drift_error": None}
@@ -165,7 +168,7 @@ def main() -> None:
     results = {"rank": rank}
     results |= {"averaged": equivalence(out, rank, split_update=False)}
     results |= equivalence(out, rank, split_update=True)
-    assert distributed.is_distributed() and distributed.world_size() == int(os.environ["WORLD_SIZE"])
+    assert is_distributed() and world_size() == int(os.environ["WORLD_SIZE"])
     results |= learning(out, rank)
     results |= callbacks(rank)
     results |= running_statistics(rank)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,6 +218,28 @@ def test_train_with_vecnormalize_preset_saves_and_uses_statistics(capsys: pytest
 
     status, out, _ = run_cli(capsys, "eval", "--log-folder", str(run.path), "--episodes", "1", "--best")
     assert status == 0 and "best model" in out
+
+
+class CrashDuringSave(BaseException):
+    """Stands for the process dying during a save: a ``BaseException``, so that nothing on the way catches it."""
+
+
+def test_crash_during_a_checkpoint_leaves_no_file_under_a_checkpoint_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first checkpoint (128 steps) dies while its VecNormalize statistics are being serialised. SB3's
+    # CheckpointCallback would leave model_128_steps.zip, saved first, beside an empty model_vecnormalize_128_steps.pkl
+    # (opened under its final name before the bytes are ready); the crash-safe one leaves nothing under either name.
+    def crash(self: VecNormalize) -> dict[str, Any]:
+        raise CrashDuringSave
+
+    monkeypatch.setattr(VecNormalize, "__getstate__", crash)
+    run = RunFolder(tmp_path / "mcc")
+    argv = ["train", "--env", "MountainCarContinuous-v0", "--log-folder", str(run.path), *TINY, "--eval-freq", "0"]
+    with pytest.raises(CrashDuringSave):
+        run_cli(capsys, *argv, "--save-freq", "128")
+    assert run.checkpoints.is_dir()
+    assert [path.name for path in run.checkpoints.iterdir() if not path.name.startswith(".")] == []
 
 
 @pytest.mark.parametrize(

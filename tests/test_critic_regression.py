@@ -120,7 +120,7 @@ def test_trpo_critic_regression_equals_autograd_path(env_id, policy_kwargs, monk
         model.policy.load_state_dict(start)
         model.policy.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
         torch.manual_seed(123)
-        loss = model._critic_regression(rollout.observations, rollout.returns)
+        loss = model._fit_critic(rollout)
         return loss, critic_weights(model)
 
     hand_loss, hand_weights = regression()
@@ -149,7 +149,7 @@ def test_overflowing_critic_loss_skips_the_minibatch():
     with torch.no_grad():
         model.policy.value_net.weight.mul_(1e25)
     before = critic_weights(model)
-    loss = model._critic_regression(rollout.observations, rollout.returns)
+    loss = model._fit_critic(rollout)
     assert loss == float("inf")
     for after, expected in zip(critic_weights(model), before, strict=True):
         assert torch.equal(after, expected)

@@ -20,9 +20,10 @@ import torch
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 
-from sb3_trpo_plugin import TRPO
-from sb3_trpo_plugin.common import distributed
-from sb3_trpo_plugin.trpo.trpo import normalize_advantages
+from sb3_trpo_plugin import TRPO, parallel
+from sb3_trpo_plugin.parallel import Collectives
+from sb3_trpo_plugin.trpo.policy_step import normalize_advantages
+from sb3_trpo_plugin.trpo.reductions import ONE_PROCESS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_worker import BUFFER_FIELDS, EQUIVALENCE_KWARGS, N_ENVS, N_STEPS
@@ -80,17 +81,22 @@ def _weights(archive: np.lib.npyio.NpzFile, prefix: str) -> dict[str, np.ndarray
     return {key[len(prefix) + 1 :]: archive[key] for key in archive.files if key.startswith(prefix + "/")}
 
 
-def test_not_distributed_is_identity():
-    assert not distributed.is_distributed()
-    assert distributed.world_size() == 1 and distributed.rank() == 0
+def test_single_process_reductions_are_identity():
+    """On one process the update gets no collectives, and its reductions are the identity."""
+    assert not parallel.is_distributed()
+    assert parallel.world_size() == 1 and parallel.rank() == 0
     tensor = torch.randn(5)
-    assert distributed.all_reduce_mean(tensor) is tensor
-    assert distributed.all_reduce_mean_float(torch.tensor(1.5), 2) == (1.5, 2.0)
-    product = torch.nn.Identity()
-    assert distributed.averaged(product) is product
-    mean, std = distributed.global_mean_std(tensor)
+    assert ONE_PROCESS.mean(tensor) is tensor
+    assert ONE_PROCESS.mean_floats(torch.tensor(1.5), 2) == (1.5, 2.0)
+    assert ONE_PROCESS.gather_rows(tensor) is tensor
+    mean, std = ONE_PROCESS.mean_std(tensor)
     assert torch.equal(mean, tensor.mean()) and torch.equal(std, tensor.std())
-    distributed.check_in_sync(torch.nn.Linear(2, 2))  # nothing to compare with
+    order, minibatch_size = ONE_PROCESS.minibatch_order(7, 3, torch.device("cpu"))
+    assert sorted(order.tolist()) == list(range(7)) and minibatch_size == 3
+    model = TRPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16)
+    assert model.collectives is None and model.batch_reductions() is None and not model.splits_update(False)
+    with pytest.raises(RuntimeError, match="several processes"):
+        Collectives()  # nothing to communicate with
 
 
 def test_weights_broadcast_and_rollouts_distinct(ranks):

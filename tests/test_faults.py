@@ -14,7 +14,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.logger import configure
 
-import sb3_trpo_plugin.trpo.trpo as trpo_module
+import sb3_trpo_plugin.trpo.policy_step as policy_step_module
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.rollout.checks import NonFiniteEnvironmentDataError, check_rollout_buffer
 from sb3_trpo_plugin.trust_region import conjugate_gradient
@@ -248,7 +248,7 @@ def test_fisher_product_that_breaks_cg_rejects_the_step(monkeypatch: pytest.Monk
         statuses.append(result.status)
         return result
 
-    monkeypatch.setattr(trpo_module, "conjugate_gradient", broken_conjugate_gradient)
+    monkeypatch.setattr(policy_step_module, "conjugate_gradient", broken_conjugate_gradient)
     before = weights(model)
     model.train()
     after = weights(model)

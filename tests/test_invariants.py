@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from stable_baselines3.common.logger import configure
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 
-import sb3_trpo_plugin.trpo.trpo as trpo_module
+import sb3_trpo_plugin.trpo.policy_step as policy_step_module
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.trust_region import (
     ConjugateGradientStatus,
@@ -199,7 +199,7 @@ def test_trust_region_step_invariants(
             def over_the_bound(evaluate: Callable[[float], tuple[float, float]], *args: Any, **kwargs: Any) -> Any:
                 return backtracking_line_search(lambda fraction: (evaluate(fraction)[0], math.inf), *args, **kwargs)
 
-            patch.setattr(trpo_module, "backtracking_line_search", over_the_bound)
+            patch.setattr(policy_step_module, "backtracking_line_search", over_the_bound)
         model.train()
 
     after = weights(model)

@@ -75,7 +75,7 @@ def test_critic_regression_never_moves_a_shared_extractor():
     model = filled_model(env, policy="CnnPolicy", n_steps=32, batch_size=16, policy_kwargs=dict(share_features_extractor=True))
     actor_before, critic_before = snapshot(model._actor_params), snapshot(model._critic_params)
     rollout = next(model.rollout_buffer.get(batch_size=None))
-    model._critic_regression(rollout.observations, rollout.returns)
+    model._fit_critic(rollout)
     assert not changed(actor_before, model._actor_params)
     assert changed(critic_before, model._critic_params)
     assert all(p.requires_grad for p in model.policy.parameters())

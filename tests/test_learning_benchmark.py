@@ -109,6 +109,33 @@ def test_render_section_tables_and_missing_envs() -> None:
     assert "Pendulum-v1: no finished run" in text
 
 
+def test_one_run_writes_its_curve_then_its_metadata(tmp_path: Path, gymnasium_restored: list) -> None:
+    """A shortened CartPole-v1 run: evaluations at the planned steps, the final one last, and its JSON beside the curve."""
+    import json
+
+    pytest.importorskip("rl_zoo3")
+    pytest.importorskip("sb3_contrib")
+    learning = load_benchmark("learning.py", "learning_benchmark")
+    # rl-zoo3's CartPole-v1 preset: 2 envs x 512 steps, so two rollouts of 1024 steps.
+    json_path = learning.run_one(
+        "CartPole-v1", "trpo", 0, tmp_path, n_evals=2, eval_episodes=2, final_episodes=3, timesteps=2048
+    )
+    assert json_path == tmp_path / "CartPole-v1" / "trpo" / "seed0.json"
+    assert sorted(path.name for path in json_path.parent.iterdir()) == ["seed0.csv", "seed0.json"]  # no temporary file left
+    meta = json.loads(json_path.read_text())
+    (loaded,) = lr.load_results(tmp_path)["CartPole-v1"]["trpo"]
+    # Before each rollout that starts at or past a half of the budget, then the final evaluation.
+    assert [(point.step, point.n_episodes) for point in loaded.curve] == [(0, 2), (1024, 2), (2048, 3)]
+    assert all(5 <= point.mean_return <= 500 for point in loaded.curve)
+    train_walls = [point.train_wall_s for point in loaded.curve]
+    assert train_walls == sorted(train_walls)  # training time, the evaluations' own excluded, only grows
+    assert (meta["total_timesteps"], meta["steps_done"], meta["n_envs"], meta["final_episodes"]) == (2048, 2048, 2, 3)
+    assert meta["final_return"] == pytest.approx(loaded.curve[-1].mean_return, abs=1e-4)  # the CSV keeps 4 decimals
+    assert meta["train_wall_s"] + meta["eval_wall_s"] <= meta["total_wall_s"]
+    assert meta["diagnostics"]["train/kl_divergence_loss"]["n"] == 2  # one per update, the last one included
+    assert meta["zoo_file"] == "trpo.yml" and meta["torch_threads"] == 1
+
+
 def _make_reach_env() -> object:
     """A tiny 3-D continuous-control task (no Box2D or MuJoCo needed): reward ``-‖a - s[:3]‖²``."""
     import gymnasium as gym

@@ -6,7 +6,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sb3_trpo_plugin import TRPO
-from sb3_trpo_plugin.trpo.trpo import mean_action_std
+from sb3_trpo_plugin.common.distributions import mean_action_std
 
 CONTRIB_KEYS = {
     "train/policy_objective",

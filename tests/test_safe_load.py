@@ -21,8 +21,8 @@ from stable_baselines3.common.utils import LinearSchedule
 
 import sb3_trpo_plugin
 from sb3_trpo_plugin import TRPO, safe_load
+from sb3_trpo_plugin.loading import UnsafeModelFileError
 from sb3_trpo_plugin.serialization.description import DESCRIPTION_ENTRY, HYPERPARAMETER_ATTRIBUTES, hyperparameter_names
-from sb3_trpo_plugin.serialization.safe_load import UnsafeModelFileError
 
 
 class SpacesEnv(gym.Env):

@@ -76,7 +76,7 @@ def case(request, monkeypatch):
 def test_fisher_product_equals_explicit_hessian(case, method):
     model, batch, hessian_with = case
     model.fisher_product = method
-    linearized = model._linearize_policy(batch)
+    linearized = model.make_policy_step().linearize(batch)
     hessian = hessian_with(linearized.old_distribution)
     assert hessian.abs().max() > 0
     generator = torch.Generator().manual_seed(0)
@@ -89,9 +89,9 @@ def test_fisher_product_equals_explicit_hessian(case, method):
 def test_fisher_sub_sampling_uses_every_kth_state_for_f_and_all_for_g(case, method):
     model, batch, hessian_with = case
     model.fisher_product = method
-    full = model._linearize_policy(batch)
+    full = model.make_policy_step().linearize(batch)
     model.fisher_sub_sampling_factor = 3
-    sub_sampled = model._linearize_policy(batch)
+    sub_sampled = model.make_policy_step().linearize(batch)
     hessian = hessian_with(sub_sampled.old_distribution, rows=slice(None, None, 3))
     v = torch.randn(hessian.shape[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(sub_sampled.fisher_product(v), hessian @ v, rtol=1e-5, atol=1e-10)
@@ -101,7 +101,7 @@ def test_fisher_sub_sampling_uses_every_kth_state_for_f_and_all_for_g(case, meth
 
 def test_gradient_is_the_surrogate_gradient(case):
     model, batch, _ = case
-    linearized = model._linearize_policy(batch)
+    linearized = model.make_policy_step().linearize(batch)
     distribution = model.policy.get_distribution(batch.observations)
     ratio = torch.exp(distribution.log_prob(batch.actions) - batch.old_log_prob)
     expected = flatten(torch.autograd.grad((ratio * batch.advantages).mean(), model._actor_params))
@@ -114,24 +114,24 @@ def test_damping_adds_lambda_times_v():
     batch = policy_batch(model)
     v = torch.randn(sum(p.numel() for p in model._actor_params))
     model.cg_damping = 0.0
-    undamped = model._linearize_policy(batch).fisher_product(v)
+    undamped = model.make_policy_step().linearize(batch).fisher_product(v)
     model.cg_damping = 0.3
-    torch.testing.assert_close(model._linearize_policy(batch).fisher_product(v), undamped + 0.3 * v)
+    torch.testing.assert_close(model.make_policy_step().linearize(batch).fisher_product(v), undamped + 0.3 * v)
 
 
 def test_gauss_newton_requested_for_unknown_distribution_is_a_clear_error(monkeypatch):
     model = filled_model(RandomEnv(ACTION_SPACES["discrete"]), n_steps=24, batch_size=24, fisher_product="gauss_newton")
-    monkeypatch.setattr("sb3_trpo_plugin.trpo.trpo.fisher_metric", lambda distribution, scale: None)
+    monkeypatch.setattr("sb3_trpo_plugin.trpo.policy_step.fisher_metric", lambda distribution, scale: None)
     with pytest.raises(ValueError, match="gauss_newton"):
-        model._linearize_policy(policy_batch(model))
+        model.make_policy_step().linearize(policy_batch(model))
 
 
 def test_unknown_distribution_falls_back_to_double_backprop(monkeypatch):
     model = filled_model(RandomEnv(ACTION_SPACES["box"]), n_steps=24, batch_size=24)
     batch = policy_batch(model)
-    expected = model._linearize_policy(batch)
-    monkeypatch.setattr("sb3_trpo_plugin.trpo.trpo.distribution_parameters", lambda distribution: None)
-    fallback = model._linearize_policy(batch)
+    expected = model.make_policy_step().linearize(batch)
+    monkeypatch.setattr("sb3_trpo_plugin.trpo.policy_step.distribution_parameters", lambda distribution: None)
+    fallback = model.make_policy_step().linearize(batch)
     v = torch.from_numpy(np.random.default_rng(0).standard_normal(expected.gradient.shape[0]).astype(np.float32))
     torch.testing.assert_close(fallback.gradient, expected.gradient)
     torch.testing.assert_close(fallback.fisher_product(v), expected.fisher_product(v), rtol=1e-4, atol=1e-6)

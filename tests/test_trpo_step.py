@@ -9,7 +9,7 @@ from sb3_contrib import TRPO as ContribTRPO
 from stable_baselines3.common.logger import Logger
 
 from sb3_trpo_plugin.common.distributions import kl_per_state
-from sb3_trpo_plugin.trpo.trpo import surrogate_objective
+from sb3_trpo_plugin.trpo.policy_step import surrogate_objective
 from tests.conftest import ACTION_SPACES, RandomEnv, filled_model, policy_batch
 
 
@@ -29,10 +29,10 @@ def surrogate_and_kl(model, batch, old_distribution):
 def test_accepted_step_is_within_kl_and_improves(space, target_kl):
     model = filled_model(RandomEnv(ACTION_SPACES[space]), n_steps=128, target_kl=target_kl)
     batch = policy_batch(model)
-    old_distribution = model._linearize_policy(batch).old_distribution
+    old_distribution = model.make_policy_step().linearize(batch).old_distribution
     old_objective, _ = surrogate_and_kl(model, batch, old_distribution)
     before = actor_snapshot(model)
-    stats = model._policy_step(batch)
+    stats = model.make_policy_step().take(batch)
     assert stats.accepted, stats
     objective, kl = surrogate_and_kl(model, batch, old_distribution)
     assert 0 < kl <= target_kl
@@ -48,9 +48,9 @@ def test_accepted_step_is_within_kl_and_improves(space, target_kl):
 )
 def test_failed_line_search_restores_weights_bit_for_bit(monkeypatch, step_size):
     model = filled_model(RandomEnv(ACTION_SPACES["box"]), n_steps=128, line_search_max_iter=3)
-    monkeypatch.setattr("sb3_trpo_plugin.trpo.trpo.max_step_size", lambda curvature, max_kl: step_size)
+    monkeypatch.setattr("sb3_trpo_plugin.trpo.policy_step.max_step_size", lambda curvature, max_kl: step_size)
     before = {k: v.clone() for k, v in model.policy.state_dict().items()}
-    stats = model._policy_step(policy_batch(model))
+    stats = model.make_policy_step().take(policy_batch(model))
     assert not stats.accepted and stats.line_search_steps == 3 and stats.kl == 0.0
     after = model.policy.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -26,31 +26,21 @@ ZOO_OWN_KEYS = {"n_envs", "n_timesteps", "normalize", "policy", "env_wrapper", "
 
 
 @pytest.fixture
-def zoo_algos() -> Iterator[dict]:
+def zoo_algos(gymnasium_restored: list) -> Iterator[dict]:
     """
     rl-zoo3's algorithm registry. Importing rl-zoo3 also swaps Gymnasium's TimeLimit for its own: both are put back
     after the test, so that the tests that share this process see Gymnasium as it was.
     """
-    import gymnasium
-
-    # Where rl_zoo3.gym_patches writes its TimeLimit (the last module has none of its own).
-    time_limit_homes = [gymnasium.wrappers, gymnasium.wrappers.common, gymnasium.envs.registration]
-    original_time_limits = [vars(home).get("TimeLimit") for home in time_limit_homes]
     from rl_zoo3 import gym_patches
     from rl_zoo3.utils import ALGOS
 
     # rl-zoo3 patches on its first import only: patch again for tests after the first.
-    for home in time_limit_homes:
+    for home in gymnasium_restored:
         home.TimeLimit = gym_patches.PatchedTimeLimit
     saved = dict(ALGOS)
     yield ALGOS
     ALGOS.clear()
     ALGOS.update(saved)
-    for home, time_limit in zip(time_limit_homes, original_time_limits, strict=True):
-        if time_limit is None:
-            vars(home).pop("TimeLimit", None)
-        else:
-            home.TimeLimit = time_limit
 
 
 def zoo_hyperparams_file() -> Path:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from sb3_trpo_plugin.cli import evaluate, plot, train
-from sb3_trpo_plugin.cli.train import CommandError
+from sb3_trpo_plugin.cli.arguments import CommandError
 from sb3_trpo_plugin.version import __version__
 
 __all__ = ["CommandError", "build_parser", "main"]

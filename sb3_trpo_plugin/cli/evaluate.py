@@ -10,8 +10,9 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.cli.arguments import CommandError, positive_int
+from sb3_trpo_plugin.cli.environments import make_env
 from sb3_trpo_plugin.cli.run_folder import RunFolder
-from sb3_trpo_plugin.cli.train import CommandError, make_env, positive_int
 
 # Evaluation episodes use seeds apart from those of training (seed .. seed + n_envs) and of its evaluations (seed + 1000).
 EVAL_SEED_OFFSET = 10_000

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sb3_trpo_plugin.cli.arguments import CommandError, positive_int
 from sb3_trpo_plugin.cli.run_folder import RunFolder
-from sb3_trpo_plugin.cli.train import CommandError, positive_int
 
 # "ppo_seed3", "TRPO-s1", "CartPole-v1_2" → "ppo", "TRPO", "CartPole-v1": the seed or run number is not the algorithm.
 _RUN_SUFFIX = re.compile(r"[_-](?:seed|s|run)?\d+$", re.IGNORECASE)

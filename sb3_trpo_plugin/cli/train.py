@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib.util
 import platform
 import sys
@@ -14,22 +13,20 @@ from typing import Any
 import gymnasium as gym
 import stable_baselines3
 import torch
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
-from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import sb3_trpo_plugin
 from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.cli.arguments import CommandError, positive_int
+from sb3_trpo_plugin.cli.environments import check_env_id, make_env
 from sb3_trpo_plugin.cli.hyperparams import parse_hyperparams
 from sb3_trpo_plugin.cli.presets import DEFAULT_PRESET, PRESETS, Preset, get_preset
 from sb3_trpo_plugin.cli.run_folder import RunFolder
+from sb3_trpo_plugin.serialization.checkpoints import CheckpointCallback
 
 DEFAULT_EVAL_FREQ = 10_000
 DEFAULT_SAVE_FREQ = 50_000
-
-
-class CommandError(Exception):
-    """A mistake in the command line, reported as one line without a traceback."""
 
 
 class SaveVecNormalizeOnBest(BaseCallback):
@@ -118,59 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_env_id(env_id: str) -> None:
-    """
-    :param env_id: a Gymnasium environment id
-    :raises CommandError: for an id that Gymnasium does not know, naming the closest one
-    """
-    if env_id in gym.envs.registry:
-        return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise CommandError(f"unknown environment {env_id!r}{hint}")
-
-
-def make_env(
-    env_id: str, n_envs: int, seed: int, monitor_dir: Path | None = None, env_kwargs: dict[str, Any] | None = None
-) -> VecEnv:
-    """
-    ``make_vec_env`` that reports a missing simulator (MuJoCo, Box2D) as a :class:`CommandError`.
-
-    :param env_id: Gymnasium environment id
-    :param n_envs: number of copies
-    :param seed: seed of the first copy
-    :param monitor_dir: where the ``Monitor`` CSV files go (none written when ``None``)
-    :param env_kwargs: keyword arguments of ``gym.make``
-    :return: the vectorised environment
-    """
-    try:
-        return make_vec_env(
-            env_id,
-            n_envs=n_envs,
-            seed=seed,
-            monitor_dir=None if monitor_dir is None else str(monitor_dir),
-            env_kwargs=env_kwargs,
-        )
-    except gym.error.DependencyNotInstalled as error:
-        raise CommandError(f"{env_id} needs a package that is not installed: {error}") from error
-
-
 def progress_bar_available() -> bool:
     """:return: whether SB3's progress bar can be shown (it needs tqdm and rich)"""
     return all(importlib.util.find_spec(name) is not None for name in ("tqdm", "rich"))
-
-
-def positive_int(text: str) -> int:
-    """
-    argparse type of a count: an integer of at least 1.
-
-    :param text: the value as typed
-    :return: the integer
-    """
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run_config(args: argparse.Namespace, preset: Preset, settings: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +149,10 @@ def run_config(args: argparse.Namespace, preset: Preset, settings: dict[str, Any
 
 def make_callbacks(args: argparse.Namespace, run: RunFolder, eval_env: VecEnv | None, n_envs: int) -> list[BaseCallback]:
     """
-    SB3's checkpoint and evaluation callbacks, as ``--save-freq`` and ``--eval-freq`` ask.
+    The checkpoint and evaluation callbacks, as ``--save-freq`` and ``--eval-freq`` ask.
+
+    Checkpoints are written by the package's crash-safe ``CheckpointCallback`` (SB3's arguments and file names): a
+    crash during a save leaves no truncated file under a checkpoint name, and no model without its statistics.
 
     :param args: the parsed command line
     :param run: the run's folder

@@ -1,1 +1,7 @@
-"""SB3-aware helpers: distribution adapters and the actor/critic split of a policy's parameters."""
+"""
+What the algorithm needs to know about SB3's policies and their data.
+
+- :mod:`.distributions`: SB3 action distributions ↔ their parameters, Fisher matrices and per-state KL;
+- :mod:`.parameters`: the actor/critic split of a policy's parameters, found from the autograd graph;
+- :mod:`.observations`: selecting rows of a batch of observations (tensors or dicts of tensors).
+"""

@@ -75,19 +75,6 @@ def with_parameters(distribution: SelfDistribution, parameters: Sequence[torch.T
     return rebuilt
 
 
-def detached(distribution: SelfDistribution) -> SelfDistribution:
-    """
-    A copy of ``distribution`` cut from the autograd graph (the frozen old policy).
-
-    :param distribution: an SB3 distribution accepted by :func:`distribution_parameters`
-    :return: the detached copy
-    """
-    parameters = distribution_parameters(distribution)
-    if parameters is None:
-        raise TypeError(f"Cannot detach a distribution of type {type(distribution.distribution).__name__}")
-    return with_parameters(distribution, [p.detach() for p in parameters])
-
-
 def averaged_dimensions(distribution: Distribution) -> int:
     """
     How many independent action dimensions :func:`kl_per_state` averages over.
@@ -149,3 +136,18 @@ def kl_per_state(old: Distribution, new: Distribution) -> torch.Tensor:
     """
     kl = kl_divergence(old, new)
     return kl.mean(dim=-1) if kl.dim() > 1 else kl
+
+
+def mean_action_std(distribution: Distribution) -> float:
+    """
+    Mean over states and action dimensions of the Gaussian action noise's standard deviation before any
+    squashing (``nan`` for other distributions). With gSDE it is ``sqrt(Σ_j φ_j(s)² σ_ij²)`` per state, which
+    ``train/std`` (the mean of ``exp(log_std)``, i.e. of ``σ``) does not show.
+
+    :param distribution: an SB3 distribution after ``proba_distribution``
+    :return: the mean standard deviation, or ``nan``
+    """
+    normal = getattr(distribution, "distribution", None)
+    if isinstance(normal, Normal):
+        return float(normal.stddev.detach().mean())
+    return float("nan")

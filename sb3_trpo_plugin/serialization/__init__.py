@@ -1,11 +1,11 @@
 """
-Saving and loading: atomic writes, a JSON description of each model, and loading without unpickling.
+Writing model files and checkpoints so that a crash never leaves a broken one, with a JSON description of each model.
 
 - :mod:`.atomic`: write a file so that a crash leaves the old or the new content, never a broken one;
-- :mod:`.description`: the JSON description of a TRPO model that each save adds to the zip;
+- :mod:`.description`: the JSON description of a model that each save adds to the zip (and its decoding);
 - :mod:`.model_file`: what ``TRPO.save`` does with SB3's archive (add the description, write atomically);
-- :mod:`.safe_load`: :func:`~sb3_trpo_plugin.safe_load`, which restores a model from the description
-  and the weights alone (also importable as ``sb3_trpo_plugin.safe_load``).
+- :mod:`.checkpoints`: SB3's ``CheckpointCallback`` writing atomically, and finding the newest complete checkpoint.
 
-Nothing is imported here, so that ``trpo.py`` can use these modules without an import cycle.
+This package knows no algorithm: the algorithm imports it to save, and :mod:`sb3_trpo_plugin.loading` reads
+what it wrote.
 """

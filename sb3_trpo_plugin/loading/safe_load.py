@@ -38,7 +38,7 @@ from sb3_trpo_plugin.serialization.description import (
     decode_value,
     hyperparameter_names,
 )
-from sb3_trpo_plugin.trpo.trpo import TRPO
+from sb3_trpo_plugin.trpo import TRPO
 
 
 class UnsafeModelFileError(ValueError):

@@ -2,10 +2,13 @@
 One MountainCarContinuous-style training run as ``benchmarks/learning.py`` does it, with per-update diagnostics
 (goal episodes reached, the policy's pre-clipping action std, VecNormalize's return std, the train/ log keys)
 and one change at a time (reward clip, reward normalisation, algorithm keywords). Used for
-``docs/mcc_investigation.md``; results append to ``benchmarks/results/mcc_investigation.jsonl``.
+``docs/mcc_investigation.md``; results append to ``results.jsonl`` beside this script.
 
-Usage: ``python benchmarks/mcc_investigation.py MountainCarContinuous-v0 {ours|contrib} SEED [--clip-reward 1e9 |
---norm-reward 0 | --kw '{"normalize_advantage": false}'] [--trace FILE]``
+A finished investigation, kept to reproduce it: it imports ``load_preset`` and ``EVAL_SEED_OFFSET`` from
+``benchmarks/learning.py``.
+
+Usage: ``python investigations/mountain_car_continuous/mcc_investigation.py MountainCarContinuous-v0 {ours|contrib} SEED
+[--clip-reward 1e9 | --norm-reward 0 | --kw '{"normalize_advantage": false}'] [--trace FILE]``
 """
 
 import argparse
@@ -14,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+# benchmarks/learning.py, whose runs this one repeats.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import numpy as np
 import torch
 from learning import EVAL_SEED_OFFSET, load_preset
@@ -35,7 +39,7 @@ p.add_argument("--kw", default="{}", help="JSON overrides of algorithm kwargs")
 p.add_argument("--norm-reward", default=None, choices=["0", "1"])
 p.add_argument("--clip-reward", type=float, default=None)
 p.add_argument("--timesteps", type=int, default=None)
-p.add_argument("--out", default=str(Path(__file__).parent / "results" / "mcc_investigation.jsonl"))
+p.add_argument("--out", default=str(Path(__file__).parent / "results.jsonl"))
 p.add_argument("--trace", default=None)
 a = p.parse_args()
 

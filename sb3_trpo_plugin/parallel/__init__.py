@@ -1,0 +1,18 @@
+"""
+Data-parallel training over ``torch.distributed``: several processes (ranks) that act as one algorithm.
+
+- :mod:`.communication`: the process group's collectives (:class:`~.communication.Collectives`) and its setup
+  from ``torchrun``'s environment;
+- :mod:`.algorithm`: :class:`DataParallelOnPolicyAlgorithm`, the rollout side (global step count, rank-0
+  logging and callbacks, merged VecNormalize and episode statistics, weight synchronisation);
+- :mod:`.reductions`: the batch reductions injected into the single-process update (over all ranks, or for a
+  rank that computes alone on the gathered batch), with the critic's interleaved shuffles;
+- :mod:`.split_update`: the update split over the ranks (critic on rank 0, policy step on the others).
+
+Nothing outside this package issues a collective.
+"""
+
+from sb3_trpo_plugin.parallel.algorithm import DataParallelOnPolicyAlgorithm
+from sb3_trpo_plugin.parallel.communication import Collectives, is_distributed, is_main_process, rank, world_size
+
+__all__ = ["Collectives", "DataParallelOnPolicyAlgorithm", "is_distributed", "is_main_process", "rank", "world_size"]

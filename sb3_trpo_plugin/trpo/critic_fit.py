@@ -1,0 +1,182 @@
+"""
+The critic's regression to the λ-returns, written for one process.
+
+``n_critic_updates`` epochs of minibatch regression ``min_φ mean (V_φ(s) - R̂)²`` over the critic's own
+parameters ``φ``, with its own optimiser; the actor's parameters are frozen meanwhile, so a features extractor
+shared with the actor stays where the trust-region step put it. :func:`critic_regression` decides what the
+regression feeds forward and how a minibatch's gradient is computed (by hand for SB3's plain MLP critic,
+:class:`~sb3_trpo_plugin.critic.MLPRegression`, otherwise by autograd); :func:`fit_critic` runs the epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import torch
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import MlpExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs
+from torch.nn import functional as F
+
+from sb3_trpo_plugin.common.observations import index_observations
+from sb3_trpo_plugin.common.parameters import frozen
+from sb3_trpo_plugin.critic import MLPRegression
+from sb3_trpo_plugin.rollout.checks import all_finite
+from sb3_trpo_plugin.trpo.reductions import ONE_PROCESS, BatchReductions
+
+#: ``(inputs, targets) ↦`` the minibatch's loss ``mean (V(s) - R̂)²``, its gradient written into the critic's ``.grad``.
+LossAndGradients = Callable[[PyTorchObs, torch.Tensor], float]
+
+
+@dataclass(frozen=True)
+class CriticRegression:
+    """
+    What the critic's regression feeds forward and how it gets a minibatch's loss and gradient.
+
+    :param inputs: the states, or their features when the critic's features extractor cannot change
+    :param loss_and_gradients: a minibatch's loss, with its gradient written into the critic's parameters
+    """
+
+    inputs: PyTorchObs
+    loss_and_gradients: LossAndGradients
+
+
+def critic_optimizer(
+    policy: ActorCriticPolicy, critic_parameters: Sequence[torch.nn.Parameter], learning_rate: float
+) -> torch.optim.Optimizer:
+    """
+    The critic's optimiser: the policy's ``optimizer_class`` and ``optimizer_kwargs`` over the critic's parameters only.
+
+    Adam and AdamW take their fused implementation where torch has one for the device (same update, one
+    kernel for all tensors: the critic's many small steps are bound by per-operation overhead), unless the
+    caller chose ``fused`` or ``foreach`` themselves.
+
+    :param policy: the actor-critic policy
+    :param critic_parameters: what the optimiser moves
+    :param learning_rate: the initial learning rate
+    :return: the optimiser
+    """
+    optimizer_kwargs = dict(policy.optimizer_kwargs)
+    if _supports_fused(policy.optimizer_class, policy.device) and not {"fused", "foreach"} & optimizer_kwargs.keys():
+        optimizer_kwargs["fused"] = True
+    return policy.optimizer_class(critic_parameters, lr=learning_rate, **optimizer_kwargs)  # type: ignore[call-arg]
+
+
+def _supports_fused(optimizer_class: type[torch.optim.Optimizer], device: torch.device) -> bool:
+    """Whether ``optimizer_class`` has a fused implementation for ``device`` (Adam/AdamW; CPU since torch 2.4)."""
+    if optimizer_class not in (torch.optim.Adam, torch.optim.AdamW):
+        return False
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return device.type == "cuda" or (device.type == "cpu" and (major, minor) >= (2, 4))
+
+
+def critic_regression(
+    policy: ActorCriticPolicy, critic_parameters: Sequence[torch.nn.Parameter], observations: PyTorchObs
+) -> CriticRegression:
+    """
+    The cheapest exact way to regress ``policy``'s critic on ``observations``.
+
+    When the critic's features extractor holds none of the critic's parameters (a parameter-free flatten,
+    or an extractor shared with the actor and so frozen during the regression), its output cannot change:
+    it is computed once instead of once per minibatch and epoch. When the rest of the critic is then SB3's
+    plain MLP, its gradient is computed by hand (about 2× faster than autograd); otherwise autograd.
+
+    :param policy: the actor-critic policy
+    :param critic_parameters: the parameters the regression moves (exactly those of the critic's optimiser)
+    :param observations: the states of the rollout
+    :return: the inputs to feed forward and the minibatch loss-and-gradient function
+    """
+    critic_ids = {id(p) for p in critic_parameters}
+    extractor_is_constant = not any(id(p) in critic_ids for p in policy.vf_features_extractor.parameters())
+    if extractor_is_constant and type(policy).predict_values is ActorCriticPolicy.predict_values:
+        with torch.no_grad():
+            features = cast(torch.Tensor, policy.extract_features(observations, policy.vf_features_extractor))
+        if type(policy.mlp_extractor).forward_critic is MlpExtractor.forward_critic and features.dim() == 2:
+            regression = MLPRegression.from_layers([policy.mlp_extractor.value_net, policy.value_net])
+            if regression is not None and {id(p) for p in regression.parameters() if p.requires_grad} == critic_ids:
+                return CriticRegression(
+                    features, lambda inputs, targets: regression.loss_and_gradients(cast(torch.Tensor, inputs), targets)
+                )
+
+        def value_of_features(features: PyTorchObs) -> torch.Tensor:
+            return policy.value_net(policy.mlp_extractor.forward_critic(cast(torch.Tensor, features)))
+
+        return CriticRegression(features, autograd_loss_and_gradients(value_of_features, critic_parameters))
+    return CriticRegression(observations, autograd_loss_and_gradients(policy.predict_values, critic_parameters))
+
+
+def autograd_loss_and_gradients(
+    value_of: Callable[[PyTorchObs], torch.Tensor], critic_parameters: Sequence[torch.nn.Parameter]
+) -> LossAndGradients:
+    """
+    The minibatch loss ``mean (V(s) - R̂)²`` of the critic ``value_of``, its gradient by backpropagation.
+
+    :param value_of: inputs ↦ values
+    :param critic_parameters: the parameters whose ``.grad`` receives the gradient
+    :return: the loss-and-gradient function
+    """
+
+    def loss_and_gradients(inputs: PyTorchObs, targets: torch.Tensor) -> float:
+        loss = F.mse_loss(value_of(inputs).flatten(), targets)
+        for parameter in critic_parameters:  # the optimiser holds exactly these
+            parameter.grad = None
+        loss.backward()
+        return loss.item()
+
+    return loss_and_gradients
+
+
+def fit_critic(
+    regression: CriticRegression,
+    returns: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    critic_parameters: Sequence[torch.nn.Parameter],
+    actor_parameters: Sequence[torch.nn.Parameter],
+    n_epochs: int,
+    batch_size: int,
+    reductions: BatchReductions = ONE_PROCESS,
+) -> float:
+    """
+    ``n_epochs`` epochs of minibatch regression ``min_φ mean (V_φ(s) - R̂)²`` to the λ-returns ``R̂``.
+
+    Each epoch shuffles the whole batch once; its minibatches are then contiguous slices (views, no gathers).
+    Only the critic's own parameters move; a non-finite loss or gradient (e.g. overflow from huge inputs)
+    skips its minibatch, so it never reaches the weights. In a data-parallel run every process fits the
+    critic to the whole batch's rows, each minibatch being the union of one minibatch of ``batch_size``
+    rows per process: no synchronisation per step, the same weights on every process.
+
+    :param regression: what to feed forward and how to get a minibatch's loss and gradient
+    :param returns: the λ-returns, the regression's targets
+    :param optimizer: the critic's optimiser (over ``critic_parameters`` only)
+    :param critic_parameters: the parameters that move
+    :param actor_parameters: frozen meanwhile (no gradient is computed for them)
+    :param n_epochs: passes over the batch
+    :param batch_size: rows per minibatch (per process, in a data-parallel run)
+    :param reductions: the whole batch's rows and their shuffles (identity and a random permutation on one process)
+    :return: mean loss over all minibatches (``nan`` when there were none)
+    """
+    inputs, returns = _gather_observations(regression.inputs, reductions), reductions.gather_rows(returns)
+    n_rows = returns.shape[0]
+    losses = []
+    with frozen(actor_parameters):
+        for _ in range(n_epochs):
+            order, minibatch_size = reductions.minibatch_order(n_rows, batch_size, returns.device)
+            epoch_inputs, epoch_returns = index_observations(inputs, order), returns[order]
+            for start in range(0, n_rows, minibatch_size):
+                minibatch = slice(start, start + minibatch_size)
+                loss = regression.loss_and_gradients(index_observations(epoch_inputs, minibatch), epoch_returns[minibatch])
+                losses.append(loss)
+                if math.isfinite(loss) and all_finite(p.grad for p in critic_parameters):
+                    optimizer.step()
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _gather_observations(observations: PyTorchObs, reductions: BatchReductions) -> PyTorchObs:
+    """The whole batch's rows of a batch of observations, a tensor or a dict of tensors."""
+    if isinstance(observations, dict):
+        return {key: reductions.gather_rows(value) for key, value in observations.items()}
+    return reductions.gather_rows(observations)
