@@ -1,7 +1,10 @@
 """
 Rollout collection: filling SB3's rollout buffer from the environments, and checking what the environments return.
 
-- :mod:`.algorithm`: :class:`LeanRolloutAlgorithm`, the ``OnPolicyAlgorithm`` that owns ``collect_rollouts``;
+- :mod:`.algorithm`: :class:`LeanRolloutAlgorithm`, the ``OnPolicyAlgorithm`` that owns ``collect_rollouts``: SB3's
+  loop with a lean inference for SB3's standard policies (``lean_rollout = False`` forces SB3's own loop);
+- :mod:`.inference`: that inference, the actions SB3 samples bit for bit without ``nn.Module.__call__`` or
+  torch distribution objects, and which policies it recognises;
 - :mod:`.checks`: non-finite environment data refused with an error that names it.
 """
 

@@ -1,17 +1,214 @@
-"""The ``OnPolicyAlgorithm`` that owns rollout collection (placeholder: SB3's loop, unchanged)."""
+"""
+The ``OnPolicyAlgorithm`` that owns rollout collection: SB3's loop with a lean policy inference.
+
+Per environment step SB3's ``collect_rollouts`` costs several times what stepping a small environment
+costs: the policy's forward through ``nn.Module.__call__``, torch distribution objects built and
+validated at every step, and copies in ``RolloutBuffer.add``. :class:`LeanRolloutAlgorithm` keeps SB3's
+loop, step for step (callbacks, their locals, time-limit bootstrapping, clipping, the info buffers), and
+replaces only those parts: one :class:`~sb3_trpo_plugin.rollout.inference.PolicyInference` per step
+(actions bit for bit SB3's for a seed; values and log-probabilities to float32 rounding), and direct
+writes into the arrays of SB3's own rollout buffers. Policies it cannot prove exact take SB3's loop.
+"""
 
 from __future__ import annotations
 
-from stable_baselines3.common.buffers import RolloutBuffer
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_trpo_plugin.rollout.inference import PolicyInference, obs_as_cpu_tensor, policy_inference
 
 
 class LeanRolloutAlgorithm(OnPolicyAlgorithm):
-    """``OnPolicyAlgorithm`` whose ``collect_rollouts`` is the one rollout loop of the package."""
+    """
+    ``OnPolicyAlgorithm`` whose ``collect_rollouts`` is the one rollout loop of the package.
+
+    With SB3's standard actor-critic policies on the CPU (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``; any
+    action space, gSDE, ``squash_output``) the loop infers actions, values and log-probabilities without
+    ``nn.Module.__call__`` and without torch distribution objects, sampling with SB3's random calls: for a
+    seed, the rollout buffer holds the same observations, actions, rewards and episode starts as with SB3's
+    loop, and values and log-probabilities equal to float32 rounding. Everything else is SB3's loop: the
+    callbacks get the same calls with the same locals (and ``inference``), ``_update_info_buffer`` is called
+    where SB3 calls it, truncated episodes are bootstrapped with SB3's own ``predict_values``. SB3's
+    ``RolloutBuffer`` and ``DictRolloutBuffer`` are written directly; buffers of other classes get the data
+    through their ``add``.
+
+    A policy whose forward cannot be proved to be replicated exactly (a class that overrides how it acts, an
+    unknown action distribution, hooks, another device: see
+    :func:`~sb3_trpo_plugin.rollout.inference.unrecognised_reason`) makes the algorithm use SB3's loop unchanged,
+    and so does :attr:`lean_rollout` set to ``False``.
+    """
+
+    #: Collect rollouts with the lean loop when the policy is recognised; ``False`` (on the class or an
+    #: instance, e.g. ``model.lean_rollout = False``) always uses SB3's ``OnPolicyAlgorithm.collect_rollouts``.
+    lean_rollout: bool = True
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
-        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        """
+        Collect experiences using the current policy and fill a ``RolloutBuffer`` (SB3's semantics).
+
+        :param env: The training environment
+        :param callback: Callback that will be called at each step (and at the beginning and end of the rollout)
+        :param rollout_buffer: Buffer to fill with rollouts
+        :param n_rollout_steps: Number of experiences to collect per environment
+        :return: True if function returned with at least `n_rollout_steps` collected, False if callback
+            terminated rollout prematurely.
+        """
+        inference = policy_inference(self.policy) if self.lean_rollout else None
+        if inference is None:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        return self._collect_rollouts_lean(env, callback, rollout_buffer, n_rollout_steps, inference)
+
+    def _collect_rollouts_lean(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+        inference: PolicyInference,
+    ) -> bool:
+        """SB3's ``OnPolicyAlgorithm.collect_rollouts`` with ``inference`` for the policy's forward (same local names)."""
+        assert self._last_obs is not None, "No previous observation was provided"
+        # Switch to eval mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(False)
+
+        n_steps = 0
+        rollout_buffer.reset()
+        # Sample new weights for the state dependent exploration
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
+
+        callback.on_rollout_start()
+
+        while n_steps < n_rollout_steps:
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                # Sample a new noise matrix
+                self.policy.reset_noise(env.num_envs)
+
+            # Convert to pytorch tensor or to TensorDict (the inference runs without gradients)
+            obs_tensor = obs_as_cpu_tensor(self._last_obs)  # type: ignore[arg-type]
+            actions, values, log_probs = inference(obs_tensor)
+
+            # Rescale and perform action
+            clipped_actions = actions
+
+            if isinstance(self.action_space, spaces.Box):
+                if self.policy.squash_output:
+                    # Unscale the actions to match env bounds
+                    # if they were previously squashed (scaled in [-1, 1])
+                    clipped_actions = self.policy.unscale_action(clipped_actions)
+                else:
+                    # Otherwise, clip the actions to avoid out of bound error
+                    # as we are sampling from an unbounded Gaussian distribution
+                    # (np.clip is this method behind a wrapper)
+                    clipped_actions = actions.clip(self.action_space.low, self.action_space.high)
+
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+
+            self.num_timesteps += env.num_envs
+
+            # Give access to local variables
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+
+            if isinstance(self.action_space, spaces.Discrete):
+                # Reshape in case of discrete action
+                actions = actions.reshape(-1, 1)
+
+            # Handle timeout by bootstrapping with value function
+            # see GitHub issue #633
+            for idx, done in enumerate(dones):
+                if (
+                    done
+                    and infos[idx].get("terminal_observation") is not None
+                    and infos[idx].get("TimeLimit.truncated", False)
+                ):
+                    # SB3's own computation (rare): the reward is bit for bit SB3's
+                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    with th.no_grad():
+                        terminal_value = self.policy.predict_values(terminal_obs)[0]
+                    rewards[idx] += self.gamma * terminal_value
+
+            add_to_rollout_buffer(
+                rollout_buffer,
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        with th.no_grad():
+            # Compute value for the last timestep
+            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+
+        callback.update_locals(locals())
+
+        callback.on_rollout_end()
+
+        return True
+
+
+def add_to_rollout_buffer(
+    rollout_buffer: RolloutBuffer,
+    obs: np.ndarray | dict[str, np.ndarray],
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    episode_starts: np.ndarray,
+    values: th.Tensor,
+    log_probs: th.Tensor,
+) -> None:
+    """
+    ``rollout_buffer.add(...)``: for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer``, the same writes into
+    its arrays without ``add``'s intermediate copies; any other buffer class gets the data through its ``add``.
+
+    :param rollout_buffer: the buffer being filled
+    :param obs: the observations the actions were taken in
+    :param actions: the actions (Discrete ones of shape ``(n_envs, 1)``)
+    :param rewards: the rewards (with the time-limit bootstrap)
+    :param episode_starts: whether each observation starts an episode
+    :param values: the values of the observations, ``(n_envs, 1)``
+    :param log_probs: the log-probabilities of the actions, ``(n_envs,)``
+    """
+    kind = type(rollout_buffer)
+    if kind is not RolloutBuffer and kind is not DictRolloutBuffer:
+        rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs)  # type: ignore[arg-type]
+        return
+    position, n_envs = rollout_buffer.pos, rollout_buffer.n_envs
+    # Reshape needed when using multiple envs with discrete observations (as in add)
+    if isinstance(rollout_buffer, DictRolloutBuffer):
+        assert isinstance(obs, dict)
+        for key, observations in rollout_buffer.observations.items():
+            if isinstance(rollout_buffer.observation_space.spaces[key], spaces.Discrete):
+                observations[position] = np.asarray(obs[key]).reshape((n_envs, *rollout_buffer.obs_shape[key]))
+            else:
+                observations[position] = obs[key]
+    elif isinstance(rollout_buffer.observation_space, spaces.Discrete):
+        rollout_buffer.observations[position] = np.asarray(obs).reshape((n_envs, *rollout_buffer.obs_shape))
+    else:
+        rollout_buffer.observations[position] = obs
+    # Reshape to handle multi-dim and discrete action spaces, see GH #970 #1392
+    rollout_buffer.actions[position] = actions.reshape((n_envs, rollout_buffer.action_dim))
+    rollout_buffer.rewards[position] = rewards
+    rollout_buffer.episode_starts[position] = episode_starts
+    rollout_buffer.values[position] = values.cpu().numpy().ravel()
+    rollout_buffer.log_probs[position] = log_probs.cpu().numpy()
+    rollout_buffer.pos += 1
+    if rollout_buffer.pos == rollout_buffer.buffer_size:
+        rollout_buffer.full = True

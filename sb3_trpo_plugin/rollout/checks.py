@@ -78,6 +78,8 @@ class EnvironmentDataCheck(BaseCallback):
     rewards (as the algorithm sees them, i.e. after ``VecNormalize`` if any) and the terminal
     observations of finished episodes; the first observations after a reset are checked when
     training starts, with the policy (:func:`check_policy`). Integer observations (e.g. images) cost nothing.
+    The common case (all finite) costs a Python sum per small array, and terminal observations are looked
+    at only at steps where an episode ended; the values are described only when one is not finite.
     """
 
     def _on_training_start(self) -> None:
@@ -87,17 +89,50 @@ class EnvironmentDataCheck(BaseCallback):
             raise _environment_error(parts, "on reset, before the first step")
 
     def _on_step(self) -> bool:
+        new_obs, rewards = self.locals.get("new_obs"), self.locals.get("rewards")
+        infos, dones = self.locals.get("infos") or [], self.locals.get("dones")
+        # A VecEnv puts terminal observations in the infos of finished episodes only: no episode ended, none to check.
+        any_done = dones is None or any(np.asarray(dones).tolist())
+        terminal_observations = [info.get("terminal_observation") for info in infos] if any_done else []
+        if _is_finite(new_obs) and _is_finite(rewards) and all(_is_finite(obs) for obs in terminal_observations):
+            return True
         parts = [
-            *_non_finite_parts("observations", self.locals.get("new_obs")),
-            *_non_finite_parts("rewards", self.locals.get("rewards")),
+            *_non_finite_parts("observations", new_obs),
+            *_non_finite_parts("rewards", rewards),
         ]
-        for env_index, info in enumerate(self.locals.get("infos") or []):
+        for env_index, info in enumerate(infos):
             terminal_observation = info.get("terminal_observation")
             if terminal_observation is not None:
                 parts += _non_finite_parts(f"terminal observation of env {env_index}", terminal_observation)
         if parts:
             raise _environment_error(parts, f"at timestep {self.num_timesteps}")
         return True
+
+
+#: Up to this many values, a Python sum of the values is cheaper than a NumPy reduction (vector observations, rewards).
+_SMALL_ARRAY = 64
+
+
+def _is_finite(values: Any) -> bool:
+    """
+    Whether ``values`` certainly holds no NaN or inf: for a small floating-point array, one Python sum of its values.
+
+    A finite sum proves that every term is finite; a non-finite one (a NaN, an inf, or finite float64 values
+    whose sum overflows) answers ``False`` and leaves the verdict to :func:`_non_finite_parts`.
+
+    :param values: an array, a tensor, a dict of them (Dict spaces), or ``None``
+    """
+    if isinstance(values, np.ndarray):
+        kind = values.dtype.kind
+        if kind == "f":
+            if values.size <= _SMALL_ARRAY:
+                return math.isfinite(sum(values.ravel().tolist()))  # in float64: float32 values cannot overflow
+            return bool(np.isfinite(values).all())
+        # Integer and boolean arrays cannot hold non-finite values.
+        return kind != "c" or bool(np.isfinite(values).all())
+    if isinstance(values, Mapping):
+        return all(_is_finite(value) for value in values.values())
+    return values is None or not _non_finite_parts("values", values)
 
 
 def check_policy(policy: torch.nn.Module) -> None:

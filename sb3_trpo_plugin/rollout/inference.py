@@ -1,0 +1,492 @@
+"""
+One inference per rollout step for SB3's standard actor-critic policies: what ``policy(obs_tensor)`` returns,
+without ``nn.Module.__call__`` and without building ``torch.distributions`` objects.
+
+SB3's ``ActorCriticPolicy.forward`` runs the features extractor and the MLP extractor through
+``nn.Module.__call__``, then builds an SB3 distribution and a torch distribution (validating its
+arguments), samples, and validates the sample again in ``log_prob``. :class:`PolicyInference` makes the
+same calls to the same kernels on the modules' own parameters (``nn.Linear`` as the ``addmm`` that
+``F.linear`` calls, activations as ``torch.tanh`` / ``torch.relu``, modules of other types through their
+``forward``), and samples with the same torch random calls, in the same order and on tensors of the same
+shape, so that a seed gives bit for bit SB3's actions:
+
+* Categorical (and each part of a MultiCategorical, in order): the logits normalised by ``logsumexp``,
+  their softmax, and one draw as ``torch.multinomial(probs, 1, True)`` makes it, ``argmax(probs / q)``
+  with ``q = torch.empty_like(probs).exponential_()``, without multinomial's checks of ``probs``;
+* Bernoulli: ``torch.bernoulli(torch.sigmoid(logits))``;
+* diagonal Gaussian: ``mean + eps * exp(log_std)`` with ``eps = torch.empty(mean.shape).normal_()``
+  (``Normal.rsample``); the product and the sum are IEEE-rounded alike in NumPy and torch;
+* gSDE (with or without ``squash_output``): SB3's own ``get_std``, ``get_noise`` and ``TanhBijector``
+  on the same tensors (no random call: the noise matrices come from ``reset_noise``).
+
+The values and the log-probabilities equal SB3's to float32 rounding: a critic of linear layers and
+tanh/ReLU runs in NumPy (cheaper than torch's per-call overhead at these sizes, measured), and the
+log-probabilities of the Gaussian and categorical heads are computed in NumPy with torch's formulas.
+Squashed log-probabilities, whose conditioning near the bounds would amplify rounding, use SB3's torch
+operations.
+
+Argument validation: where SB3's distributions would reject their parameters (NaN logits or means, a
+standard deviation of 0), the lean computation gives a NaN log-probability or a torch error; the step is
+then run again through the policy's own ``forward`` on a copy of the generator state, so that SB3's
+error is the one raised; when SB3 raises none, the lean results stand (they are what SB3 computes).
+
+:func:`policy_inference` recognises a policy, or returns ``None`` (the caller then uses SB3's loop;
+:func:`unrecognised_reason` says why): an ``ActorCriticPolicy`` on the CPU (``MlpPolicy``, ``CnnPolicy``,
+``MultiInputPolicy``) whose class does not override how actions, values or features are computed, with
+one of SB3's five action distributions, and without hooks (on a module, or global), compiled modules, or
+methods replaced on an instance. The inference is built at the start of each rollout: the modules and
+their parameters are looked up then (changes in place are seen; parameters replaced during a rollout
+are not).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+    StateDependentNoiseDistribution,
+    TanhBijector,
+)
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, MlpExtractor, NatureCNN
+from stable_baselines3.common.type_aliases import PyTorchObs
+from stable_baselines3.common.utils import obs_as_tensor
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+Layer = Callable[[Any], Any]
+#: A head: from the output of ``action_net`` (and the actor's latent) to actions and log-probabilities (NumPy).
+Head = Callable[[torch.Tensor, torch.Tensor], tuple[np.ndarray, np.ndarray]]
+
+#: The ``ActorCriticPolicy`` methods whose standard implementation :class:`PolicyInference` replicates:
+#: a policy class that overrides any of them computes something else, and keeps SB3's loop.
+REPLICATED_METHODS = (
+    "forward",
+    "_predict",
+    "get_distribution",
+    "extract_features",
+    "predict_values",
+    "_get_action_dist_from_latent",
+    "evaluate_actions",
+)
+
+#: ``log(sqrt(2π))``, the constant of ``torch.distributions.Normal.log_prob``.
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+#: Module-level hook registries of ``torch.nn.Module`` (global hooks run inside every ``__call__``).
+_GLOBAL_HOOK_REGISTRIES = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
+
+
+def _chain(layers: Sequence[Layer]) -> Layer:
+    """The composition of ``layers``, applied first to last (a single layer is returned as it is)."""
+    if len(layers) == 1:
+        return layers[0]
+
+    def run(x: Any) -> Any:
+        for layer in layers:
+            x = layer(x)
+        return x
+
+    return run
+
+
+def _linear(module: nn.Linear) -> Layer:
+    weight, bias = module.weight, module.bias  # the module's own parameters: updates in place are seen
+    if bias is None:
+        return lambda x: F.linear(x, weight)
+    # F.linear computes a batch of vectors with bias as addmm(bias, x, weightᵀ): the same call, without the detour.
+    weight_t = weight.detach().t()
+    return lambda x: torch.addmm(bias, x, weight_t) if x.dim() == 2 else F.linear(x, weight, bias)
+
+
+def _flatten(module: nn.Flatten) -> Layer:
+    start_dim, end_dim = module.start_dim, module.end_dim
+    if (start_dim, end_dim) == (1, -1):
+        # torch returns a tensor of two dimensions as it is (e.g. a batch of vector observations): skip the call.
+        return lambda x: x if x.dim() == 2 else x.flatten(1, -1)
+    return lambda x: x.flatten(start_dim, end_dim)
+
+
+def torch_layers(module: nn.Module) -> list[Layer]:
+    """
+    The calls that ``module(x)`` makes, in order, without ``nn.Module.__call__``.
+
+    ``nn.Sequential`` is unrolled; ``nn.Linear``, ``nn.Tanh``, ``nn.ReLU``, ``nn.Flatten`` and ``nn.Identity``
+    become the ``torch`` calls their ``forward`` makes; any other module is its own ``forward``, which is
+    what ``__call__`` runs when the module has no hooks (the caller checks that).
+
+    :param module: a module without hooks
+    :return: functions of one tensor, to apply first to last
+    """
+    # Exact types: a subclass may compute something else in its forward.
+    if type(module) is nn.Sequential:
+        return [layer for child in module for layer in torch_layers(child)]
+    if type(module) is nn.Linear:
+        return [_linear(module)]
+    if type(module) is nn.Tanh:
+        return [torch.tanh]
+    if type(module) is nn.ReLU and not module.inplace:
+        return [torch.relu]
+    if type(module) is nn.Flatten:
+        return [_flatten(module)]
+    if type(module) is nn.Identity:
+        return []
+    return [module.forward]
+
+
+def numpy_layers(module: nn.Module) -> list[Layer] | None:
+    """
+    ``module(x)`` as NumPy calls on views of the module's parameters (so updates in place are seen).
+
+    Equal to the torch computation up to float32 rounding (matrix products and ``tanh`` are rounded
+    differently); for the critic only, never for the actor.
+
+    :param module: linear layers and ``nn.Tanh`` / ``nn.ReLU`` activations, possibly in ``nn.Sequential``, on the CPU
+    :return: functions of one array, or ``None`` when a module is of another kind
+    """
+    if type(module) is nn.Sequential:
+        layers = [numpy_layers(child) for child in module]
+        return None if any(layer is None for layer in layers) else [f for layer in layers for f in layer or []]
+    if type(module) is nn.Linear:
+        weight_t = module.weight.detach().numpy().T  # a view: x Wᵀ without copying
+        bias = None if module.bias is None else module.bias.detach().numpy()
+        # ndarray.dot costs less than the @ operator at these sizes (no ufunc machinery).
+        return [lambda x: x.dot(weight_t)] if bias is None else [lambda x: x.dot(weight_t) + bias]
+    if type(module) is nn.Tanh:
+        return [np.tanh]
+    if type(module) is nn.ReLU:
+        return [lambda x: np.maximum(x, 0)]
+    if type(module) is nn.Identity:
+        return []
+    return None
+
+
+def _preprocessor(space: spaces.Space, normalize_images: bool) -> Layer:
+    """SB3's ``preprocess_obs`` for ``space``, its branch chosen once (the Box branches written out)."""
+    if isinstance(space, spaces.Dict):
+        parts = {key: _preprocessor(subspace, normalize_images) for key, subspace in space.spaces.items()}
+        return lambda obs: {key: parts[key](value) for key, value in obs.items()}
+    if isinstance(space, spaces.Box):
+        if normalize_images and is_image_space(space):
+            return lambda obs: obs.float() / 255.0
+        # Tensor.float() returns a float32 tensor as it is: skip the call then.
+        return lambda obs: obs if obs.dtype is torch.float32 else obs.float()
+    return lambda obs: preprocess_obs(obs, space, normalize_images=normalize_images)
+
+
+def _features_extractor(module: nn.Module) -> Layer:
+    """``module(preprocessed_obs)`` for SB3's features extractors written out, or the module's own ``forward``."""
+    if type(module) is FlattenExtractor:
+        return _chain(torch_layers(module.flatten))
+    if type(module) is NatureCNN:
+        return _chain([*torch_layers(module.cnn), *torch_layers(module.linear)])
+    if type(module) is CombinedExtractor:
+        extractors = {key: _chain(torch_layers(extractor)) for key, extractor in module.extractors.items()}
+        return lambda obs: torch.cat([extractor(obs[key]) for key, extractor in extractors.items()], dim=1)
+    return module.forward
+
+
+def _normal_log_prob_numpy(value: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``Normal(loc, scale).log_prob(value).sum(dim=1)``, the same formula in NumPy."""
+    var = scale**2
+    return (-((value - loc) ** 2) / (2 * var) - np.log(scale) - _LOG_SQRT_2PI).sum(axis=1)
+
+
+def _normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``Normal(loc, scale).log_prob(value)``: torch's operations, without argument validation."""
+    var = scale**2
+    return -((value - loc) ** 2) / (2 * var) - scale.log() - _LOG_SQRT_2PI
+
+
+def _categorical_sample(normalized_logits: torch.Tensor) -> torch.Tensor:
+    """
+    ``Categorical(logits=...).sample()`` from the normalised logits (``logits - logits.logsumexp(-1)``).
+
+    ``torch.multinomial(probs, 1, True)`` computes its one sample as ``argmax(probs / q)`` with
+    ``q = empty_like(probs).exponential_(1)`` (λ = 1, the default): the same random call on a tensor of the same shape gives
+    the same sample. Its checks of ``probs`` (NaN, inf, negative, zero sum) are left out: invalid logits
+    give NaN log-probabilities, which :class:`PolicyInference` hands to SB3's own validation.
+    """
+    probs = normalized_logits.softmax(-1)
+    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+
+
+def _gather_rows(values: torch.Tensor, indices: np.ndarray) -> np.ndarray:
+    """``values[i, indices[i]]`` for every row ``i``, in NumPy (``Categorical.log_prob``'s ``gather``)."""
+    return values.numpy()[np.arange(len(indices)), indices]
+
+
+class _CategoricalHead:
+    """Discrete actions: SB3's ``CategoricalDistribution``."""
+
+    def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        normalized = logits - logits.logsumexp(-1, True)  # Categorical(logits=...)
+        actions = _categorical_sample(normalized).numpy()
+        return actions, _gather_rows(normalized, actions)
+
+
+class _MultiCategoricalHead:
+    """MultiDiscrete actions: SB3's ``MultiCategoricalDistribution``, one categorical per part, sampled in order."""
+
+    def __init__(self, distribution: MultiCategoricalDistribution) -> None:
+        self.action_dims = list(distribution.action_dims)
+
+    def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        parts = [split - split.logsumexp(-1, True) for split in torch.split(logits, self.action_dims, dim=1)]
+        actions = torch.stack([_categorical_sample(part) for part in parts], dim=1).numpy()
+        log_probs = sum(_gather_rows(part, part_actions) for part, part_actions in zip(parts, actions.T, strict=True))
+        return actions, np.asarray(log_probs)
+
+
+class _BernoulliHead:
+    """MultiBinary actions: SB3's ``BernoulliDistribution`` (``torch.bernoulli`` of the sigmoid of the logits)."""
+
+    def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        actions = torch.bernoulli(torch.sigmoid(logits))
+        log_probs = -F.binary_cross_entropy_with_logits(logits, actions, reduction="none").sum(dim=1)
+        return actions.numpy(), log_probs.numpy()
+
+
+class _DiagGaussianHead:
+    """Box actions: SB3's ``DiagGaussianDistribution`` (``Normal(mean, exp(log_std)).rsample()``)."""
+
+    def __init__(self, log_std: torch.Tensor) -> None:
+        self.log_std = log_std
+        self._version = -1  # of log_std when the quantities below were computed from it
+        self._std: np.ndarray = np.empty(0, dtype=np.float32)
+        self._log_prob_weights: np.ndarray = np.empty(0, dtype=np.float32)
+        self._log_prob_offset = 0.0
+
+    def _update_std(self) -> None:
+        """The standard deviation, from ``log_std`` as torch computes it, and the log-density's terms that depend on it."""
+        self._version = self.log_std._version  # changes in place (an optimiser step, load_state_dict) change it
+        self._std = self.log_std.exp().numpy()  # exp in torch: the actions depend on its bits
+        # Normal.log_prob summed over actions, -((a - mean)²) / (2 std²) - log(std) - log(√(2π)), as a dot product
+        # and a constant (equal to float32 rounding; NaN and inf where torch's formula gives them).
+        self._log_prob_weights = -1 / (2 * self._std**2)
+        self._log_prob_offset = float(np.sum(np.log(self._std) + _LOG_SQRT_2PI))
+
+    def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if self.log_std._version != self._version:
+            self._update_std()
+        # Normal.rsample's draw, torch.empty(mean.shape).normal_(): as randn_like, on a new tensor of the same layout.
+        noise = (
+            torch.randn_like(mean) if mean.is_contiguous() else torch.empty(mean.shape, dtype=mean.dtype).normal_()
+        ).numpy()
+        mean_np = mean.numpy()
+        # rsample's loc + eps * scale (scale = ones * std, so eps * std): the same IEEE product and sum as torch's.
+        actions = noise * self._std
+        actions += mean_np
+        deviations = actions - mean_np
+        return actions, (deviations * deviations).dot(self._log_prob_weights) - self._log_prob_offset
+
+
+class _StateDependentNoiseHead:
+    """Box actions with gSDE: SB3's ``StateDependentNoiseDistribution``, with its own methods on the same tensors."""
+
+    def __init__(self, distribution: StateDependentNoiseDistribution, log_std: torch.Tensor) -> None:
+        self.distribution = distribution
+        self.log_std = log_std
+
+    def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        distribution = self.distribution
+        # proba_distribution: the standard deviation of each action, from the features
+        variance = torch.mm(latent_pi**2, distribution.get_std(self.log_std) ** 2)
+        scale = torch.sqrt(variance + distribution.epsilon)
+        # sample: the mean plus the state-dependent noise of the current exploration matrices, squashed if asked
+        actions = mean + distribution.get_noise(latent_pi)
+        if distribution.bijector is not None:
+            actions = distribution.bijector.forward(actions)
+            gaussian_actions = distribution.bijector.inverse(actions)
+            log_probs = _normal_log_prob(gaussian_actions, mean, scale).sum(dim=1)
+            log_probs -= torch.sum(distribution.bijector.log_prob_correction(gaussian_actions), dim=1)
+            return actions.numpy(), log_probs.numpy()
+        actions_np = actions.numpy()
+        return actions_np, _normal_log_prob_numpy(actions_np, mean.numpy(), scale.numpy())
+
+
+def _head(policy: ActorCriticPolicy) -> Head | None:
+    """The head for the policy's action distribution, or ``None`` for a distribution of another class."""
+    distribution = policy.action_dist
+    kind = type(distribution)
+    if kind is CategoricalDistribution:
+        return _CategoricalHead()
+    if kind is MultiCategoricalDistribution:
+        return _MultiCategoricalHead(distribution)  # type: ignore[arg-type]
+    if kind is BernoulliDistribution:
+        return _BernoulliHead()
+    if kind is DiagGaussianDistribution:
+        return _DiagGaussianHead(policy.log_std)
+    if kind is StateDependentNoiseDistribution and not distribution.learn_features:  # type: ignore[attr-defined]
+        return _StateDependentNoiseHead(distribution, policy.log_std)  # type: ignore[arg-type]
+    return None
+
+
+def unrecognised_reason(policy: nn.Module) -> str | None:
+    """
+    Why :class:`PolicyInference` cannot replicate ``policy``'s forward exactly, or ``None`` when it can.
+
+    :param policy: the algorithm's policy
+    :return: e.g. ``"MyPolicy overrides forward"``; ``None`` for a recognised policy
+    """
+    if not isinstance(policy, ActorCriticPolicy):
+        return f"{type(policy).__name__} is not an ActorCriticPolicy"
+    if policy.device.type != "cpu":
+        # Rollouts of small networks are bound by per-call overhead on the CPU; elsewhere SB3's loop is kept.
+        return f"the policy is on {policy.device}, the lean inference runs on the CPU only"
+    mro = type(policy).__mro__
+    base = mro.index(ActorCriticPolicy)
+    if mro[base:] != ActorCriticPolicy.__mro__:
+        return f"{type(policy).__name__} mixes a class into ActorCriticPolicy's bases"
+    for cls in mro[:base]:
+        overridden = [name for name in REPLICATED_METHODS if name in vars(cls)]
+        if overridden:
+            return f"{cls.__name__} overrides {', '.join(overridden)}"
+    distribution = policy.action_dist
+    if _head(policy) is None:
+        return f"the action distribution {type(distribution).__name__} is not one of SB3's five"
+    bijector = getattr(distribution, "bijector", None)
+    if bijector is not None and type(bijector) is not TanhBijector:
+        return f"the bijector {type(bijector).__name__} is not SB3's TanhBijector"
+    for label, obj in (("the action distribution", distribution), ("the bijector", bijector)):
+        if obj is not None and _instance_overrides(obj):
+            return f"{label} has methods replaced on the instance: {', '.join(_instance_overrides(obj))}"
+    if any(getattr(torch_module, name, None) for name in _GLOBAL_HOOK_REGISTRIES):
+        return "a global module hook is registered"
+    for name, module in policy.named_modules():
+        label = f"module {name!r}" if name else "the policy"
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+            return f"{label} has hooks"
+        if type(module).__call__ is not nn.Module.__call__ or getattr(module, "_compiled_call_impl", None) is not None:
+            return f"{label} is called another way than through its forward (compiled, or __call__ overridden)"
+        if _instance_overrides(module):
+            return f"{label} has methods replaced on the instance: {', '.join(_instance_overrides(module))}"
+    return None
+
+
+def _instance_overrides(obj: object) -> list[str]:
+    """The methods of ``obj``'s class that ``obj`` shadows with an instance attribute (e.g. ``module.forward = f``)."""
+    return [name for name, value in vars(obj).items() if callable(value) and callable(getattr(type(obj), name, None))]
+
+
+def obs_as_cpu_tensor(obs: np.ndarray | dict[str, np.ndarray]) -> PyTorchObs:
+    """
+    SB3's ``obs_as_tensor(obs, "cpu")``: for NumPy arrays ``torch.from_numpy`` makes the same tensor (sharing the
+    array's memory, as ``torch.as_tensor`` does on the CPU) at a fraction of ``as_tensor``'s cost.
+
+    :param obs: the observations of a VecEnv, an array or a dict of arrays (Dict spaces)
+    """
+    if type(obs) is np.ndarray:
+        return torch.from_numpy(obs)
+    if isinstance(obs, dict):
+        return {
+            key: torch.from_numpy(value) if type(value) is np.ndarray else torch.as_tensor(value) for key, value in obs.items()
+        }
+    return obs_as_tensor(obs, torch.device("cpu"))
+
+
+def policy_inference(policy: nn.Module) -> PolicyInference | None:
+    """
+    The lean inference of ``policy``, or ``None`` when it cannot be proved exact (see :func:`unrecognised_reason`).
+
+    Build it at the start of each rollout: hooks, the policy's modules and its parameters are looked up then.
+
+    :param policy: the algorithm's policy
+    """
+    if unrecognised_reason(policy) is not None:
+        return None
+    return PolicyInference(policy)  # type: ignore[arg-type]
+
+
+class PolicyInference:
+    """
+    ``policy(obs_tensor)`` of a recognised ``ActorCriticPolicy``: actions bit for bit, values and log-probabilities
+    to float32 rounding (see the module's documentation). Build it with :func:`policy_inference`.
+
+    :param policy: a policy for which :func:`unrecognised_reason` is ``None``
+    """
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        self.policy = policy
+        self.preprocess = _preprocessor(policy.observation_space, policy.normalize_images)
+        self.share_features_extractor = policy.share_features_extractor
+        self.pi_features = _features_extractor(policy.pi_features_extractor)
+        self.vf_features = _features_extractor(policy.vf_features_extractor)
+        mlp_extractor = policy.mlp_extractor
+        self.mlp_extractor_is_standard = type(mlp_extractor) is MlpExtractor
+        if self.mlp_extractor_is_standard:
+            self.actor_latent = _chain(torch_layers(mlp_extractor.policy_net))
+            self.critic_latent = _chain(torch_layers(mlp_extractor.value_net))
+        else:
+            self.actor_latent, self.critic_latent = mlp_extractor.forward_actor, mlp_extractor.forward_critic
+        # On the CPU, a critic of linear layers and tanh/ReLU runs in NumPy from the features.
+        numpy_critic = (
+            numpy_layers(nn.Sequential(mlp_extractor.value_net, policy.value_net)) if self.mlp_extractor_is_standard else None
+        )
+        self.numpy_critic = None if numpy_critic is None else _chain(numpy_critic)
+        self.value_net = _chain(torch_layers(policy.value_net))
+        self.action_net = _chain(torch_layers(policy.action_net))
+        head = _head(policy)
+        assert head is not None, "policy_inference() builds PolicyInference for recognised policies only"
+        self.head = head
+        self.action_shape = (-1, *policy.action_space.shape)  # type: ignore[misc]
+
+    def __call__(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """
+        Sample actions for a batch of observations, with their values and log-probabilities.
+
+        :param obs_tensor: the observations as tensors (``obs_as_tensor`` of the environment's observations)
+        :return: what SB3's loop makes of ``policy(obs_tensor)``: the actions as a NumPy array of shape
+            ``(n, *action_space.shape)``, the values ``(n, 1)`` and the log-probabilities ``(n,)`` as CPU tensors
+        """
+        # NumPy's floating-point warnings off: torch, whose place the NumPy parts take, gives NaN and inf silently.
+        with torch.no_grad(), np.errstate(all="ignore"):
+            try:
+                actions, values, log_probs = self._infer(obs_tensor)
+            except RuntimeError:
+                self._raise_sb3_error(obs_tensor)  # SB3's error if its validation refuses these parameters
+                raise
+            if math.isnan(np.add.reduce(log_probs)):
+                # NaN distribution parameters, or a standard deviation of 0: SB3's validation may refuse them.
+                self._raise_sb3_error(obs_tensor)
+        return actions.reshape(self.action_shape), torch.from_numpy(values), torch.from_numpy(log_probs)
+
+    def _infer(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``ActorCriticPolicy.forward``: features, latents, values, then the actions (a NumPy critic last)."""
+        preprocessed = self.preprocess(obs_tensor)
+        pi_features = self.pi_features(preprocessed)
+        vf_features = pi_features if self.share_features_extractor else self.vf_features(preprocessed)
+        if self.numpy_critic is not None:
+            latent_pi = self.actor_latent(pi_features)
+            actions, log_probs = self.head(self.action_net(latent_pi), latent_pi)
+            # After the actor (the critic draws no random number): torch's work stays together.
+            return actions, self.numpy_critic(vf_features.numpy()), log_probs
+        # SB3's order of calls: a module of unknown type may draw random numbers.
+        if self.mlp_extractor_is_standard or not self.share_features_extractor:
+            latent_pi, latent_vf = self.actor_latent(pi_features), self.critic_latent(vf_features)
+        else:
+            latent_pi, latent_vf = self.policy.mlp_extractor.forward(pi_features)
+        values = self.value_net(latent_vf).numpy()
+        actions, log_probs = self.head(self.action_net(latent_pi), latent_pi)
+        return actions, values, log_probs
+
+    def _raise_sb3_error(self, obs_tensor: PyTorchObs) -> None:
+        """Run the policy's own ``forward`` (which validates its distributions) on a copy of the generator state."""
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            self.policy(obs_tensor)

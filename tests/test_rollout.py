@@ -1,0 +1,469 @@
+"""
+The lean rollout loop fills the rollout buffer as SB3's loop does, calls the callbacks alike, and leaves
+policies it does not recognise to SB3's loop.
+
+Each comparison builds two identical models (same seed, same environments) and collects several
+consecutive rollouts, one model with ``lean_rollout=False`` (SB3's ``OnPolicyAlgorithm.collect_rollouts``):
+observations, actions, rewards and episode starts must be equal, values, log-probabilities, returns and
+advantages equal to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from unittest import mock
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.rollout import inference as inference_module
+from sb3_trpo_plugin.rollout.checks import EnvironmentDataCheck, NonFiniteEnvironmentDataError
+from sb3_trpo_plugin.rollout.inference import policy_inference, unrecognised_reason
+from tests.conftest import ACTION_SPACES, RandomEnv
+
+BUFFER_EXACT = ("observations", "actions", "rewards", "episode_starts")
+BUFFER_ROUNDED = ("values", "log_probs", "returns", "advantages")
+#: The local variables of SB3's loop that callbacks see at every step.
+SB3_STEP_LOCALS = {
+    "self",
+    "env",
+    "callback",
+    "rollout_buffer",
+    "n_rollout_steps",
+    "n_steps",
+    "obs_tensor",
+    "actions",
+    "values",
+    "log_probs",
+    "clipped_actions",
+    "new_obs",
+    "rewards",
+    "dones",
+    "infos",
+}
+
+
+class SeededRandomEnv(RandomEnv):
+    """``RandomEnv`` whose observations depend on the seed only (``RandomEnv`` reseeds from entropy at each auto-reset)."""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        gym.Env.reset(self, seed=seed)
+        if seed is not None:
+            self.observation_space.seed(seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+
+def make_model(
+    action_space: spaces.Space,
+    observation_space: spaces.Space | None = None,
+    n_envs: int = 2,
+    normalize: bool = False,
+    episode_length: int = 10,
+    **kwargs: Any,
+) -> TRPO:
+    """A TRPO model on ``n_envs`` seeded random environments whose episodes are truncated every ``episode_length`` steps."""
+    env = make_vec_env(
+        lambda: SeededRandomEnv(action_space, observation_space, episode_length=episode_length), n_envs=n_envs, seed=1
+    )
+    if normalize:
+        env = VecNormalize(env)
+    kwargs.setdefault("n_steps", 16)
+    kwargs.setdefault("policy_kwargs", dict(net_arch=[16, 16]))
+    policy = kwargs.pop("policy", "MultiInputPolicy" if isinstance(observation_space, spaces.Dict) else "MlpPolicy")
+    return TRPO(policy, env, batch_size=kwargs["n_steps"] * n_envs, seed=0, **kwargs)
+
+
+def collect(model: TRPO, lean: bool, n_rollouts: int = 3, callback: BaseCallback | None = None) -> list[dict[str, Any]]:
+    """Copies of the rollout buffer after each of ``n_rollouts`` consecutive rollouts with one of the loops."""
+    model.lean_rollout = lean
+    _, callback_list = model._setup_learn(10**6, callback=callback)
+    callback_list.on_training_start({}, {})
+    snapshots = []
+    for _ in range(n_rollouts):
+        completed = model.collect_rollouts(model.env, callback_list, model.rollout_buffer, model.n_steps)
+        buffer = model.rollout_buffer
+        snapshot: dict[str, Any] = {"completed": completed, "pos": buffer.pos, "num_timesteps": model.num_timesteps}
+        for name in BUFFER_EXACT + BUFFER_ROUNDED:
+            value = getattr(buffer, name)
+            snapshot[name] = {k: v.copy() for k, v in value.items()} if isinstance(value, dict) else value.copy()
+        snapshots.append(snapshot)
+        if not completed:
+            break
+    return snapshots
+
+
+def assert_same_rollouts(lean: list[dict[str, Any]], sb3: list[dict[str, Any]]) -> None:
+    assert len(lean) == len(sb3)
+    for lean_rollout, sb3_rollout in zip(lean, sb3, strict=True):
+        assert (lean_rollout["completed"], lean_rollout["pos"], lean_rollout["num_timesteps"]) == (
+            sb3_rollout["completed"],
+            sb3_rollout["pos"],
+            sb3_rollout["num_timesteps"],
+        )
+        for name in BUFFER_EXACT:
+            lean_value, sb3_value = lean_rollout[name], sb3_rollout[name]
+            if isinstance(sb3_value, dict):
+                assert lean_value.keys() == sb3_value.keys()
+                for key in sb3_value:
+                    np.testing.assert_array_equal(lean_value[key], sb3_value[key], err_msg=f"{name}[{key!r}]")
+            else:
+                assert lean_value.dtype == sb3_value.dtype
+                np.testing.assert_array_equal(lean_value, sb3_value, err_msg=name)
+        for name in BUFFER_ROUNDED:  # (zeros from the buffer's reset where a stopped rollout did not get to)
+            np.testing.assert_allclose(lean_rollout[name], sb3_rollout[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def compare(make: Callable[[], TRPO], n_rollouts: int = 3) -> list[dict[str, Any]]:
+    """Collect with both loops from identical models; assert the buffers match; return the lean loop's."""
+    lean_model = make()
+    assert policy_inference(lean_model.policy) is not None, unrecognised_reason(lean_model.policy)
+    with mock.patch.object(OnPolicyAlgorithm, "collect_rollouts", autospec=True) as sb3_loop:
+        lean = collect(lean_model, lean=True, n_rollouts=n_rollouts)
+    sb3_loop.assert_not_called()  # the lean loop ran, not SB3's
+    sb3 = collect(make(), lean=False, n_rollouts=n_rollouts)
+    assert_same_rollouts(lean, sb3)
+    return lean
+
+
+DICT_SPACE = spaces.Dict(
+    {
+        "vector": spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32),
+        "image": spaces.Box(0, 255, shape=(1, 36, 36), dtype=np.uint8),
+        "discrete": spaces.Discrete(4),
+    }
+)
+
+
+@pytest.mark.parametrize("action_space", ACTION_SPACES.values(), ids=ACTION_SPACES.keys())
+def test_same_buffer_for_every_action_space(action_space: spaces.Space) -> None:
+    rollouts = compare(lambda: make_model(action_space))
+    # Episodes of 10 steps in rollouts of 16: truncations happened, and each was bootstrapped with the value.
+    starts = np.concatenate([r["episode_starts"] for r in rollouts])
+    assert starts[1:].sum() >= 4
+    actions = np.concatenate([r["actions"] for r in rollouts])
+    if isinstance(action_space, spaces.Box):
+        actions = np.clip(actions, action_space.low, action_space.high)  # the environment got clipped actions
+    rewards = np.concatenate([r["rewards"] for r in rollouts])
+    env_rewards = (actions.astype(np.float64).sum(axis=-1) * 0.1 - 0.05).astype(np.float32)
+    assert (rewards != env_rewards).sum() == starts[1:].sum()
+
+
+@pytest.mark.parametrize("n_envs", [1, 3])
+@pytest.mark.parametrize("squash_output", [False, True])
+def test_same_buffer_with_gsde(n_envs: int, squash_output: bool) -> None:
+    box = spaces.Box(-2.0, 3.0, shape=(2,), dtype=np.float32)  # bounds other than [-1, 1]: unscale_action matters
+    compare(
+        lambda: make_model(
+            box,
+            n_envs=n_envs,
+            use_sde=True,
+            sde_sample_freq=4,
+            policy_kwargs=dict(net_arch=[16], squash_output=squash_output, log_std_init=0.0),
+        )
+    )
+
+
+def test_same_buffer_with_gsde_noise_sampled_once_per_rollout() -> None:
+    compare(lambda: make_model(ACTION_SPACES["box"], use_sde=True, policy_kwargs=dict(full_std=False, use_expln=True)))
+
+
+def test_same_buffer_with_dict_observations() -> None:
+    compare(lambda: make_model(ACTION_SPACES["multidiscrete"], DICT_SPACE, n_steps=8), n_rollouts=2)
+
+
+def test_same_buffer_with_image_observations() -> None:
+    image = spaces.Box(0, 255, shape=(36, 36, 1), dtype=np.uint8)  # channel-last: SB3 transposes it
+    compare(lambda: make_model(ACTION_SPACES["discrete"], image, policy="CnnPolicy", n_steps=8), n_rollouts=2)
+
+
+def test_same_buffer_with_vec_normalize_and_separate_extractors() -> None:
+    policy_kwargs = dict(net_arch=dict(pi=[16], vf=[8, 8]), share_features_extractor=False, activation_fn=torch.nn.ReLU)
+    compare(lambda: make_model(ACTION_SPACES["box"], normalize=True, n_envs=3, policy_kwargs=policy_kwargs))
+
+
+def test_same_buffer_with_discrete_observations_and_no_hidden_layers() -> None:
+    compare(lambda: make_model(ACTION_SPACES["discrete"], spaces.Discrete(5), policy_kwargs=dict(net_arch=[])))
+
+
+def test_same_buffer_on_cartpole() -> None:
+    compare(lambda: TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=3), n_steps=64, batch_size=128, seed=0))
+
+
+def test_custom_buffer_class_gets_the_data_through_add() -> None:
+    class CountingRolloutBuffer(RolloutBuffer):
+        n_added = 0
+
+        def add(self, *args: Any, **kwargs: Any) -> None:
+            CountingRolloutBuffer.n_added += 1
+            super().add(*args, **kwargs)
+
+    rollouts = compare(lambda: make_model(ACTION_SPACES["box"], rollout_buffer_class=CountingRolloutBuffer), n_rollouts=2)
+    assert CountingRolloutBuffer.n_added == 2 * 16 * 2  # both loops, two rollouts of 16 steps
+    assert rollouts[-1]["pos"] == 16
+
+
+class ResidualExtractor(BaseFeaturesExtractor):
+    """A features extractor of a type the lean path does not know: it is run through its own forward."""
+
+    def __init__(self, observation_space: spaces.Box) -> None:
+        super().__init__(observation_space, features_dim=8)
+        self.linear = torch.nn.Linear(int(observation_space.shape[0]), 8)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.leaky_relu(self.linear(observations)) + observations.sum(dim=1, keepdim=True)
+
+
+class GatedMlpExtractor(MlpExtractor):
+    """An MLP extractor of an unknown type whose forward differs from MlpExtractor's."""
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latent_pi, latent_vf = super().forward(features)
+        return latent_pi * torch.sigmoid(latent_vf.mean(dim=1, keepdim=True)), latent_vf
+
+
+class GatedPolicy(ActorCriticPolicy):
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = GatedMlpExtractor(self.features_dim, self.net_arch, self.activation_fn, self.device)
+
+
+@pytest.mark.parametrize("action_space", [ACTION_SPACES["discrete"], ACTION_SPACES["box"]], ids=["discrete", "box"])
+def test_modules_of_unknown_types_run_through_their_forward(action_space: spaces.Space) -> None:
+    policy_kwargs = dict(net_arch=[16], features_extractor_class=ResidualExtractor)
+    rollouts = compare(lambda: make_model(action_space, policy=GatedPolicy, policy_kwargs=policy_kwargs))
+    assert np.abs(rollouts[-1]["values"]).max() > 0
+
+
+class RecordingCallback(BaseCallback):
+    """Records every call with copies of what it sees; stops training at step ``stop_at`` (1-based) if given."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        super().__init__()
+        self.stop_at = stop_at
+        self.events: list[tuple[Any, ...]] = []
+        self.local_names: list[set[str]] = []
+
+    def _on_rollout_start(self) -> None:
+        self.events.append(("rollout_start", self.num_timesteps))
+
+    def _on_step(self) -> bool:
+        seen = self.locals
+        self.local_names.append(set(seen))
+        self.events.append(
+            (
+                "step",
+                self.n_calls,
+                self.num_timesteps,
+                seen["n_steps"],
+                seen["n_rollout_steps"],
+                seen["actions"].copy(),
+                seen["clipped_actions"].copy(),
+                seen["rewards"].copy(),
+                seen["dones"].copy(),
+                seen["new_obs"].copy(),
+                tuple(seen["values"].shape),
+                tuple(seen["log_probs"].shape),
+                seen["env"] is self.model.env,
+                seen["rollout_buffer"] is self.model.rollout_buffer,
+            )
+        )
+        return self.stop_at is None or self.n_calls < self.stop_at
+
+    def _on_rollout_end(self) -> None:
+        self.events.append(("rollout_end", self.num_timesteps, self.locals["values"].shape, self.locals["dones"].copy()))
+
+
+def assert_same_events(lean: RecordingCallback, sb3: RecordingCallback) -> None:
+    assert len(lean.events) == len(sb3.events)
+    for lean_event, sb3_event in zip(lean.events, sb3.events, strict=True):
+        assert len(lean_event) == len(sb3_event)
+        for lean_item, sb3_item in zip(lean_event, sb3_event, strict=True):
+            if isinstance(sb3_item, np.ndarray):
+                assert lean_item.dtype == sb3_item.dtype and lean_item.shape == sb3_item.shape
+                np.testing.assert_array_equal(lean_item, sb3_item)
+            else:
+                assert lean_item == sb3_item
+
+
+def test_callbacks_see_the_same_calls_and_locals() -> None:
+    lean_callback, sb3_callback = RecordingCallback(), RecordingCallback()
+    collect(make_model(ACTION_SPACES["box"]), lean=True, n_rollouts=2, callback=lean_callback)
+    collect(make_model(ACTION_SPACES["box"]), lean=False, n_rollouts=2, callback=sb3_callback)
+    assert [e[0] for e in sb3_callback.events] == ["rollout_start", *["step"] * 16, "rollout_end"] * 2
+    assert_same_events(lean_callback, sb3_callback)
+    assert sb3_callback.local_names[0] == SB3_STEP_LOCALS
+    # SB3's loop variables (from the second step on also its time-limit loop's idx, done, ...) and the inference.
+    for lean_names, sb3_names in zip(lean_callback.local_names, sb3_callback.local_names, strict=True):
+        assert lean_names == sb3_names | {"inference"}
+
+
+@pytest.mark.parametrize("stop_at", [1, 7, 23])
+def test_callback_returning_false_stops_both_loops_at_the_same_step(stop_at: int) -> None:
+    lean_callback, sb3_callback = RecordingCallback(stop_at), RecordingCallback(stop_at)
+    lean = collect(make_model(ACTION_SPACES["discrete"]), lean=True, callback=lean_callback)
+    sb3 = collect(make_model(ACTION_SPACES["discrete"]), lean=False, callback=sb3_callback)
+    assert not lean[-1]["completed"] and len(lean) == 1 + (stop_at - 1) // 16
+    assert lean[-1]["num_timesteps"] == 2 * stop_at
+    assert_same_rollouts(lean, sb3)
+    assert_same_events(lean_callback, sb3_callback)
+
+
+def test_short_learn_ends_at_the_same_weights() -> None:
+    weights = []
+    for lean in (True, False):
+        model = make_model(ACTION_SPACES["box"], normalize=True)
+        model.lean_rollout = lean
+        model.learn(3 * 16 * 2)
+        assert model._n_updates == 3
+        weights.append({name: value.clone() for name, value in model.policy.state_dict().items()})
+    for name in weights[1]:
+        torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+class OverridingPolicy(ActorCriticPolicy):
+    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return super().forward(obs, deterministic)
+
+
+def _forward_hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize("change", ["subclass", "module_hook", "global_hook", "instance_forward", "switched_off"])
+def test_unrecognised_policies_take_sb3s_loop(change: str) -> None:
+    model = make_model(ACTION_SPACES["discrete"], policy=OverridingPolicy if change == "subclass" else "MlpPolicy")
+    handles = []
+    if change == "module_hook":
+        handles.append(model.policy.mlp_extractor.policy_net[0].register_forward_hook(_forward_hook))
+    elif change == "global_hook":
+        handles.append(torch.nn.modules.module.register_module_forward_hook(_forward_hook))
+    elif change == "instance_forward":
+        action_net = model.policy.action_net
+        action_net.forward = lambda x: torch.nn.functional.linear(x, action_net.weight, action_net.bias) * 2  # type: ignore[method-assign]
+    elif change == "switched_off":
+        model.lean_rollout = False
+    try:
+        reason = unrecognised_reason(model.policy)
+        if change == "subclass":
+            assert reason == "OverridingPolicy overrides forward"
+        elif change == "module_hook":
+            assert reason == "module 'mlp_extractor.policy_net.0' has hooks"
+        elif change == "global_hook":
+            assert reason == "a global module hook is registered"
+        elif change == "instance_forward":
+            assert reason == "module 'action_net' has methods replaced on the instance: forward"
+        else:
+            assert reason is None
+        with (
+            mock.patch.object(
+                OnPolicyAlgorithm, "collect_rollouts", autospec=True, side_effect=OnPolicyAlgorithm.collect_rollouts
+            ) as sb3_loop,
+            mock.patch.object(inference_module.PolicyInference, "__call__", autospec=True) as lean_inference,
+        ):
+            collect(model, lean=change != "switched_off", n_rollouts=2)
+        assert sb3_loop.call_count == 2
+        lean_inference.assert_not_called()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert (unrecognised_reason(model.policy) is None) == (change in ("module_hook", "global_hook", "switched_off"))
+
+
+@pytest.mark.parametrize(
+    ("action_space", "parameter"),
+    [
+        (ACTION_SPACES["discrete"], "logits"),
+        (ACTION_SPACES["multidiscrete"], "logits"),
+        (ACTION_SPACES["multibinary"], "logits"),
+        (ACTION_SPACES["box"], "loc"),
+    ],
+    ids=["discrete", "multidiscrete", "multibinary", "box"],
+)
+def test_invalid_distribution_parameters_raise_sb3s_error(action_space: spaces.Space, parameter: str) -> None:
+    errors = []
+    for lean in (True, False):
+        model = make_model(action_space)
+        model.lean_rollout = lean
+        _, callback = model._setup_learn(10**6, callback=None)
+        callback.on_training_start({}, {})  # checks the weights: make them NaN after
+        with torch.no_grad():
+            model.policy.action_net.bias[0] = float("nan")
+        lean_call = inference_module.PolicyInference.__call__
+        with (
+            mock.patch.object(inference_module.PolicyInference, "__call__", autospec=True, side_effect=lean_call) as spy,
+            pytest.raises(ValueError, match=f"Expected parameter {parameter}") as error,
+        ):
+            model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+        assert spy.called == lean  # the lean inference found the NaN and raised SB3's error
+        errors.append(str(error.value))
+        assert model.num_timesteps == 0  # raised before the first step
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("log_std", [-60.0, 100.0])
+def test_degenerate_standard_deviation_gives_sb3s_buffer_and_no_error(log_std: float) -> None:
+    # exp(-60) ≈ 9e-27 squares to 0 and exp(100) is inf in float32: NaN log-probabilities, which SB3 accepts. The lean
+    # path then runs SB3's forward to see whether it raises, and must leave the generator as it was: with an
+    # infinite standard deviation the sign of each draw decides the (clipped) action and the reward.
+    rollouts = compare(lambda: make_model(ACTION_SPACES["box"], policy_kwargs=dict(net_arch=[16], log_std_init=log_std)))
+    assert np.isnan(rollouts[0]["log_probs"]).any()
+    if log_std > 0:
+        assert {-np.inf, np.inf} <= set(rollouts[0]["actions"].ravel().tolist())
+
+
+@pytest.mark.parametrize("n_categories", [2, 3, 7, 40])
+def test_categorical_sample_draws_what_multinomial_draws(n_categories: int) -> None:
+    generator_state = torch.get_rng_state()
+    logits = torch.randn(64, n_categories) * 3
+    logits[:, 0] = -torch.inf  # a category that cannot be drawn
+    normalized = logits - logits.logsumexp(dim=-1, keepdim=True)
+    expected = torch.multinomial(normalized.softmax(-1), 1, True).T.reshape(64)
+    state_after_multinomial = torch.get_rng_state()
+    torch.set_rng_state(generator_state)
+    torch.randn(64, n_categories)  # the same draws as for the logits
+    assert torch.equal(inference_module._categorical_sample(normalized), expected)
+    assert torch.equal(torch.get_rng_state(), state_after_multinomial)  # the generator moved alike
+
+
+@pytest.mark.parametrize("size", [3, 500])
+def test_environment_data_check_tells_huge_values_from_non_finite_ones(size: int) -> None:
+    check = EnvironmentDataCheck()
+    huge = np.full((2, size), 1e308)  # finite, but their sum overflows
+    check.locals = {"new_obs": huge, "rewards": np.zeros(2, np.float32), "dones": np.array([False, False]), "infos": [{}, {}]}
+    assert check._on_step()
+    huge[1, -1] = np.nan
+    with pytest.raises(
+        NonFiniteEnvironmentDataError, match=rf"observations: 1 of {2 * size} values \(nan at index \(1, {size - 1}\)"
+    ):
+        check._on_step()
+    terminal = np.zeros(4, np.float32)
+    terminal[2] = -np.inf
+    check.locals = {
+        "new_obs": {"a": np.zeros((2, 3), np.float32), "b": np.zeros((2, 2), np.uint8)},
+        "rewards": np.zeros(2),
+        "dones": np.array([False, True]),
+        "infos": [{}, {"terminal_observation": terminal}],
+    }
+    with pytest.raises(NonFiniteEnvironmentDataError, match=r"terminal observation of env 1: 1 of 4 values \(-inf"):
+        check._on_step()
+
+
+@pytest.mark.parametrize(("in_features", "out_features", "batch"), [(4, 64, 2), (64, 64, 3), (64, 2, 1), (7, 5, 16)])
+def test_linear_layers_compute_what_nn_linear_computes(in_features: int, out_features: int, batch: int) -> None:
+    layer = torch.nn.Linear(in_features, out_features)
+    (lean_layer,) = inference_module.torch_layers(layer)
+    x = torch.randn(batch, in_features)
+    with torch.no_grad():
+        assert torch.equal(lean_layer(x), layer(x))
