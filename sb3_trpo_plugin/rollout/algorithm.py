@@ -6,7 +6,7 @@ costs: the policy's forward through ``nn.Module.__call__``, torch distribution o
 validated at every step, and copies in ``RolloutBuffer.add``. :class:`LeanRolloutAlgorithm` keeps SB3's
 loop, step for step (callbacks, their locals, time-limit bootstrapping, clipping, the info buffers), and
 replaces only those parts: one :class:`~sb3_trpo_plugin.rollout.inference.PolicyInference` per step
-(actions bit for bit SB3's for a seed; values and log-probabilities to float32 rounding), and direct
+(actions, values and log-probabilities bit for bit SB3's for a seed), and direct
 writes into the arrays of SB3's own rollout buffers. Policies it cannot prove exact take SB3's loop.
 """
 
@@ -31,8 +31,8 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
     With SB3's standard actor-critic policies on the CPU (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``; any
     action space, gSDE, ``squash_output``) the loop infers actions, values and log-probabilities without
     ``nn.Module.__call__`` and without torch distribution objects, sampling with SB3's random calls: for a
-    seed, the rollout buffer holds the same observations, actions, rewards and episode starts as with SB3's
-    loop, and values and log-probabilities equal to float32 rounding. Everything else is SB3's loop: the
+    seed, the rollout buffer holds bit for bit what SB3's loop would put there (observations, actions, rewards,
+    episode starts, values, log-probabilities, and so returns and advantages). Everything else is SB3's loop: the
     callbacks get the same calls with the same locals (and ``inference``), ``_update_info_buffer`` is called
     where SB3 calls it, truncated episodes are bootstrapped with SB3's own ``predict_values``. SB3's
     ``RolloutBuffer`` and ``DictRolloutBuffer`` are written directly; buffers of other classes get the data

@@ -210,20 +210,3 @@ def check_rollout_buffer(rollout_buffer: RolloutBuffer, logger: Logger | None = 
     if logger is not None:
         logger.record("train/is_rollout_non_finite", float(bool(derived_parts)))
     return not derived_parts
-
-
-def all_finite(parameters: Any) -> bool:
-    """
-    Whether every tensor in ``parameters`` (e.g. ``policy.parameters()`` or a list of gradients) is finite.
-
-    One fused reduction and one host synchronisation, whatever the number of tensors: a NaN or inf
-    anywhere makes the sum of the tensors' norms non-finite. (Values so large that a norm overflows
-    float32, above about 1e19, count as non-finite too: no usable update holds them.)
-
-    :param parameters: an iterable of tensors; ``None`` entries (missing gradients) are skipped
-    :return: ``True`` when no tensor holds a NaN or an inf
-    """
-    tensors = [t for t in parameters if t is not None]
-    if not tensors:
-        return True
-    return math.isfinite(float(torch.stack(torch._foreach_norm(tensors)).sum()))

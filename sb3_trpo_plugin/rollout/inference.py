@@ -19,11 +19,11 @@ shape, so that a seed gives bit for bit SB3's actions:
 * gSDE (with or without ``squash_output``): SB3's own ``get_std``, ``get_noise`` and ``TanhBijector``
   on the same tensors (no random call: the noise matrices come from ``reset_noise``).
 
-The values and the log-probabilities equal SB3's to float32 rounding: a critic of linear layers and
-tanh/ReLU runs in NumPy (cheaper than torch's per-call overhead at these sizes, measured), and the
-log-probabilities of the Gaussian and categorical heads are computed in NumPy with torch's formulas.
-Squashed log-probabilities, whose conditioning near the bounds would amplify rounding, use SB3's torch
-operations.
+The values and the log-probabilities are SB3's bit for bit too: the critic runs the same kernels, and the
+log-probabilities are torch's formulas on the same elements, in the same order of operations (a categorical
+one is a plain lookup of the normalised logits, which NumPy does at less cost). So a rollout fills the buffer
+exactly as SB3's loop would, and training from it takes exactly the same steps. (A NumPy critic was measured
+too: no faster in the loop, and rounded differently, which makes training drift from SB3's chaotically.)
 
 Argument validation: where SB3's distributions would reject their parameters (NaN logits or means, a
 standard deviation of 0), the lean computation gives a NaN log-probability or a torch error; the step is
@@ -150,33 +150,6 @@ def torch_layers(module: nn.Module) -> list[Layer]:
     return [module.forward]
 
 
-def numpy_layers(module: nn.Module) -> list[Layer] | None:
-    """
-    ``module(x)`` as NumPy calls on views of the module's parameters (so updates in place are seen).
-
-    Equal to the torch computation up to float32 rounding (matrix products and ``tanh`` are rounded
-    differently); for the critic only, never for the actor.
-
-    :param module: linear layers and ``nn.Tanh`` / ``nn.ReLU`` activations, possibly in ``nn.Sequential``, on the CPU
-    :return: functions of one array, or ``None`` when a module is of another kind
-    """
-    if type(module) is nn.Sequential:
-        layers = [numpy_layers(child) for child in module]
-        return None if any(layer is None for layer in layers) else [f for layer in layers for f in layer or []]
-    if type(module) is nn.Linear:
-        weight_t = module.weight.detach().numpy().T  # a view: x Wᵀ without copying
-        bias = None if module.bias is None else module.bias.detach().numpy()
-        # ndarray.dot costs less than the @ operator at these sizes (no ufunc machinery).
-        return [lambda x: x.dot(weight_t)] if bias is None else [lambda x: x.dot(weight_t) + bias]
-    if type(module) is nn.Tanh:
-        return [np.tanh]
-    if type(module) is nn.ReLU:
-        return [lambda x: np.maximum(x, 0)]
-    if type(module) is nn.Identity:
-        return []
-    return None
-
-
 def _preprocessor(space: spaces.Space, normalize_images: bool) -> Layer:
     """SB3's ``preprocess_obs`` for ``space``, its branch chosen once (the Box branches written out)."""
     if isinstance(space, spaces.Dict):
@@ -200,12 +173,6 @@ def _features_extractor(module: nn.Module) -> Layer:
         extractors = {key: _chain(torch_layers(extractor)) for key, extractor in module.extractors.items()}
         return lambda obs: torch.cat([extractor(obs[key]) for key, extractor in extractors.items()], dim=1)
     return module.forward
-
-
-def _normal_log_prob_numpy(value: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``Normal(loc, scale).log_prob(value).sum(dim=1)``, the same formula in NumPy."""
-    var = scale**2
-    return (-((value - loc) ** 2) / (2 * var) - np.log(scale) - _LOG_SQRT_2PI).sum(axis=1)
 
 
 def _normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -249,9 +216,11 @@ class _MultiCategoricalHead:
 
     def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         parts = [split - split.logsumexp(-1, True) for split in torch.split(logits, self.action_dims, dim=1)]
-        actions = torch.stack([_categorical_sample(part) for part in parts], dim=1).numpy()
-        log_probs = sum(_gather_rows(part, part_actions) for part, part_actions in zip(parts, actions.T, strict=True))
-        return actions, np.asarray(log_probs)
+        actions = torch.stack([_categorical_sample(part) for part in parts], dim=1)
+        # MultiCategoricalDistribution.log_prob: each part's Categorical.log_prob (a gather), stacked and summed.
+        per_part = [part.gather(-1, action[:, None])[:, 0] for part, action in zip(parts, actions.T, strict=True)]
+        log_probs = torch.stack(per_part, dim=1)
+        return actions.numpy(), log_probs.sum(dim=1).numpy()
 
 
 class _BernoulliHead:
@@ -264,23 +233,23 @@ class _BernoulliHead:
 
 
 class _DiagGaussianHead:
-    """Box actions: SB3's ``DiagGaussianDistribution`` (``Normal(mean, exp(log_std)).rsample()``)."""
+    """Box actions: SB3's ``DiagGaussianDistribution`` (``Normal(mean, exp(log_std)).rsample()`` and its ``log_prob``)."""
 
     def __init__(self, log_std: torch.Tensor) -> None:
         self.log_std = log_std
         self._version = -1  # of log_std when the quantities below were computed from it
-        self._std: np.ndarray = np.empty(0, dtype=np.float32)
-        self._log_prob_weights: np.ndarray = np.empty(0, dtype=np.float32)
-        self._log_prob_offset = 0.0
+        self._std = torch.empty(0)
+        self._two_var = torch.empty(0)
+        self._log_std = torch.empty(0)
 
     def _update_std(self) -> None:
-        """The standard deviation, from ``log_std`` as torch computes it, and the log-density's terms that depend on it."""
+        """The standard deviation and the log-density's terms that depend on it, with torch's operations."""
         self._version = self.log_std._version  # changes in place (an optimiser step, load_state_dict) change it
-        self._std = self.log_std.exp().numpy()  # exp in torch: the actions depend on its bits
-        # Normal.log_prob summed over actions, -((a - mean)²) / (2 std²) - log(std) - log(√(2π)), as a dot product
-        # and a constant (equal to float32 rounding; NaN and inf where torch's formula gives them).
-        self._log_prob_weights = -1 / (2 * self._std**2)
-        self._log_prob_offset = float(np.sum(np.log(self._std) + _LOG_SQRT_2PI))
+        std = self.log_std.exp()
+        self._std, self._std_np = std, std.numpy()
+        # Normal.log_prob's elementwise terms of scale = ones * std: the same bits per element, computed once.
+        self._two_var = 2 * std**2
+        self._log_std = std.log()
 
     def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         if self.log_std._version != self._version:
@@ -289,12 +258,13 @@ class _DiagGaussianHead:
         noise = (
             torch.randn_like(mean) if mean.is_contiguous() else torch.empty(mean.shape, dtype=mean.dtype).normal_()
         ).numpy()
-        mean_np = mean.numpy()
         # rsample's loc + eps * scale (scale = ones * std, so eps * std): the same IEEE product and sum as torch's.
-        actions = noise * self._std
-        actions += mean_np
-        deviations = actions - mean_np
-        return actions, (deviations * deviations).dot(self._log_prob_weights) - self._log_prob_offset
+        actions = noise * self._std_np
+        actions += mean.numpy()
+        # Normal.log_prob, -((a - mean)²) / (2 std²) - log(std) - log(√(2π)), summed over the action dimensions.
+        deviations = torch.from_numpy(actions) - mean
+        log_probs = (-(deviations**2) / self._two_var - self._log_std - _LOG_SQRT_2PI).sum(dim=1)
+        return actions, log_probs.numpy()
 
 
 class _StateDependentNoiseHead:
@@ -317,8 +287,7 @@ class _StateDependentNoiseHead:
             log_probs = _normal_log_prob(gaussian_actions, mean, scale).sum(dim=1)
             log_probs -= torch.sum(distribution.bijector.log_prob_correction(gaussian_actions), dim=1)
             return actions.numpy(), log_probs.numpy()
-        actions_np = actions.numpy()
-        return actions_np, _normal_log_prob_numpy(actions_np, mean.numpy(), scale.numpy())
+        return actions.numpy(), _normal_log_prob(actions, mean, scale).sum(dim=1).numpy()
 
 
 def _head(policy: ActorCriticPolicy) -> Head | None:
@@ -416,8 +385,8 @@ def policy_inference(policy: nn.Module) -> PolicyInference | None:
 
 class PolicyInference:
     """
-    ``policy(obs_tensor)`` of a recognised ``ActorCriticPolicy``: actions bit for bit, values and log-probabilities
-    to float32 rounding (see the module's documentation). Build it with :func:`policy_inference`.
+    ``policy(obs_tensor)`` of a recognised ``ActorCriticPolicy``, bit for bit: actions, values and log-probabilities
+    (see the module's documentation). Build it with :func:`policy_inference`.
 
     :param policy: a policy for which :func:`unrecognised_reason` is ``None``
     """
@@ -435,11 +404,6 @@ class PolicyInference:
             self.critic_latent = _chain(torch_layers(mlp_extractor.value_net))
         else:
             self.actor_latent, self.critic_latent = mlp_extractor.forward_actor, mlp_extractor.forward_critic
-        # On the CPU, a critic of linear layers and tanh/ReLU runs in NumPy from the features.
-        numpy_critic = (
-            numpy_layers(nn.Sequential(mlp_extractor.value_net, policy.value_net)) if self.mlp_extractor_is_standard else None
-        )
-        self.numpy_critic = None if numpy_critic is None else _chain(numpy_critic)
         self.value_net = _chain(torch_layers(policy.value_net))
         self.action_net = _chain(torch_layers(policy.action_net))
         head = _head(policy)
@@ -468,15 +432,10 @@ class PolicyInference:
         return actions.reshape(self.action_shape), torch.from_numpy(values), torch.from_numpy(log_probs)
 
     def _infer(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``ActorCriticPolicy.forward``: features, latents, values, then the actions (a NumPy critic last)."""
+        """``ActorCriticPolicy.forward``: features, latents, values, then the actions."""
         preprocessed = self.preprocess(obs_tensor)
         pi_features = self.pi_features(preprocessed)
         vf_features = pi_features if self.share_features_extractor else self.vf_features(preprocessed)
-        if self.numpy_critic is not None:
-            latent_pi = self.actor_latent(pi_features)
-            actions, log_probs = self.head(self.action_net(latent_pi), latent_pi)
-            # After the actor (the critic draws no random number): torch's work stays together.
-            return actions, self.numpy_critic(vf_features.numpy()), log_probs
         # SB3's order of calls: a module of unknown type may draw random numbers.
         if self.mlp_extractor_is_standard or not self.share_features_extractor:
             latent_pi, latent_vf = self.actor_latent(pi_features), self.critic_latent(vf_features)

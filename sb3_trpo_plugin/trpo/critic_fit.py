@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,7 +25,6 @@ from torch.nn import functional as F
 from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.common.parameters import frozen
 from sb3_trpo_plugin.critic import MLPRegression
-from sb3_trpo_plugin.rollout.checks import all_finite
 from sb3_trpo_plugin.trpo.reductions import ONE_PROCESS, BatchReductions
 
 #: ``(inputs, targets) ↦`` the minibatch's loss ``mean (V(s) - R̂)²``, its gradient written into the critic's ``.grad``.
@@ -180,3 +179,20 @@ def _gather_observations(observations: PyTorchObs, reductions: BatchReductions) 
     if isinstance(observations, dict):
         return {key: reductions.gather_rows(value) for key, value in observations.items()}
     return reductions.gather_rows(observations)
+
+
+def all_finite(parameters: Any) -> bool:
+    """
+    Whether every tensor in ``parameters`` (e.g. ``policy.parameters()`` or a list of gradients) is finite.
+
+    One fused reduction and one host synchronisation, whatever the number of tensors: a NaN or inf
+    anywhere makes the sum of the tensors' norms non-finite. (Values so large that a norm overflows
+    float32, above about 1e19, count as non-finite too: no usable update holds them.)
+
+    :param parameters: an iterable of tensors; ``None`` entries (missing gradients) are skipped
+    :return: ``True`` when no tensor holds a NaN or an inf
+    """
+    tensors = [t for t in parameters if t is not None]
+    if not tensors:
+        return True
+    return math.isfinite(float(torch.stack(torch._foreach_norm(tensors)).sum()))

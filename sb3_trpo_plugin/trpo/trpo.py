@@ -229,7 +229,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
 
     def train(self) -> None:
         """One TRPO update from the rollout buffer: a trust-region step on the actor, then the critic's regression."""
-        check_rollout_buffer(self.rollout_buffer, self.logger)  # raises on non-finite environment data
+        rollout_is_finite = check_rollout_buffer(self.rollout_buffer, self.logger)  # raises on non-finite environment data
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         rollout = next(self.rollout_buffer.get(batch_size=None))
@@ -242,7 +242,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             value_loss = self._fit_critic(rollout, reductions)
 
         self._n_updates += 1
-        self._log_update(step, value_loss)
+        self._log_update(step, value_loss, rollout_is_finite)
 
     def _take_policy_step(self, rollout: Rollout, reductions: BatchReductions = ONE_PROCESS) -> PolicyStepStats:
         """The trust-region step on the actor (:class:`~sb3_trpo_plugin.trpo.policy_step.PolicyStep`), in place."""
@@ -294,8 +294,8 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             n_statistics=len(dataclasses.fields(PolicyStepStats)),
         )
 
-    def _log_update(self, step: PolicyStepStats, value_loss: float) -> None:
-        """Record sb3-contrib's keys plus the trust-region diagnostics."""
+    def _log_update(self, step: PolicyStepStats, value_loss: float, rollout_is_finite: bool) -> None:
+        """Record sb3-contrib's keys and the trust-region diagnostics; at ``verbose >= 1`` say why an update was cut short."""
         record = self.logger.record
         record("train/policy_objective", step.objective)
         record("train/value_loss", value_loss)
@@ -319,6 +319,8 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         if math.isfinite(step.action_std):
             record("train/action_std", step.action_std)
         record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if not rollout_is_finite and self.verbose >= 1:
+            print(f"TRPO update {self._n_updates}: non-finite values, log-probabilities, returns or advantages in the rollout")
         if step.non_finite and self.verbose >= 1:
             print(f"TRPO update {self._n_updates}: non-finite objective, gradient or step; the policy step was rejected")
 
