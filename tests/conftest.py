@@ -72,11 +72,12 @@ def policy_batch(model: TRPO, dtype: torch.dtype = torch.float32) -> PolicyBatch
 TIME_LIMIT_HOMES = ("wrappers", "wrappers.common", "envs.registration")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def gymnasium_restored() -> Iterator[list[ModuleType]]:
     """
     Importing rl-zoo3 swaps Gymnasium's TimeLimit for its own (on its first import only): Gymnasium's is put back
-    after the test, so the tests that share this process see Gymnasium as it was. Yields the modules it restores.
+    after every test, whichever imported rl-zoo3 (the zoo's tests, the benchmarks' presets), so the tests that share
+    this process see Gymnasium as it was. Yields the modules it restores.
     """
     import gymnasium
 

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.critic import MLPRegression
+from sb3_trpo_plugin.trpo.critic_fit import optimizer_step
 
 
 def mlp(sizes: list[int], activation: type[nn.Module], dtype: torch.dtype, bias: bool = True) -> nn.Sequential:
@@ -153,3 +154,51 @@ def test_overflowing_critic_loss_skips_the_minibatch():
     assert loss == float("inf")
     for after, expected in zip(critic_weights(model), before, strict=True):
         assert torch.equal(after, expected)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(), dict(amsgrad=True), dict(weight_decay=0.01, maximize=True, betas=(0.8, 0.95), eps=1e-6)],
+    ids=["defaults", "amsgrad", "other-settings"],
+)
+def test_direct_fused_adam_step_is_adams_step_bit_for_bit(settings):
+    """The critic's shortcut around Adam.step's bookkeeping takes exactly Adam's step, state included."""
+    if not callable(getattr(torch, "_fused_adam_", None)):
+        pytest.skip("this torch has no fused Adam kernel")
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(4, 3), (4,), (1, 4), (1,)]
+    start = [torch.randn(shape, generator=generator) for shape in shapes]
+    gradients = [[torch.randn(shape, generator=generator) for shape in shapes] for _ in range(6)]
+    results = []
+    for direct in (True, False):
+        params = [nn.Parameter(value.clone()) for value in start]
+        optimizer = torch.optim.Adam(params, lr=1e-2, fused=True, **settings)
+        step = optimizer_step(optimizer) if direct else optimizer.step
+        assert (step == optimizer.step) is not direct
+        for k, step_gradients in enumerate(gradients):
+            for param, gradient in zip(params, step_gradients, strict=True):
+                param.grad = gradient.clone()
+            optimizer.param_groups[0]["lr"] = 1e-2 / (k + 1)  # a schedule changes it between steps
+            step()
+        results.append((params, optimizer.state_dict()["state"]))
+    (direct_params, direct_state), (adam_params, adam_state) = results
+    for direct_param, adam_param in zip(direct_params, adam_params, strict=True):
+        assert torch.equal(direct_param, adam_param)
+    for index, state in adam_state.items():
+        assert state.keys() == direct_state[index].keys()
+        for key, value in state.items():
+            assert torch.equal(direct_state[index][key], value), (index, key)
+    assert float(adam_state[0]["step"]) == len(gradients)
+
+
+def test_other_optimizers_take_their_own_step():
+    params = [nn.Parameter(torch.zeros(3))]
+    for optimizer in (
+        torch.optim.SGD(params, lr=0.1),
+        torch.optim.Adam(params, lr=0.1),  # not fused
+        torch.optim.AdamW(params, lr=0.1, fused=True),
+    ):
+        assert optimizer_step(optimizer) == optimizer.step
+    hooked = torch.optim.Adam(params, lr=0.1, fused=True)
+    hooked.register_step_post_hook(lambda optimizer, args, kwargs: None)
+    assert optimizer_step(hooked) == hooked.step

@@ -107,12 +107,21 @@ def _chain(layers: Sequence[Layer]) -> Layer:
 
 
 def _linear(module: nn.Linear) -> Layer:
-    weight, bias = module.weight, module.bias  # the module's own parameters: updates in place are seen
-    if bias is None:
+    # Detached views of the module's own parameters: updates in place are seen, and no autograd graph is recorded.
+    weight = module.weight.detach()
+    if module.bias is None:
         return lambda x: F.linear(x, weight)
+    bias, weight_t = module.bias.detach(), weight.t()
     # F.linear computes a batch of vectors with bias as addmm(bias, x, weightᵀ): the same call, without the detour.
-    weight_t = weight.detach().t()
     return lambda x: torch.addmm(bias, x, weight_t) if x.dim() == 2 else F.linear(x, weight, bias)
+
+
+def _conv2d(module: nn.Conv2d) -> Layer:
+    # Conv2d.forward with zero padding: F.conv2d on the module's parameters and settings (detached, as in _linear).
+    weight = module.weight.detach()
+    bias = None if module.bias is None else module.bias.detach()
+    stride, padding, dilation, groups = module.stride, module.padding, module.dilation, module.groups
+    return lambda x: F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
 def _flatten(module: nn.Flatten) -> Layer:
@@ -139,6 +148,8 @@ def torch_layers(module: nn.Module) -> list[Layer]:
         return [layer for child in module for layer in torch_layers(child)]
     if type(module) is nn.Linear:
         return [_linear(module)]
+    if type(module) is nn.Conv2d and module.padding_mode == "zeros":
+        return [_conv2d(module)]
     if type(module) is nn.Tanh:
         return [torch.tanh]
     if type(module) is nn.ReLU and not module.inplace:
@@ -148,6 +159,26 @@ def torch_layers(module: nn.Module) -> list[Layer]:
     if type(module) is nn.Identity:
         return []
     return [module.forward]
+
+
+#: Modules that :func:`torch_layers` and :func:`_features_extractor` turn into calls on detached parameters.
+_WRITTEN_OUT = (nn.Sequential, nn.Linear, nn.Tanh, nn.Flatten, nn.Identity, MlpExtractor, FlattenExtractor, NatureCNN)
+
+
+def _runs_without_graph(policy: ActorCriticPolicy) -> bool:
+    """
+    Whether every module of ``policy`` is written out on detached parameters (so its inference records no
+    autograd graph even outside ``torch.no_grad()``); a module run through its own ``forward`` uses its parameters.
+    """
+    for module in policy.modules():
+        if module is policy or type(module) in _WRITTEN_OUT or (type(module) is nn.ReLU and not module.inplace):
+            continue
+        if type(module) is nn.Conv2d and module.padding_mode == "zeros":
+            continue
+        if type(module) is CombinedExtractor:
+            continue
+        return False
+    return True
 
 
 def _preprocessor(space: spaces.Space, normalize_images: bool) -> Layer:
@@ -194,18 +225,31 @@ def _categorical_sample(normalized_logits: torch.Tensor) -> torch.Tensor:
     return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
 
 
-def _gather_rows(values: torch.Tensor, indices: np.ndarray) -> np.ndarray:
-    """``values[i, indices[i]]`` for every row ``i``, in NumPy (``Categorical.log_prob``'s ``gather``)."""
-    return values.numpy()[np.arange(len(indices)), indices]
+class _RowIndex:
+    """``np.arange(n)`` for the batch sizes seen so far (the row index of ``Categorical.log_prob``'s ``gather``)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, np.ndarray] = {}
+
+    def gather(self, values: torch.Tensor, indices: np.ndarray) -> np.ndarray:
+        """``values[i, indices[i]]`` for every row ``i``, in NumPy."""
+        n = len(indices)
+        rows = self._rows.get(n)
+        if rows is None:
+            rows = self._rows[n] = np.arange(n)
+        return values.numpy()[rows, indices]
 
 
 class _CategoricalHead:
     """Discrete actions: SB3's ``CategoricalDistribution``."""
 
+    def __init__(self) -> None:
+        self.row_index = _RowIndex()
+
     def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         normalized = logits - logits.logsumexp(-1, True)  # Categorical(logits=...)
         actions = _categorical_sample(normalized).numpy()
-        return actions, _gather_rows(normalized, actions)
+        return actions, self.row_index.gather(normalized, actions)
 
 
 class _MultiCategoricalHead:
@@ -238,18 +282,17 @@ class _DiagGaussianHead:
     def __init__(self, log_std: torch.Tensor) -> None:
         self.log_std = log_std
         self._version = -1  # of log_std when the quantities below were computed from it
-        self._std = torch.empty(0)
-        self._two_var = torch.empty(0)
-        self._log_std = torch.empty(0)
 
     def _update_std(self) -> None:
-        """The standard deviation and the log-density's terms that depend on it, with torch's operations."""
+        """The standard deviation and the log-density's terms that depend on it alone, computed by torch."""
         self._version = self.log_std._version  # changes in place (an optimiser step, load_state_dict) change it
-        std = self.log_std.exp()
-        self._std, self._std_np = std, std.numpy()
-        # Normal.log_prob's elementwise terms of scale = ones * std: the same bits per element, computed once.
-        self._two_var = 2 * std**2
-        self._log_std = std.log()
+        std = self.log_std.detach().exp()
+        # Normal.log_prob's terms of scale = ones * std, elementwise: the same bits on every row, computed once.
+        self._std, self._two_var, self._log_std = std.numpy(), (2 * std**2).numpy(), std.log().numpy()
+        # A standard deviation that under- or overflows makes NumPy warn where torch is silent.
+        self._degenerate = not (
+            np.isfinite(self._log_std).all() and (self._two_var > 0).all() and np.isfinite(self._two_var).all()
+        )
 
     def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         if self.log_std._version != self._version:
@@ -258,13 +301,21 @@ class _DiagGaussianHead:
         noise = (
             torch.randn_like(mean) if mean.is_contiguous() else torch.empty(mean.shape, dtype=mean.dtype).normal_()
         ).numpy()
-        # rsample's loc + eps * scale (scale = ones * std, so eps * std): the same IEEE product and sum as torch's.
-        actions = noise * self._std_np
-        actions += mean.numpy()
-        # Normal.log_prob, -((a - mean)²) / (2 std²) - log(std) - log(√(2π)), summed over the action dimensions.
-        deviations = torch.from_numpy(actions) - mean
-        log_probs = (-(deviations**2) / self._two_var - self._log_std - _LOG_SQRT_2PI).sum(dim=1)
-        return actions, log_probs.numpy()
+        if self._degenerate:
+            with np.errstate(all="ignore"):
+                return self._sample(noise, mean)
+        return self._sample(noise, mean)
+
+    def _sample(self, noise: np.ndarray, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        # IEEE elementwise operations round alike in NumPy and torch; the sum over the action dimensions stays torch's.
+        mean_np = mean.numpy()
+        # rsample's loc + eps * scale (scale = ones * std, so eps * std).
+        actions = noise * self._std
+        actions += mean_np
+        # Normal.log_prob, -((a - mean)²) / (2 std²) - log(std) - log(√(2π)), in torch's order of operations.
+        deviations = actions - mean_np
+        terms = -(deviations * deviations) / self._two_var - self._log_std - np.float32(_LOG_SQRT_2PI)
+        return actions, torch.from_numpy(terms).sum(dim=1).numpy()
 
 
 class _StateDependentNoiseHead:
@@ -410,6 +461,8 @@ class PolicyInference:
         assert head is not None, "policy_inference() builds PolicyInference for recognised policies only"
         self.head = head
         self.action_shape = (-1, *policy.action_space.shape)  # type: ignore[misc]
+        # gSDE's exploration matrices are drawn with a graph (reset_noise runs outside torch.no_grad() in SB3's loop).
+        self.runs_without_graph = _runs_without_graph(policy) and not isinstance(head, _StateDependentNoiseHead)
 
     def __call__(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """
@@ -419,19 +472,21 @@ class PolicyInference:
         :return: what SB3's loop makes of ``policy(obs_tensor)``: the actions as a NumPy array of shape
             ``(n, *action_space.shape)``, the values ``(n, 1)`` and the log-probabilities ``(n,)`` as CPU tensors
         """
-        # NumPy's floating-point warnings off: torch, whose place the NumPy parts take, gives NaN and inf silently.
-        with torch.no_grad(), np.errstate(all="ignore"):
-            try:
+        try:
+            if self.runs_without_graph:
                 actions, values, log_probs = self._infer(obs_tensor)
-            except RuntimeError:
-                self._raise_sb3_error(obs_tensor)  # SB3's error if its validation refuses these parameters
-                raise
-            if math.isnan(np.add.reduce(log_probs)):
-                # NaN distribution parameters, or a standard deviation of 0: SB3's validation may refuse them.
-                self._raise_sb3_error(obs_tensor)
-        return actions.reshape(self.action_shape), torch.from_numpy(values), torch.from_numpy(log_probs)
+            else:
+                with torch.no_grad():
+                    actions, values, log_probs = self._infer(obs_tensor)
+        except RuntimeError:
+            self._raise_sb3_error(obs_tensor)  # SB3's error if its validation refuses these parameters
+            raise
+        if np.isnan(log_probs).any():
+            # NaN distribution parameters, or a standard deviation of 0: SB3's validation may refuse them.
+            self._raise_sb3_error(obs_tensor)
+        return actions.reshape(self.action_shape), values, torch.from_numpy(log_probs)
 
-    def _infer(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _infer(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         """``ActorCriticPolicy.forward``: features, latents, values, then the actions."""
         preprocessed = self.preprocess(obs_tensor)
         pi_features = self.pi_features(preprocessed)
@@ -441,7 +496,7 @@ class PolicyInference:
             latent_pi, latent_vf = self.actor_latent(pi_features), self.critic_latent(vf_features)
         else:
             latent_pi, latent_vf = self.policy.mlp_extractor.forward(pi_features)
-        values = self.value_net(latent_vf).numpy()
+        values = self.value_net(latent_vf)
         actions, log_probs = self.head(self.action_net(latent_pi), latent_pi)
         return actions, values, log_probs
 
