@@ -56,6 +56,17 @@ def filled_model(env, **kwargs) -> TRPO:
     return model
 
 
+def use_float64(model, monkeypatch):
+    """Cast the policy to float64; SB3 casts observations to float32 in preprocessing, so patch that too."""
+    from stable_baselines3.common import policies, preprocessing
+
+    def preprocess_as_float64(*args, **kwargs):
+        return preprocessing.preprocess_obs(*args, **kwargs).double()
+
+    monkeypatch.setattr(policies, "preprocess_obs", preprocess_as_float64)
+    model.policy.double()
+
+
 def policy_batch(model: TRPO, dtype: torch.dtype = torch.float32) -> PolicyBatch:
     """The policy-step batch that ``train()`` would use (``TRPO._policy_batch``), floating-point tensors cast to ``dtype``."""
     batch = model._policy_batch(next(model.rollout_buffer.get(batch_size=None)))

@@ -8,7 +8,7 @@ from torch.func import functional_call
 
 from sb3_trpo_plugin.common.distributions import kl_per_state
 from sb3_trpo_plugin.trust_region import flatten, unflatten_like
-from tests.conftest import ACTION_SPACES, RandomEnv, filled_model, policy_batch
+from tests.conftest import ACTION_SPACES, RandomEnv, filled_model, policy_batch, use_float64
 
 CASES = {
     "categorical": dict(space="discrete"),
@@ -28,17 +28,6 @@ class DistributionOf(nn.Module):
 
     def forward(self, observations):
         return self.policy.get_distribution(observations)
-
-
-def use_float64(model, monkeypatch):
-    """Cast the policy to float64; SB3 casts observations to float32 in preprocessing, so patch that too."""
-    from stable_baselines3.common import policies, preprocessing
-
-    def preprocess_as_float64(*args, **kwargs):
-        return preprocessing.preprocess_obs(*args, **kwargs).double()
-
-    monkeypatch.setattr(policies, "preprocess_obs", preprocess_as_float64)
-    model.policy.double()
 
 
 @pytest.fixture(params=sorted(CASES))

@@ -29,6 +29,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 
+from sb3_trpo_plugin.common.actor_jacobian import actor_jacobian
 from sb3_trpo_plugin.common.distributions import (
     distribution_parameters,
     fisher_metric,
@@ -50,7 +51,7 @@ from sb3_trpo_plugin.trust_region import (
     max_step_size,
     unflatten_like,
 )
-from sb3_trpo_plugin.trust_region.fisher import TensorListMap
+from sb3_trpo_plugin.trust_region.fisher import JacobianProducts, TensorListMap
 
 FisherProduct = Literal["auto", "gauss_newton", "kl_hessian"]
 
@@ -299,23 +300,41 @@ class PolicyStep:
         objective_grad = torch.autograd.grad(objective, leaves)
         old_distribution = with_parameters(distribution, [p.detach() for p in parameters])
         k = self.settings.fisher_sub_sampling_factor
-        if k == 1:
+        hand_derived = self._hand_derived_jacobian(batch, distribution)
+        linearization: JacobianProducts
+        if hand_derived is not None:
+            gradient = hand_derived.vjp(objective_grad)
+            linearization = hand_derived
+        elif k == 1:  # g = Jᵀ ∂L/∂η from the same backward pass that sets up the products with J
             linearization = Linearization(parameters, self.actor_parameters, cotangent=objective_grad)
             gradient = linearization.transposed_product_at_cotangent
         else:
             gradient = flatten(torch.autograd.grad(parameters, self.actor_parameters, grad_outputs=objective_grad))
-            fisher_distribution = self.batch_distribution(batch.every(k))
+        if k > 1:
+            fisher_batch = batch.every(k)
+            fisher_distribution = self.batch_distribution(fisher_batch)
             fisher_parameters = distribution_parameters(fisher_distribution) or []
-            linearization = Linearization(fisher_parameters, self.actor_parameters)
             fisher_subset_metric = fisher_metric(fisher_distribution, 1.0 / fisher_parameters[0].shape[0])
             assert fisher_subset_metric is not None  # the same kind of distribution as the whole batch's
             metric = fisher_subset_metric
+            hand_derived = self._hand_derived_jacobian(fisher_batch, fisher_distribution)
+            linearization = hand_derived or Linearization(fisher_parameters, self.actor_parameters)
         return LinearizedPolicy(
             objective=float(objective.detach()),
             gradient=gradient,
             fisher_product=gauss_newton_vector_product(linearization, metric, self.settings.cg_damping),
             old_distribution=old_distribution,
         )
+
+    def _hand_derived_jacobian(self, batch: PolicyBatch, distribution: Distribution) -> JacobianProducts | None:
+        """
+        ``J = ∂η/∂θ`` derived by hand for SB3's plain MLP actors (:mod:`sb3_trpo_plugin.common.actor_jacobian`),
+        about twice as fast per product as autograd's; ``None`` for other actors, and for variants that compute a
+        batch's distributions their own way.
+        """
+        if type(self).batch_distribution is not PolicyStep.batch_distribution:
+            return None
+        return actor_jacobian(self.policy, self.actor_parameters, batch.observations, distribution)
 
     def _linearize_by_double_backprop(
         self, batch: PolicyBatch, distribution: Distribution, parameters: list[torch.Tensor] | None

@@ -19,6 +19,7 @@ matrix of the policy. Two ways are provided:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 
@@ -69,6 +70,18 @@ def kl_hessian_vector_product(
         return hessian_vector + damping * vector if damping else hessian_vector
 
     return product
+
+
+class JacobianProducts(Protocol):
+    """Products with a Jacobian ``J = ∂outputs/∂θ``: :class:`Linearization` (autograd) or a hand-derived one."""
+
+    def jvp(self, vector: torch.Tensor) -> list[torch.Tensor]:
+        """``J v``, one tensor per output, for a flat tangent ``v`` in parameter space."""
+        ...
+
+    def vjp(self, cotangent: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``Jᵀ u``, flat in parameter space, for one cotangent tensor per output."""
+        ...
 
 
 class Linearization:
@@ -128,7 +141,7 @@ class Linearization:
 
 
 def gauss_newton_vector_product(
-    linearization: Linearization, metric: TensorListMap, damping: float = 0.0
+    linearization: JacobianProducts, metric: TensorListMap, damping: float = 0.0
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """
     Build ``v ↦ (Jᵀ M J + λI) v``.
@@ -136,7 +149,7 @@ def gauss_newton_vector_product(
     With ``M`` the Fisher matrix of the action distribution in its parameters (already divided by
     the batch size for a mean KL), this is the Hessian of the mean KL at the old policy.
 
-    :param linearization: products with ``J``
+    :param linearization: products with ``J`` (:class:`Linearization`, or a hand-derived equivalent)
     :param metric: ``u ↦ M u`` on one tensor per distribution parameter
     :param damping: ``λ >= 0`` added on the diagonal
     :return: function mapping a flat vector ``v`` to the flat product
