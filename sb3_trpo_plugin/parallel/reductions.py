@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from sb3_trpo_plugin.common.reductions import OneProcess
 from sb3_trpo_plugin.parallel.communication import Collectives
 
 
@@ -80,7 +81,7 @@ class AllRanks:
         return self._shuffle.order(n_rows, batch_size, device)
 
 
-class WholeBatchOnThisRank:
+class WholeBatchOnThisRank(OneProcess):
     """
     Reductions of a rank that computes alone on the whole batch (every rank's rows, gathered rank by rank):
     the identity, but the critic's minibatches interleave the ranks' rows as :class:`AllRanks` would.
@@ -90,18 +91,6 @@ class WholeBatchOnThisRank:
 
     def __init__(self, world_size: int):
         self._shuffle = InterleavedShuffle(world_size, _random_seed)
-
-    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
-
-    def mean_floats(self, *values: float | torch.Tensor) -> tuple[float, ...]:
-        return tuple(float(value) for value in values)
-
-    def mean_std(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return values.mean(), values.std()
-
-    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
 
     def minibatch_order(self, n_rows: int, batch_size: int, device: torch.device) -> tuple[torch.Tensor, int]:
         return self._shuffle.order(n_rows, batch_size, device)

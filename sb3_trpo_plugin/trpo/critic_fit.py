@@ -25,8 +25,8 @@ from torch.optim import optimizer as torch_optimizer
 
 from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.common.parameters import frozen
+from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.critic import MLPRegression
-from sb3_trpo_plugin.trpo.reductions import ONE_PROCESS, BatchReductions
 
 #: ``(inputs, targets) ↦`` the minibatch's loss ``mean (V(s) - R̂)²``, its gradient written into the critic's ``.grad``.
 LossAndGradients = Callable[[PyTorchObs, torch.Tensor], float]

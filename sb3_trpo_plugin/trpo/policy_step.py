@@ -8,7 +8,7 @@ Given a batch of states, actions, their old log-probabilities and advantages::
 is solved approximately by the natural gradient ``x ≈ (F + λI)⁻¹ g`` (conjugate gradient with Fisher-vector
 products), scaled to the boundary ``β = sqrt(2δ / xᵀ(F + λI)x)`` and checked by a backtracking line search.
 :class:`PolicyStep` orchestrates those pieces of :mod:`sb3_trpo_plugin.trust_region`; a data-parallel run
-injects its :class:`~sb3_trpo_plugin.trpo.reductions.BatchReductions`, nothing else here knows about it.
+injects its :class:`~sb3_trpo_plugin.common.reductions.BatchReductions`, nothing else here knows about it.
 
 Seam for variants of the policy (masked actions, recurrent policies): :meth:`PolicyStep.batch_distribution`,
 how the action distributions of a batch's states are computed, with a :class:`PolicyBatch` subclass carrying
@@ -38,7 +38,7 @@ from sb3_trpo_plugin.common.distributions import (
     with_parameters,
 )
 from sb3_trpo_plugin.common.observations import index_observations
-from sb3_trpo_plugin.trpo.reductions import ONE_PROCESS, BatchReductions
+from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.trust_region import (
     ConjugateGradientStatus,
     Linearization,

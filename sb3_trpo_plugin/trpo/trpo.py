@@ -32,6 +32,7 @@ from stable_baselines3.common.type_aliases import (
 from stable_baselines3.common.utils import explained_variance
 
 from sb3_trpo_plugin.common.parameters import split_actor_critic, values_depend_on
+from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.parallel import DataParallelOnPolicyAlgorithm
 from sb3_trpo_plugin.parallel.split_update import split_update
 from sb3_trpo_plugin.rollout.checks import check_rollout_buffer, with_environment_data_check
@@ -47,7 +48,6 @@ from sb3_trpo_plugin.trpo.policy_step import (
     TrustRegionSettings,
     normalize_advantages,
 )
-from sb3_trpo_plugin.trpo.reductions import ONE_PROCESS, BatchReductions
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 Rollout = RolloutBufferSamples | DictRolloutBufferSamples
