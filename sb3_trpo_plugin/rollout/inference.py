@@ -245,10 +245,15 @@ class _CategoricalHead:
 
     def __init__(self) -> None:
         self.row_index = _RowIndex()
+        self._draws = torch.empty(0)  # reused: exponential_ draws the same numbers into any tensor of the same layout
 
     def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         normalized = logits - logits.logsumexp(-1, True)  # Categorical(logits=...)
-        actions = _categorical_sample(normalized).numpy()
+        probs = normalized.softmax(-1)
+        if self._draws.shape != probs.shape or self._draws.dtype != probs.dtype:
+            self._draws = torch.empty_like(probs)
+        # _categorical_sample's argmax(probs / q), in place; NumPy's argmax takes the first maximum (or NaN) as torch's does.
+        actions = probs.div_(self._draws.exponential_()).numpy().argmax(-1)
         return actions, self.row_index.gather(normalized, actions)
 
 
