@@ -21,6 +21,11 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    StateDependentNoiseDistribution,
+)
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -434,6 +439,69 @@ def test_categorical_sample_draws_what_multinomial_draws(n_categories: int) -> N
     torch.randn(64, n_categories)  # the same draws as for the logits
     assert torch.equal(inference_module._categorical_sample(normalized), expected)
     assert torch.equal(torch.get_rng_state(), state_after_multinomial)  # the generator moved alike
+
+
+@pytest.mark.parametrize("n_categories", [2, 3, 7, 40])
+def test_categorical_head_draws_and_scores_what_sb3s_distribution_does(n_categories: int) -> None:
+    head = inference_module._CategoricalHead()
+    for batch in (64, 64, 5):  # the reused draws tensor, then a new shape
+        logits = torch.randn(batch, n_categories) * 3
+        logits[:, 0] = -torch.inf  # a category that cannot be drawn
+        generator_state = torch.get_rng_state()
+        distribution = CategoricalDistribution(n_categories).proba_distribution(logits)
+        expected_actions = distribution.get_actions()
+        expected_log_probs = distribution.log_prob(expected_actions)
+        state_after_sb3 = torch.get_rng_state()
+        torch.set_rng_state(generator_state)
+        actions, log_probs = head(logits, torch.empty(0))
+        np.testing.assert_array_equal(actions, expected_actions.numpy())
+        np.testing.assert_array_equal(log_probs, expected_log_probs.numpy())
+        assert torch.equal(torch.get_rng_state(), state_after_sb3)
+
+
+@pytest.mark.parametrize("batch", [1, 4096])
+def test_gaussian_head_draws_and_scores_what_sb3s_distribution_does(batch: int) -> None:
+    torch.manual_seed(batch)
+    log_std = torch.nn.Parameter(torch.randn(3))
+    head = inference_module._DiagGaussianHead(log_std)
+    for scale in (1.0, 1e-3, 1e3):
+        mean = torch.randn(batch, 3) * scale
+        generator_state = torch.get_rng_state()
+        with torch.no_grad():
+            sb3 = DiagGaussianDistribution(3).proba_distribution(mean, log_std)
+            expected_actions = sb3.get_actions()
+            expected_log_probs = sb3.log_prob(expected_actions)
+        torch.set_rng_state(generator_state)
+        actions, log_probs = head(mean, torch.empty(0))
+        np.testing.assert_array_equal(actions, expected_actions.numpy())
+        np.testing.assert_array_equal(log_probs, expected_log_probs.numpy())
+
+
+@pytest.mark.parametrize("squash_output", [False, True])
+@pytest.mark.parametrize("batch", [1, 7, 4096])
+def test_gsde_head_computes_what_sb3s_distribution_does(batch: int, squash_output: bool) -> None:
+    # Many states of varied scales: any operation that rounds differently from torch's shows up in some row.
+    torch.manual_seed(batch)
+    distribution = StateDependentNoiseDistribution(3, squash_output=squash_output)
+    distribution.proba_distribution_net(latent_dim=8, log_std_init=-0.5)
+    log_std = torch.nn.Parameter(torch.randn(8, 3))
+    distribution.sample_weights(log_std, batch_size=7)  # 7 matrices: one per state for the batch of 7, else one
+    head = inference_module._StateDependentNoiseHead(distribution, log_std)
+    for scale in (1.0, 1e-3, 1e3):
+        latent = torch.randn(batch, 8) * scale
+        mean = torch.randn(batch, 3) * scale
+        with torch.no_grad():
+            sb3 = distribution.proba_distribution(mean, log_std, latent)
+            expected_actions = sb3.get_actions()
+            expected_log_probs = sb3.log_prob(expected_actions)
+            actions, log_probs = head(mean, latent)
+        np.testing.assert_array_equal(actions, expected_actions.numpy())
+        np.testing.assert_array_equal(log_probs, expected_log_probs.numpy())
+    with torch.no_grad():
+        log_std.add_(0.25)  # in place, as the trust-region step moves it: the head's cached std must follow
+        sb3 = distribution.proba_distribution(mean, log_std, latent)
+        expected = sb3.log_prob(sb3.get_actions())
+        np.testing.assert_array_equal(head(mean, latent)[1], expected.numpy())
 
 
 @pytest.mark.parametrize("size", [3, 500])

@@ -16,8 +16,9 @@ shape, so that a seed gives bit for bit SB3's actions:
 * Bernoulli: ``torch.bernoulli(torch.sigmoid(logits))``;
 * diagonal Gaussian: ``mean + eps * exp(log_std)`` with ``eps = torch.empty(mean.shape).normal_()``
   (``Normal.rsample``); the product and the sum are IEEE-rounded alike in NumPy and torch;
-* gSDE (with or without ``squash_output``): SB3's own ``get_std``, ``get_noise`` and ``TanhBijector``
-  on the same tensors (no random call: the noise matrices come from ``reset_noise``).
+* gSDE (with or without ``squash_output``): SB3's own ``get_std`` (once per version of ``log_std``), ``get_noise``'s
+  products on the detached exploration matrices and ``TanhBijector`` (no random call: the matrices come from
+  ``reset_noise``).
 
 The values and the log-probabilities are SB3's bit for bit too: the critic runs the same kernels, and the
 log-probabilities are torch's formulas on the same elements, in the same order of operations (a categorical
@@ -206,12 +207,6 @@ def _features_extractor(module: nn.Module) -> Layer:
     return module.forward
 
 
-def _normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``Normal(loc, scale).log_prob(value)``: torch's operations, without argument validation."""
-    var = scale**2
-    return -((value - loc) ** 2) / (2 * var) - scale.log() - _LOG_SQRT_2PI
-
-
 def _categorical_sample(normalized_logits: torch.Tensor) -> torch.Tensor:
     """
     ``Categorical(logits=...).sample()`` from the normalised logits (``logits - logits.logsumexp(-1)``).
@@ -324,26 +319,52 @@ class _DiagGaussianHead:
 
 
 class _StateDependentNoiseHead:
-    """Box actions with gSDE: SB3's ``StateDependentNoiseDistribution``, with its own methods on the same tensors."""
+    """
+    Box actions with gSDE: SB3's ``StateDependentNoiseDistribution`` (``learn_features=False``), on the same tensors.
+
+    ``get_std(log_std) ** 2`` is computed once per version of ``log_std`` (it changes in place); the noise is
+    ``get_noise``'s product with the current exploration matrices, detached (the features are detached too), so the
+    step records no graph; the log-density's IEEE elementwise terms run in NumPy, as for the plain Gaussian.
+    """
 
     def __init__(self, distribution: StateDependentNoiseDistribution, log_std: torch.Tensor) -> None:
         self.distribution = distribution
         self.log_std = log_std
+        self._version = -1  # of log_std when the squared standard deviations were computed from it
+        self._std_squared = torch.empty(0)
 
     def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         distribution = self.distribution
-        # proba_distribution: the standard deviation of each action, from the features
-        variance = torch.mm(latent_pi**2, distribution.get_std(self.log_std) ** 2)
-        scale = torch.sqrt(variance + distribution.epsilon)
-        # sample: the mean plus the state-dependent noise of the current exploration matrices, squashed if asked
-        actions = mean + distribution.get_noise(latent_pi)
+        if self.log_std._version != self._version:
+            with torch.no_grad():
+                self._std_squared = distribution.get_std(self.log_std) ** 2
+            self._version = self.log_std._version
+        # proba_distribution: the standard deviation of each action, from the features (torch's kernels: its sqrt and
+        # log are not NumPy's to the last bit)
+        scale = torch.sqrt(torch.mm(latent_pi**2, self._std_squared) + distribution.epsilon)
+        scales = scale.numpy(), scale.log().numpy()
+        actions = mean + self._noise(latent_pi)
         if distribution.bijector is not None:
             actions = distribution.bijector.forward(actions)
             gaussian_actions = distribution.bijector.inverse(actions)
-            log_probs = _normal_log_prob(gaussian_actions, mean, scale).sum(dim=1)
+            log_probs = torch.from_numpy(self._log_density(gaussian_actions.numpy(), mean.numpy(), *scales)).sum(dim=1)
             log_probs -= torch.sum(distribution.bijector.log_prob_correction(gaussian_actions), dim=1)
             return actions.numpy(), log_probs.numpy()
-        return actions.numpy(), _normal_log_prob(actions, mean, scale).sum(dim=1).numpy()
+        actions_np = actions.numpy()
+        return actions_np, torch.from_numpy(self._log_density(actions_np, mean.numpy(), *scales)).sum(dim=1).numpy()
+
+    def _noise(self, latent_sde: torch.Tensor) -> torch.Tensor:
+        """``get_noise``: one exploration matrix for a single state or a batch of another size, else one per state."""
+        matrices = self.distribution.exploration_matrices
+        if len(latent_sde) == 1 or len(latent_sde) != len(matrices):
+            return torch.mm(latent_sde, self.distribution.exploration_mat.detach())
+        return torch.bmm(latent_sde.unsqueeze(dim=1), matrices.detach()).squeeze(dim=1)
+
+    @staticmethod
+    def _log_density(value: np.ndarray, loc: np.ndarray, scale: np.ndarray, log_scale: np.ndarray) -> np.ndarray:
+        """``Normal(loc, scale).log_prob(value)`` elementwise: its IEEE operations in torch's order, ``log(scale)`` given."""
+        deviations = value - loc
+        return -(deviations * deviations) / (2 * (scale * scale)) - log_scale - np.float32(_LOG_SQRT_2PI)
 
 
 def _head(policy: ActorCriticPolicy) -> Head | None:
@@ -466,8 +487,7 @@ class PolicyInference:
         assert head is not None, "policy_inference() builds PolicyInference for recognised policies only"
         self.head = head
         self.action_shape = (-1, *policy.action_space.shape)  # type: ignore[misc]
-        # gSDE's exploration matrices are drawn with a graph (reset_noise runs outside torch.no_grad() in SB3's loop).
-        self.runs_without_graph = _runs_without_graph(policy) and not isinstance(head, _StateDependentNoiseHead)
+        self.runs_without_graph = _runs_without_graph(policy)
 
     def __call__(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """
