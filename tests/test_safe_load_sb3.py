@@ -16,6 +16,7 @@ import pytest
 import torch
 from gymnasium import spaces
 from sb3_contrib import TRPO as ContribTRPO
+from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import FlattenExtractor
@@ -68,6 +69,18 @@ CASES: dict[str, tuple[type[BaseAlgorithm], spaces.Space, spaces.Space, dict[str
                 log_std_init=-1.0,
             ),
         ),
+    ),
+    "contrib-trpo-sde": (
+        ContribTRPO,
+        BOX,
+        spaces.Box(-1.0, 1.0, (2,), np.float32),
+        dict(n_steps=16, batch_size=16, use_sde=True, sde_sample_freq=4, policy_kwargs=SMALL),
+    ),
+    "ppo-discrete-observations": (
+        PPO,
+        spaces.Discrete(5),
+        spaces.Discrete(2),
+        dict(n_steps=16, batch_size=8, policy_kwargs=SMALL),
     ),
     "a2c-multibinary": (A2C, BOX, spaces.MultiBinary(3), dict(n_steps=4, policy_kwargs=SMALL)),
     "a2c-dict": (A2C, BYTES_DICT, spaces.Discrete(2), dict(n_steps=4, use_rms_prop=False, policy_kwargs=SMALL)),
@@ -320,9 +333,18 @@ def test_summarised_image_bounds_take_the_environment_space(tmp_path: pathlib.Pa
     reference = A2C.load(tmp_path / "model.zip")
     assert restored.observation_space == reference.observation_space == spaces.Box(0, 255, (1, 36, 36), np.uint8)
     assert_same_predictions(reference, restored)
+    # Once the space has been printed, gymnasium keeps its short repr ("0", "255"), which SB3 saves: readable then.
+    repr(model.observation_space)
+    model.save(tmp_path / "printed.zip")
+    assert safe_load(tmp_path / "printed.zip").observation_space == reference.observation_space
 
 
 def test_other_algorithms_are_refused(tmp_path: pathlib.Path) -> None:
+    RecurrentPPO("MlpLstmPolicy", make_env("a2c-multibinary"), n_steps=8, batch_size=8, n_epochs=1).save(tmp_path / "lstm.zip")
+    with pytest.raises(
+        UnsafeModelFileError, match=r"policy_class = 'sb3_contrib\..*RecurrentActorCriticPolicy': safe loading only"
+    ):
+        safe_load(tmp_path / "lstm.zip")
     SAC("MlpPolicy", RandomEnv(spaces.Box(-1.0, 1.0, (2,), np.float32)), buffer_size=10, policy_kwargs=SMALL).save(
         tmp_path / "sac.zip"
     )

@@ -30,7 +30,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import check_for_correct_spaces, get_device
 
-from sb3_trpo_plugin.loading.sb3_file import FileRefusal, load_sb3_file
+from sb3_trpo_plugin.loading.sb3_file import FileRefusal, load_sb3_file, read_state_dicts
 from sb3_trpo_plugin.serialization.description import (
     DESCRIPTION_ENTRY,
     DESCRIPTION_FORMAT,
@@ -47,10 +47,6 @@ from sb3_trpo_plugin.trpo import TRPO
 
 class UnsafeModelFileError(ValueError):
     """The file cannot be restored without unpickling arbitrary objects (or is not a model saved by this package)."""
-
-
-#: The state dicts a TRPO model file holds (``policy.pth`` and ``policy.optimizer.pth``).
-STATE_DICT_ENTRIES = ("policy", "policy.optimizer")
 
 
 def _refuse(path: Any, reason: str) -> UnsafeModelFileError:
@@ -95,19 +91,6 @@ def _decoded_mapping(description: Mapping[str, Any], key: str, names: Any, path:
         except UnsupportedValueError as error:
             raise _refuse(path, f"{key}[{name!r}]: {error}") from error
     return decoded
-
-
-def _read_state_dict(archive: zipfile.ZipFile, name: str, device: torch.device, path: Any) -> dict[str, Any]:
-    entry = f"{name}.pth"
-    if entry not in archive.namelist():
-        raise _refuse(path, f"it has no {entry!r} entry")
-    try:
-        state = torch.load(io.BytesIO(archive.read(entry)), map_location=device, weights_only=True)
-    except Exception as error:  # the restricted unpickler refuses anything but tensors and containers
-        raise _refuse(path, f"{entry} holds objects other than tensors ({type(error).__name__}: {error})") from error
-    if not isinstance(state, dict):
-        raise _refuse(path, f"{entry} is not a state dict")
-    return state
 
 
 def _load_sb3_file(
@@ -191,7 +174,10 @@ def safe_load(
             raise _refuse(path, f"it holds a {description.get('algorithm')!r} model, not TRPO")
 
         device = get_device(device)
-        state_dicts = {name: _read_state_dict(archive, name, device, path) for name in STATE_DICT_ENTRIES}
+        try:
+            state_dicts = read_state_dicts(archive, device)
+        except FileRefusal as refusal:
+            raise _refuse(path, str(refusal)) from refusal
 
     policy_class = _decoded(description, "policy_class", custom_objects, path)
     observation_space = _decoded(description, "observation_space", custom_objects, path)
@@ -235,9 +221,6 @@ def safe_load(
     for name, value in state.items():
         setattr(model, name, value)
 
-    for key, tensor in state_dicts["policy"].items():
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise _refuse(path, f"the policy's {key!r} holds non-finite values")
     try:
         model.set_parameters(state_dicts, exact_match=True, device=device)  # type: ignore[arg-type]
     except (RuntimeError, ValueError, KeyError) as error:

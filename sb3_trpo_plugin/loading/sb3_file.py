@@ -118,10 +118,6 @@ def _field(data: Mapping[str, Any], name: str, decode: Callable[[Any], Any], cus
         raise FileRefusal(f"{name} cannot be rebuilt without unpickling it ({error}); pass {_how_to_supply(name)}") from error
 
 
-def _schedule(entry: Any, where: str) -> Any:
-    return schedule_from_data(entry, where)
-
-
 def _space(data: Mapping[str, Any], name: str, env_space: Any, custom_objects: Mapping[str, Any]) -> Any:
     """A space from the file; where its bounds are not readable, the environment's if type, shape and dtype agree."""
     try:
@@ -142,7 +138,8 @@ def _read_tensors(archive: zipfile.ZipFile, entry: str, device: torch.device) ->
 
 def read_state_dicts(archive: zipfile.ZipFile, device: torch.device) -> dict[str, dict[str, Any]]:
     """
-    The policy's and its optimiser's state dicts, with ``torch.load(weights_only=True)``.
+    The policy's and its optimiser's state dicts, with ``torch.load(weights_only=True)`` (PyTorch's restricted
+    unpickler: tensors and containers only).
 
     :param archive: the open zip
     :param device: where to put the tensors
@@ -245,7 +242,7 @@ def load_sb3_file(
         custom_objects,
     )
     schedules = {
-        name: _field(data, name, functools.partial(_schedule, where=name), custom_objects)
+        name: _field(data, name, functools.partial(schedule_from_data, where=name), custom_objects)
         for name in SCHEDULE_FIELDS
         if name in data or name in custom_objects
     }
