@@ -299,8 +299,17 @@ def test_what_exists_only_as_a_pickle_is_refused_unless_supplied(tmp_path: pathl
         safe_load(tmp_path / "model.zip")
     with pytest.raises(UnsafeModelFileError, match=r"clip_range cannot be rebuilt .*custom_objects=\{'clip_range': 0.2\}"):
         safe_load(tmp_path / "model.zip", custom_objects={"learning_rate": 0.0})
-    restored = safe_load(tmp_path / "model.zip", custom_objects={"learning_rate": 0.0, "clip_range": 0.2})
+    restored = safe_load(tmp_path / "model.zip", custom_objects={"learning_rate": 0.0, "clip_range": 0.2, "n_epochs": 3})
     assert_same_predictions(model, restored)
+    assert restored.n_epochs == 3 and restored.learning_rate == 0.0  # the caller's values replace the file's
+
+    data = data_of(tmp_path / "model.zip")
+    data["exploration_hook"] = {":type:": "<class 'function'>", ":serialized:": "gAU="}
+    rewrite_data(tmp_path / "model.zip", tmp_path / "extra.zip", data)
+    with pytest.raises(
+        UnsafeModelFileError, match=r"only pickles hold exploration_hook, .*custom_objects=\{'exploration_hook'"
+    ):
+        safe_load(tmp_path / "extra.zip")
 
     model = trained("ppo-multidiscrete", policy_kwargs=dict(net_arch=[8], activation_fn=Softsign))
     model.save(tmp_path / "custom.zip")

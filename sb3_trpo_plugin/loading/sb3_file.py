@@ -227,8 +227,8 @@ def load_sb3_file(
         and name not in ("policy_kwargs", "rollout_buffer_class")
     )
     if unknown:
-        field = unknown[0]
-        raise FileRefusal(f"{field} exists only as a pickle, which safe_load never reads; pass {_how_to_supply(field)}")
+        listed = ", ".join(unknown)
+        raise FileRefusal(f"only pickles hold {listed}, and safe_load never reads them; pass {_how_to_supply(unknown[0])}")
 
     vec_env: VecEnv | None = algorithm._wrap_env(env, verbose=0) if env is not None else None  # type: ignore[arg-type]
     observation_space = _space(data, "observation_space", vec_env and vec_env.observation_space, custom_objects)
@@ -247,7 +247,9 @@ def load_sb3_file(
         if name in data or name in custom_objects
     }
     keywords = hyperparameter_names(algorithm)
-    plain = {name: value for name, value in data.items() if not is_serialized(value) and name not in custom_objects}
+    # The plain JSON fields, and the caller's values for any other field (as SB3's load uses custom_objects).
+    plain = {name: value for name, value in data.items() if not is_serialized(value)}
+    plain.update(custom_objects)
     hyperparameters = {
         name: plain[RENAMED_ATTRIBUTES.get(name, name)] for name in keywords if RENAMED_ATTRIBUTES.get(name, name) in plain
     }
@@ -275,12 +277,15 @@ def load_sb3_file(
     model.observation_space, model.action_space = observation_space, action_space
     if vec_env is None:
         model.n_envs = int(plain.get("n_envs", 1))
-    # The other plain fields are attributes SB3's load sets as they are (step counters, progress, ...); only those
-    # the model has as plain values (never its objects: environment, policy, logger).
+    # The other fields are attributes SB3's load sets as they are (step counters, progress, ...): the caller's, and
+    # from the file only those the model has as plain values (never its objects: environment, policy, logger).
     for name, value in plain.items():
         if name in keywords or name in HANDLED_FIELDS or not name.isidentifier() or name.startswith("__"):
             continue
-        if hasattr(model, name) and isinstance(getattr(model, name), (type(None), bool, int, float, str, list, dict)):
+        plain_attribute = hasattr(model, name) and isinstance(
+            getattr(model, name), (type(None), bool, int, float, str, list, dict)
+        )
+        if name in custom_objects or plain_attribute:
             setattr(model, name, value)
     try:
         model._setup_model()
