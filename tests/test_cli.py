@@ -17,12 +17,14 @@ import pytest
 import yaml
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin import TRPO, safe_load_vec_normalize
 from sb3_trpo_plugin.cli import main
+from sb3_trpo_plugin.cli.environments import make_env
 from sb3_trpo_plugin.cli.evaluate import evaluate_run
 from sb3_trpo_plugin.cli.hyperparams import known_keys, parse_hyperparams, parse_value
 from sb3_trpo_plugin.cli.presets import DEFAULT_PRESET, PRESETS, ZOO_MUJOCO_BLOCK, ZOO_TUNED, get_preset
 from sb3_trpo_plugin.cli.run_folder import RunFolder
+from sb3_trpo_plugin.serialization.vec_normalize_statistics import statistics_path
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny budget: 2 envs x 64 steps per update, 2 updates; few critic epochs.
@@ -215,6 +217,11 @@ def test_train_with_vecnormalize_preset_saves_and_uses_statistics(capsys: pytest
     assert isinstance(statistics, VecNormalize)
     assert statistics.obs_rms.count > 256  # updated on every training step
     assert statistics.gamma == 0.99  # rewards normalised with TRPO's discount
+    for pickled in (run.vecnormalize, run.best_vecnormalize):  # the same statistics, pickle-free, next to each
+        pickle_free = safe_load_vec_normalize(statistics_path(pickled), make_env("MountainCarContinuous-v0", 1, 0))
+        reference = VecNormalize.load(str(pickled), make_env("MountainCarContinuous-v0", 1, 0))
+        np.testing.assert_array_equal(pickle_free.obs_rms.mean, reference.obs_rms.mean)
+        assert pickle_free.obs_rms.count == reference.obs_rms.count and pickle_free.ret_rms.var == reference.ret_rms.var
 
     status, out, _ = run_cli(capsys, "eval", "--log-folder", str(run.path), "--episodes", "1", "--best")
     assert status == 0 and "best model" in out

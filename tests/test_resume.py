@@ -21,7 +21,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sb3_trpo_plugin import TRPO, safe_load
+from sb3_trpo_plugin import TRPO, safe_load, safe_load_vec_normalize
 from sb3_trpo_plugin.serialization.checkpoints import CheckpointCallback, find_latest_checkpoint
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
@@ -89,6 +89,8 @@ def test_sigkill_between_checkpoints_then_resume(tmp_path: pathlib.Path) -> None
     assert checkpoint.num_timesteps % STEPS_PER_CHECKPOINT == 0
 
     env = VecNormalize.load(str(checkpoint.vec_normalize_path), make_vec_env("CartPole-v1", n_envs=2, seed=1))
+    pickle_free = safe_load_vec_normalize(checkpoint.vec_normalize_statistics_path, make_vec_env("CartPole-v1", n_envs=2))
+    assert pickle_free.obs_rms.count == env.obs_rms.count  # written before the model, like SB3's .pkl
     saved_count = env.obs_rms.count
     saved_mean = env.obs_rms.mean.copy()
     assert saved_count > checkpoint.num_timesteps  # the statistics of the killed run, not fresh ones
@@ -149,9 +151,9 @@ def test_checkpoint_callback_writes_sb3_names_and_finds_the_newest(tmp_path: pat
     model = TRPO("MlpPolicy", env, n_steps=16, batch_size=32, n_critic_updates=1, policy_kwargs=dict(net_arch=[8]), seed=0)
     model.learn(96, callback=CheckpointCallback(save_freq=16, save_path=str(tmp_path), save_vecnormalize=True))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [f"rl_model_{n}_steps.zip" for n in (32, 64, 96)] + [
-        f"rl_model_vecnormalize_{n}_steps.pkl" for n in (32, 64, 96)
-    ]
+    assert names == [f"rl_model_{n}_steps.zip" for n in (32, 64, 96)] + sorted(
+        f"rl_model_vecnormalize_{n}_steps.{suffix}" for n in (32, 64, 96) for suffix in ("npz", "pkl")
+    )
     (tmp_path / "rl_model_vecnormalize_96_steps.pkl").unlink()  # as if a crash came between the two files
     assert find_latest_checkpoint(tmp_path).num_timesteps == 96  # type: ignore[union-attr]
     checkpoint = find_latest_checkpoint(tmp_path, require_vec_normalize=True)

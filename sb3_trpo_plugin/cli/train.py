@@ -24,6 +24,7 @@ from sb3_trpo_plugin.cli.hyperparams import parse_hyperparams
 from sb3_trpo_plugin.cli.presets import DEFAULT_PRESET, PRESETS, Preset, get_preset
 from sb3_trpo_plugin.cli.run_folder import RunFolder
 from sb3_trpo_plugin.serialization.checkpoints import CheckpointCallback
+from sb3_trpo_plugin.serialization.vec_normalize_statistics import statistics_path, write_vec_normalize_statistics
 
 DEFAULT_EVAL_FREQ = 10_000
 DEFAULT_SAVE_FREQ = 50_000
@@ -32,9 +33,10 @@ DEFAULT_SAVE_FREQ = 50_000
 class SaveVecNormalizeOnBest(BaseCallback):
     """
     Saves the ``VecNormalize`` statistics next to ``best_model.zip`` whenever ``EvalCallback`` finds a new best model,
-    so that the best model can be evaluated with the statistics it was trained with.
+    so that the best model can be evaluated with the statistics it was trained with: SB3's pickle, and the same
+    statistics without pickle next to it (``.npz``, read by ``safe_load_vec_normalize``).
 
-    :param save_path: where to write the statistics
+    :param save_path: where to write SB3's statistics file (the ``.npz`` gets the same name)
     """
 
     def __init__(self, save_path: Path):
@@ -44,8 +46,19 @@ class SaveVecNormalizeOnBest(BaseCallback):
     def _on_step(self) -> bool:
         vec_normalize = self.model.get_vec_normalize_env()
         if vec_normalize is not None:
-            vec_normalize.save(str(self.save_path))
+            save_vec_normalize(vec_normalize, self.save_path)
         return True
+
+
+def save_vec_normalize(vec_normalize: VecNormalize, path: Path) -> None:
+    """
+    Write the statistics as SB3's ``VecNormalize.save`` does, and without pickle next to it (``.npz``).
+
+    :param vec_normalize: the wrapper
+    :param path: SB3's ``.pkl`` file
+    """
+    write_vec_normalize_statistics(vec_normalize, statistics_path(path))
+    vec_normalize.save(str(path))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -254,7 +267,7 @@ def train(args: argparse.Namespace) -> RunFolder:
     model.save(run.model)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
-        vec_normalize.save(str(run.vecnormalize))
+        save_vec_normalize(vec_normalize, run.vecnormalize)
     env.close()
     if eval_env is not None:
         eval_env.close()

@@ -1,16 +1,18 @@
 """
-Load a TRPO model file without unpickling anything.
+Load a model file without unpickling anything.
 
 ``TRPO.load`` (SB3's ``BaseAlgorithm.load``) unpickles the spaces, the policy class and other
 objects from the file, so opening a model someone sent you can run their code. :func:`safe_load`
 reads only:
 
-* the JSON description that :meth:`TRPO.save <sb3_trpo_plugin.TRPO.save>` writes into the zip
-  (settings, spaces, class references resolved from an allow-list);
-* the state dicts of the policy and of the critic's optimiser, with ``torch.load(weights_only=True)``,
+* in files this package's :meth:`TRPO.save <sb3_trpo_plugin.TRPO.save>` wrote: the JSON description it
+  adds to the zip (settings, spaces, class references resolved from an allow-list); SB3's ``data`` entry,
+  where the pickles live, is never read;
+* in files SB3 or sb3-contrib wrote (TRPO, PPO, A2C): the fields of ``data`` that are plain JSON and the
+  readable attributes SB3 stores next to each pickle (:mod:`sb3_trpo_plugin.loading.sb3_file`), never the
+  pickles themselves;
+* the state dicts of the policy and of its optimiser, with ``torch.load(weights_only=True)``,
   PyTorch's restricted unpickler that rebuilds tensors and containers only.
-
-SB3's own ``data`` entry, where the pickles live, is never read.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import check_for_correct_spaces, get_device
 
+from sb3_trpo_plugin.loading.sb3_file import FileRefusal, load_sb3_file, read_state_dicts
 from sb3_trpo_plugin.serialization.description import (
     DESCRIPTION_ENTRY,
     DESCRIPTION_FORMAT,
@@ -43,10 +47,6 @@ from sb3_trpo_plugin.trpo import TRPO
 
 class UnsafeModelFileError(ValueError):
     """The file cannot be restored without unpickling arbitrary objects (or is not a model saved by this package)."""
-
-
-#: The state dicts a TRPO model file holds (``policy.pth`` and ``policy.optimizer.pth``).
-STATE_DICT_ENTRIES = ("policy", "policy.optimizer")
 
 
 def _refuse(path: Any, reason: str) -> UnsafeModelFileError:
@@ -93,17 +93,22 @@ def _decoded_mapping(description: Mapping[str, Any], key: str, names: Any, path:
     return decoded
 
 
-def _read_state_dict(archive: zipfile.ZipFile, name: str, device: torch.device, path: Any) -> dict[str, Any]:
-    entry = f"{name}.pth"
-    if entry not in archive.namelist():
-        raise _refuse(path, f"it has no {entry!r} entry")
+def _load_sb3_file(
+    archive: zipfile.ZipFile, path: Any, env: GymEnv | None, device: torch.device | str, custom_objects: Mapping[str, Any]
+) -> OnPolicyAlgorithm:
+    """A file SB3 or sb3-contrib wrote: from its ``data`` JSON's readable parts (:func:`load_sb3_file`)."""
+    if "data" not in archive.namelist():
+        raise _refuse(path, f"it has neither a {DESCRIPTION_ENTRY!r} nor SB3's 'data' entry, so it is not a model file")
     try:
-        state = torch.load(io.BytesIO(archive.read(entry)), map_location=device, weights_only=True)
-    except Exception as error:  # the restricted unpickler refuses anything but tensors and containers
-        raise _refuse(path, f"{entry} holds objects other than tensors ({type(error).__name__}: {error})") from error
-    if not isinstance(state, dict):
-        raise _refuse(path, f"{entry} is not a state dict")
-    return state
+        data = json.loads(archive.read("data"))
+    except ValueError as error:
+        raise _refuse(path, f"its 'data' entry is not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise _refuse(path, "its 'data' entry is not a JSON object")
+    try:
+        return load_sb3_file(archive, data, env, get_device(device), custom_objects)
+    except FileRefusal as refusal:
+        raise _refuse(path, str(refusal)) from refusal
 
 
 def safe_load(
@@ -111,27 +116,40 @@ def safe_load(
     env: GymEnv | None = None,
     device: torch.device | str = "auto",
     custom_objects: Mapping[str, Any] | None = None,
-) -> TRPO:
+) -> OnPolicyAlgorithm:
     """
-    Restore a TRPO model saved by this package, without unpickling anything from the file.
+    Restore a model without unpickling anything from the file.
 
-    Safe to call on files from untrusted sources: settings come from the JSON description the save
-    writes, classes only from an allow-list (SB3's actor-critic policies and feature extractors,
-    ``torch.nn`` activations, ``torch.optim`` optimisers, SB3's rollout buffers), tensors through
-    ``torch.load(weights_only=True)``. The result predicts exactly like ``TRPO.load`` and can go on
-    training (``learn(..., reset_num_timesteps=False)`` continues the step count).
+    Safe to call on files from untrusted sources: settings come from JSON, classes only from an
+    allow-list (SB3's actor-critic policies and feature extractors, ``torch.nn`` activations,
+    ``torch.optim`` optimisers, SB3's rollout buffers), tensors through ``torch.load(weights_only=True)``.
 
-    :param path: the ``.zip`` written by ``TRPO.save`` (the suffix may be omitted), or an open binary file
+    * Files of this package's ``TRPO.save``: a :class:`~sb3_trpo_plugin.TRPO`, from the JSON description.
+    * Files of sb3-contrib's TRPO (or of this TRPO saved by SB3's ``BaseAlgorithm.save``): a
+      :class:`~sb3_trpo_plugin.TRPO`; files of SB3's PPO and A2C: a ``PPO`` or ``A2C``. Each from the plain
+      JSON fields of SB3's ``data`` entry and the readable attributes SB3 stores next to its pickles:
+      spaces from shape, dtype, bounds, ``n``, ``nvec`` (a Box whose bounds NumPy summarised takes the
+      ``env``'s space when type, shape and dtype agree), classes by import path from the allow-list,
+      schedules from the values they print. The episode statistics and last observation of an unfinished
+      ``learn`` are not restored (``learn`` starts them afresh). Anything else that exists only as a
+      pickle (a learning rate given as a function, a custom class) is refused, naming the field; pass it
+      in ``custom_objects``.
+
+    The result predicts exactly like the class's own ``load`` and can go on training
+    (``learn(..., reset_num_timesteps=False)`` continues the step count).
+
+    :param path: a model ``.zip`` (the suffix may be omitted), or an open binary file
     :param env: environment to attach (its spaces must equal the saved ones); ``None`` uses the saved
         spaces, enough for ``predict``
     :param device: device for the policy (``"auto"``: CUDA when available)
-    :param custom_objects: values to use instead of description entries that could not be saved without
-        pickle (keys ``"learning_rate"``, ``"policy_kwargs"``, ``"policy_class"``, ``"observation_space"``,
-        ``"action_space"``, ``"rollout_buffer_class"``); only pass values you trust
-    :return: the model
-    :raises UnsafeModelFileError: when the file lacks the description (not saved by this package, or
-        by an older version), references a class outside the allow-list, holds non-tensor objects in a
-        state dict, holds non-finite weights, or describes something that needs pickle to rebuild
+    :param custom_objects: values to use instead of fields that exist only as pickles (keys
+        ``"learning_rate"``, ``"policy_kwargs"``, ``"policy_class"``, ``"observation_space"``,
+        ``"action_space"``, ``"rollout_buffer_class"``; for SB3 files also ``"clip_range"``,
+        ``"clip_range_vf"`` and any other ``data`` field); only pass values you trust
+    :return: the model: a :class:`~sb3_trpo_plugin.TRPO`, or SB3's ``PPO`` or ``A2C``
+    :raises UnsafeModelFileError: when the file is not a model of an allowed algorithm, references a
+        class outside the allow-list, holds non-tensor objects in a state dict, holds non-finite weights,
+        or describes something that needs pickle to rebuild
     """
     custom_objects = dict(custom_objects or {})
     if isinstance(path, (str, os.PathLike)):
@@ -144,12 +162,7 @@ def safe_load(
         raise _refuse(path, "it is not a zip archive") from error
     with archive:
         if DESCRIPTION_ENTRY not in archive.namelist():
-            raise _refuse(
-                path,
-                f"it has no {DESCRIPTION_ENTRY!r} entry, so its settings exist only as pickles (it was not saved by "
-                "sb3_trpo_plugin's TRPO.save, or by an older version). Load it with TRPO.load only if you trust its source, "
-                "then save it again to make it safe to share",
-            )
+            return _load_sb3_file(archive, path, env, device, custom_objects)
         try:
             description = json.loads(archive.read(DESCRIPTION_ENTRY))
         except ValueError as error:
@@ -161,7 +174,10 @@ def safe_load(
             raise _refuse(path, f"it holds a {description.get('algorithm')!r} model, not TRPO")
 
         device = get_device(device)
-        state_dicts = {name: _read_state_dict(archive, name, device, path) for name in STATE_DICT_ENTRIES}
+        try:
+            state_dicts = read_state_dicts(archive, device)
+        except FileRefusal as refusal:
+            raise _refuse(path, str(refusal)) from refusal
 
     policy_class = _decoded(description, "policy_class", custom_objects, path)
     observation_space = _decoded(description, "observation_space", custom_objects, path)
@@ -205,9 +221,6 @@ def safe_load(
     for name, value in state.items():
         setattr(model, name, value)
 
-    for key, tensor in state_dicts["policy"].items():
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise _refuse(path, f"the policy's {key!r} holds non-finite values")
     try:
         model.set_parameters(state_dicts, exact_match=True, device=device)  # type: ignore[arg-type]
     except (RuntimeError, ValueError, KeyError) as error:

@@ -5,13 +5,15 @@ SB3's ``CheckpointCallback`` writes the model, then the ``VecNormalize`` statist
 into its final file: a crash during a save can leave a truncated file with a valid-looking name. The
 :class:`CheckpointCallback` here takes the same arguments and writes every file atomically, the
 statistics first and the model last, so a model file on disk always has complete companions.
-:func:`find_latest_checkpoint` then picks the newest complete checkpoint.
+:func:`find_latest_checkpoint` then picks the newest complete checkpoint. Next to SB3's ``.pkl`` the
+statistics also go to a pickle-free ``.npz`` (:mod:`.vec_normalize_statistics`), which
+:func:`~sb3_trpo_plugin.loading.safe_load_vec_normalize` reads without running code.
 
 Resuming after a crash::
 
     checkpoint = find_latest_checkpoint("checkpoints/", require_vec_normalize=True)
-    env = VecNormalize.load(checkpoint.vec_normalize_path, make_vec_env("CartPole-v1", n_envs=4))
-    model = TRPO.load(checkpoint.model_path, env=env)
+    env = safe_load_vec_normalize(checkpoint.vec_normalize_statistics_path, make_vec_env("CartPole-v1", n_envs=4))
+    model = TRPO.load(checkpoint.model_path, env=env)  # or safe_load
     model.learn(total_timesteps - model.num_timesteps, reset_num_timesteps=False, callback=CheckpointCallback(...))
 """
 
@@ -27,14 +29,16 @@ from dataclasses import dataclass
 from stable_baselines3.common.callbacks import CheckpointCallback as SB3CheckpointCallback
 
 from sb3_trpo_plugin.serialization.atomic import atomic_write_bytes
+from sb3_trpo_plugin.serialization.vec_normalize_statistics import statistics_path, write_vec_normalize_statistics
 
 
 class CheckpointCallback(SB3CheckpointCallback):
     """
     SB3's ``CheckpointCallback`` (same arguments, same file names), writing each file atomically.
 
-    Every ``save_freq`` calls it writes ``{name_prefix}_vecnormalize_{steps}_steps.pkl`` (with
-    ``save_vecnormalize=True`` and a ``VecNormalize`` env), the replay buffer if asked and present,
+    Every ``save_freq`` calls it writes ``{name_prefix}_vecnormalize_{steps}_steps.npz`` (the statistics
+    without pickle) and ``{name_prefix}_vecnormalize_{steps}_steps.pkl`` (SB3's; with ``save_vecnormalize=True``
+    and a ``VecNormalize`` env), the replay buffer if asked and present,
     then ``{name_prefix}_{steps}_steps.zip``; each goes to a temporary file that is renamed into place.
     A crash therefore never leaves a broken file under a checkpoint name, and the model file, written
     last, marks a complete checkpoint. Works with any SB3 algorithm.
@@ -46,8 +50,10 @@ class CheckpointCallback(SB3CheckpointCallback):
         vec_normalize = self.model.get_vec_normalize_env()
         if self.save_vecnormalize and vec_normalize is not None:
             path = self._checkpoint_path("vecnormalize_", extension="pkl")
-            # The bytes VecNormalize.save writes (it pickles itself, without the wrapped env).
-            atomic_write_bytes(path, pickle.dumps(vec_normalize))
+            # The bytes VecNormalize.save writes (it pickles itself, without the wrapped env), made before any file.
+            pickled = pickle.dumps(vec_normalize)
+            write_vec_normalize_statistics(vec_normalize, statistics_path(path))
+            atomic_write_bytes(path, pickled)
             if self.verbose >= 2:
                 print(f"Saving model VecNormalize to {path}")
         if self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
@@ -73,12 +79,16 @@ class Checkpoint:
 
     :param num_timesteps: the step count it was saved at
     :param model_path: the model ``.zip``
-    :param vec_normalize_path: the ``VecNormalize`` statistics, or ``None`` when there are none
+    :param vec_normalize_path: the ``VecNormalize`` statistics (SB3's pickle), or ``None`` when there are none
+    :param vec_normalize_statistics_path: the same statistics without pickle (``.npz``, for
+        :func:`~sb3_trpo_plugin.loading.safe_load_vec_normalize`), or ``None`` when there are none (checkpoints
+        written by SB3's callback or an older version)
     """
 
     num_timesteps: int
     model_path: pathlib.Path
     vec_normalize_path: pathlib.Path | None
+    vec_normalize_statistics_path: pathlib.Path | None = None
 
 
 def find_latest_checkpoint(
@@ -91,7 +101,7 @@ def find_latest_checkpoint(
 
     :param save_path: the callback's ``save_path``
     :param name_prefix: the callback's ``name_prefix``
-    :param require_vec_normalize: skip checkpoints without their ``VecNormalize`` statistics
+    :param require_vec_normalize: skip checkpoints without their ``VecNormalize`` statistics (SB3's ``.pkl``)
     :return: the newest checkpoint, or ``None`` when there is none
     """
     folder = pathlib.Path(save_path)
@@ -109,5 +119,6 @@ def find_latest_checkpoint(
             if require_vec_normalize:
                 continue
             vec_normalize_path = None  # type: ignore[assignment]
-        checkpoints.append(Checkpoint(steps, model_path, vec_normalize_path))
+        pickle_free = statistics_path(folder / f"{name_prefix}_vecnormalize_{steps}_steps.pkl")
+        checkpoints.append(Checkpoint(steps, model_path, vec_normalize_path, pickle_free if pickle_free.is_file() else None))
     return max(checkpoints, key=lambda checkpoint: checkpoint.num_timesteps, default=None)
