@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -224,6 +225,15 @@ def test_train_with_vecnormalize_preset_saves_and_uses_statistics(capsys: pytest
         assert pickle_free.obs_rms.count == reference.obs_rms.count and pickle_free.ret_rms.var == reference.ret_rms.var
 
     status, out, _ = run_cli(capsys, "eval", "--log-folder", str(run.path), "--episodes", "1", "--best")
+    assert status == 0 and "best model" in out
+    expected = evaluate_run(run, episodes=1)
+
+    # eval unpickles nothing: it reads the pickle-free statistics, and the model through safe_load (not SB3's loader).
+    run.vecnormalize.unlink()
+    run.best_vecnormalize.unlink()
+    with mock.patch("stable_baselines3.common.base_class.load_from_zip_file", side_effect=AssertionError("SB3's loader")):
+        assert evaluate_run(run, episodes=1) == expected
+        status, out, _ = run_cli(capsys, "eval", "--log-folder", str(run.path), "--episodes", "1", "--best")
     assert status == 0 and "best model" in out
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.cli.arguments import CommandError, positive_int
 from sb3_trpo_plugin.cli.environments import make_env
 from sb3_trpo_plugin.cli.run_folder import RunFolder
+from sb3_trpo_plugin.loading import safe_load, safe_load_vec_normalize
+from sb3_trpo_plugin.serialization.vec_normalize_statistics import statistics_path
 
 # Evaluation episodes use seeds apart from those of training (seed .. seed + n_envs) and of its evaluations (seed + 1000).
 EVAL_SEED_OFFSET = 10_000
@@ -65,16 +65,24 @@ def evaluate_run(
     env_seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
     env = make_env(config["env"], 1, env_seed, env_kwargs={"render_mode": "human"} if render else None)
     if config["normalize"]:
-        env = VecNormalize.load(str(vecnormalize_path if vecnormalize_path.exists() else run.vecnormalize), env)
+        statistics = vecnormalize_path if vecnormalize_path.exists() else run.vecnormalize
+        env = safe_load_vec_normalize(_statistics_file(statistics), env)
         env.training = False
         env.norm_reward = False
-    model = TRPO.load(model_path, env=env, device=device)
+    # Nothing from the run's files is unpickled: a run folder may come from someone else.
+    model = safe_load(model_path, env=env, device=device)
     # render_mode="human" draws every step by itself, so evaluate_policy must not render again.
     returns, _ = evaluate_policy(
         model, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
     )
     env.close()
     return float(np.mean(returns)), float(np.std(returns))
+
+
+def _statistics_file(pickle_path: Path) -> Path:
+    """The pickle-free statistics next to SB3's ``.pkl`` when present (runs of older versions have only the ``.pkl``)."""
+    npz_path = statistics_path(pickle_path)
+    return npz_path if npz_path.exists() else pickle_path
 
 
 def evaluate(args: argparse.Namespace) -> tuple[float, float]:
