@@ -8,6 +8,8 @@ fail within the configured timeout. The ranks run ``tests/elastic_worker.py``. T
 
 from __future__ import annotations
 
+import concurrent.futures
+import datetime
 import json
 import re
 import subprocess
@@ -16,12 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.distributed as dist
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sb3_trpo_plugin import TRPO
-from sb3_trpo_plugin.parallel import UpdateCheckpointCallback, collective_timeout, latest_checkpoint_on_every_rank
+from sb3_trpo_plugin.parallel import (
+    CollectiveError,
+    UpdateCheckpointCallback,
+    collective_timeout,
+    latest_checkpoint_on_every_rank,
+)
+from sb3_trpo_plugin.parallel.rendezvous import attempt_store
 from sb3_trpo_plugin.serialization.checkpoints import find_latest_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -167,3 +176,35 @@ def test_example_resumes_from_its_checkpoint(tmp_path: Path, capsys: pytest.Capt
     model = TRPO.load(tmp_path / "trpo_cartpole_distributed.zip")
     assert model.num_timesteps == 2048 and model._n_updates == 2
     assert [p.name for p in (tmp_path / "tensorboard").iterdir()] == ["TRPO_CartPole_distributed_1"]
+
+
+def _join(port: int, world_size: int, timeout: float = 60.0) -> list[dist.Store]:
+    """Every rank's :func:`attempt_store` of one attempt, joined from threads (as from processes)."""
+    with concurrent.futures.ThreadPoolExecutor(world_size) as pool:
+        futures = [
+            pool.submit(attempt_store, "127.0.0.1", port, rank, world_size, datetime.timedelta(seconds=timeout))
+            for rank in range(world_size)
+        ]
+        return [future.result() for future in futures]
+
+
+def test_each_attempt_joins_under_keys_of_its_own() -> None:
+    """What a restart under torchrun's shared store needs: no rank of a new attempt sees the previous attempt's keys."""
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    first = _join(server.port, 3)
+    first[0].set("rank_0_address", "a dead process")  # what init_process_group leaves behind
+    # An earlier rank 1 that posted a token and died before rank 0 answered it.
+    dist.PrefixStore("sb3_trpo_plugin/run", server).set("token/1", "unanswered")
+    second = _join(server.port, 3)
+    second[2].set("shared", "by this attempt")
+    assert [store.get("shared") for store in second] == [b"by this attempt"] * 3  # one key space per attempt
+    assert not any(store.check(["rank_0_address"]) for store in second)  # none of the previous attempt's keys
+    assert not first[1].check(["shared"])
+
+
+def test_joining_fails_within_the_timeout_when_rank_zero_is_missing() -> None:
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    with pytest.raises(CollectiveError, match="Rank 1 of 2 could not join"):
+        attempt_store("127.0.0.1", server.port, 1, 2, datetime.timedelta(seconds=1))
+    with pytest.raises(CollectiveError, match=r"rank\(s\) \[1\] did not join"):
+        attempt_store("127.0.0.1", server.port, 0, 2, datetime.timedelta(seconds=1))

@@ -60,8 +60,7 @@ class UpdateCheckpointCallback(CheckpointCallback):
         if save_every < 1:
             raise ValueError(f"save_every must be a positive number of steps, got {save_every}")
         # save_freq=1: the parent's _on_step writes whenever it is called, which happens at the boundaries only.
-        super().__init__(1, str(save_path), name_prefix, save_replay_buffer=False, save_vecnormalize=save_vecnormalize)
-        self.verbose = verbose
+        super().__init__(1, str(save_path), name_prefix, save_vecnormalize=save_vecnormalize, verbose=verbose)
         self.save_every = save_every
         self.last_saved_at = 0
 
