@@ -1,6 +1,7 @@
 """
-One rank of the data-parallel tests, launched (twice) by ``tests/test_distributed.py`` with ``RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. Writes what it saw to ``OUT/rank{RANK}.*``.
+One rank of the data-parallel tests, launched (twice) by ``tests/test_distributed.py`` through ``torchrun``
+(``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` and the elastic agent's variables set). Writes what
+it saw to ``OUT/rank{RANK}.*``.
 
 Usage: ``python tests/distributed_worker.py OUT``
 """
@@ -165,6 +166,7 @@ def main() -> None:
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
+    print(f"worker rank {rank}", flush=True)
     results = {"rank": rank}
     results |= {"averaged": equivalence(out, rank, split_update=False)}
     results |= equivalence(out, rank, split_update=True)

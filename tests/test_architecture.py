@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "common": {"trust_region"},
     "serialization": {"version"},
     "rollout": {"common"},
-    "parallel": {"rollout", "common", "trust_region"},
+    "parallel": {"rollout", "common", "trust_region", "serialization"},
     "trpo": {"trust_region", "critic", "common", "rollout", "parallel", "serialization"},
     "loading": {"trpo", "serialization", "version"},
     "": {"trpo", "loading", "version"},

@@ -1,5 +1,6 @@
 """
-Data-parallel training over torch.distributed: 2 gloo processes on loopback, launched once for the module.
+Data-parallel training over torch.distributed: 2 gloo processes on loopback, launched once for the module as two
+machines would launch them (two torchrun agents, `--nnodes=2`, a c10d rendezvous on 127.0.0.1).
 
 The ranks run ``tests/distributed_worker.py``; these tests check what they wrote, and compare their update
 with one process whose rollout buffer is the union of both ranks' buffers.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -37,43 +39,62 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
-    """Run the worker on 2 ranks (gloo, 127.0.0.1) and return its output folder and each rank's results."""
-    out = tmp_path_factory.mktemp("distributed")
-    worker = Path(__file__).parent / "distributed_worker.py"
+def torchrun_environment() -> dict[str, str]:
+    """This environment without a launcher's variables, with this repository importable and one torch thread."""
     root = str(Path(__file__).parent.parent)
-    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")}
-    base |= {
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "WORLD_SIZE": str(WORLD_SIZE),
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+    environment = {k: v for k, v in os.environ.items() if k not in launcher}
+    return environment | {
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": "1",
     }
-    processes = [
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """
+    Run the worker on 2 ranks as two machines would: two ``torchrun`` agents (``--nnodes=2``, one process each)
+    meeting at a c10d rendezvous on 127.0.0.1 (gloo). Returns the output folder and each rank's results.
+    """
+    out = tmp_path_factory.mktemp("distributed")
+    worker = Path(__file__).parent / "distributed_worker.py"
+    endpoint = f"127.0.0.1:{_free_port()}"
+    agents = [
         subprocess.Popen(
-            [sys.executable, str(worker), str(out)],
-            env=base | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                f"--nnodes={WORLD_SIZE}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={endpoint}",
+                "--rdzv-id=test_distributed",
+                str(worker),
+                str(out),
+            ],
+            env=torchrun_environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for rank in range(WORLD_SIZE)
+        for _ in range(WORLD_SIZE)
     ]
     outputs = []
-    for process in processes:
+    for agent in agents:
         try:
-            outputs.append(process.communicate(timeout=120)[0])
+            outputs.append(agent.communicate(timeout=180)[0])
         except subprocess.TimeoutExpired:
-            for other in processes:
+            for other in agents:
                 other.kill()
             raise
-    for rank, (process, output) in enumerate(zip(processes, outputs, strict=True)):
-        assert process.returncode == 0, f"rank {rank} failed:\n{output}"
+    for node, (agent, output) in enumerate(zip(agents, outputs, strict=True)):
+        assert agent.returncode == 0, f"node {node} failed:\n{output}"
     results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(WORLD_SIZE)]
-    for rank, output in enumerate(outputs):
-        (out / f"rank{rank}.log").write_text(output)
+    for output in outputs:  # each agent's output is its one rank's, which the worker names first
+        rank = re.search(r"^worker rank (\d+)$", output, flags=re.MULTILINE)
+        assert rank is not None, output
+        (out / f"rank{rank.group(1)}.log").write_text(output)
     return out, results
 
 

@@ -7,12 +7,35 @@ Data-parallel training over ``torch.distributed``: several processes (ranks) tha
   logging and callbacks, merged VecNormalize and episode statistics, weight synchronisation);
 - :mod:`.reductions`: the batch reductions injected into the single-process update (over all ranks, or for a
   rank that computes alone on the gathered batch), with the critic's interleaved shuffles;
-- :mod:`.split_update`: the update split over the ranks (critic on rank 0, policy step on the others).
+- :mod:`.split_update`: the update split over the ranks (critic on rank 0, policy step on the others);
+- :mod:`.rendezvous`: joining the group at every (re)start of ``torchrun``, and the timeout of every collective;
+- :mod:`.elastic`: checkpoints between updates, and every rank resuming from the same newest one.
 
 Nothing outside this package issues a collective.
 """
 
 from sb3_trpo_plugin.parallel.algorithm import DataParallelOnPolicyAlgorithm
-from sb3_trpo_plugin.parallel.communication import Collectives, is_distributed, is_main_process, rank, world_size
+from sb3_trpo_plugin.parallel.communication import (
+    Collectives,
+    init_from_environment,
+    is_distributed,
+    is_main_process,
+    rank,
+    world_size,
+)
+from sb3_trpo_plugin.parallel.elastic import UpdateCheckpointCallback, latest_checkpoint_on_every_rank
+from sb3_trpo_plugin.parallel.rendezvous import CollectiveError, collective_timeout
 
-__all__ = ["Collectives", "DataParallelOnPolicyAlgorithm", "is_distributed", "is_main_process", "rank", "world_size"]
+__all__ = [
+    "CollectiveError",
+    "Collectives",
+    "DataParallelOnPolicyAlgorithm",
+    "UpdateCheckpointCallback",
+    "collective_timeout",
+    "init_from_environment",
+    "is_distributed",
+    "is_main_process",
+    "latest_checkpoint_on_every_rank",
+    "rank",
+    "world_size",
+]

@@ -7,6 +7,10 @@ a caller (the benchmarks count calls, bytes and time) sees it. Averaging (sum, t
 ranks) equals the mean over the union of the ranks' batches when all ranks hold batches of the same size,
 which the data-parallel algorithm checks. A single process has no :class:`Collectives`: the algorithm then
 runs its single-process code, untouched.
+
+A collective that waits for a rank that died or stopped answering fails within the process group's timeout
+(:func:`collective_timeout`: ``SB3_TRPO_COLLECTIVE_TIMEOUT`` seconds, 300 by default, instead of torch's 30
+minutes) with a :class:`CollectiveError` naming the operation and the ranks, so that ``torchrun`` can restart the group.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import importlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+from sb3_trpo_plugin.parallel.rendezvous import TIMEOUT_VARIABLE, CollectiveError, attempt_store, collective_timeout
 
 #: ``(operation, payload bytes, seconds)`` of one all-reduce, seconds including the wait for the other ranks.
 CollectiveObserver = Callable[[str, int, float], None]
@@ -54,16 +60,20 @@ def launched_by_torchrun() -> bool:
     )
 
 
-def init_from_environment(device: torch.device | str = "auto") -> bool:
+def init_from_environment(device: torch.device | str = "auto", timeout: float | None = None) -> bool:
     """
     Initialise the default process group from ``torchrun``'s environment variables, when launched by it.
 
     Backend ``nccl`` when the model runs on a GPU (each process then uses GPU ``LOCAL_RANK``), ``gloo``
     otherwise. Does nothing when already initialised or not launched with several processes. A group
-    initialised here is destroyed when the interpreter exits.
+    initialised here is destroyed when the interpreter exits. Under ``torchrun``'s shared store, every
+    attempt (the first start and each restart) joins under keys of its own (:func:`~.rendezvous.attempt_store`).
 
     :param device: the model's device, as given to the algorithm
+    :param timeout: seconds a collective waits for the other ranks (:func:`collective_timeout`; ``None``: the
+        environment's ``SB3_TRPO_COLLECTIVE_TIMEOUT``, else 300)
     :return: whether ``torch.distributed`` is initialised with several processes afterwards
+    :raise CollectiveError: when the other ranks do not join within the timeout
     """
     if dist.is_available() and not dist.is_initialized() and launched_by_torchrun():
         use_cuda = torch.cuda.is_available() and torch.device("cuda" if device == "auto" else device).type == "cuda"
@@ -75,7 +85,13 @@ def init_from_environment(device: torch.device | str = "auto") -> bool:
         # releases a finished collective's tensors. Imported before the group exists, it holds none.
         importlib.import_module("torch._dynamo")
 
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend, limit = "nccl" if use_cuda else "gloo", collective_timeout(timeout)
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+            store = attempt_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rank, world, limit)
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=limit)
+        else:  # rank 0 hosts a store of its own: nothing left from an earlier attempt
+            dist.init_process_group(backend=backend, init_method="env://", timeout=limit)
         # Created here, released here: exiting with a live gloo group can abort the interpreter's shutdown.
         atexit.register(_destroy_process_group)
     return is_distributed()
@@ -134,7 +150,10 @@ class Collectives:
     ) -> torch.Tensor:
         """In-place all-reduce, reported to :attr:`observer` as ``operation``."""
         start = time.perf_counter()
-        dist.all_reduce(tensor, op=op)
+        try:
+            dist.all_reduce(tensor, op=op)
+        except RuntimeError as error:  # gloo's and nccl's errors (DistBackendError, ...) are RuntimeErrors
+            self._fail(operation, start, error)
         if self.observer is not None:
             self.observer(operation, tensor.numel() * tensor.element_size(), time.perf_counter() - start)
         return tensor
@@ -236,9 +255,13 @@ class Collectives:
         :param module: the same architecture on every rank
         :param src: the rank whose values are kept
         """
-        with torch.no_grad():
-            for tensor in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(tensor.data, src=src)
+        start = time.perf_counter()
+        try:
+            with torch.no_grad():
+                for tensor in [*module.parameters(), *module.buffers()]:
+                    dist.broadcast(tensor.data, src=src)
+        except RuntimeError as error:
+            self._fail("broadcast_parameters", start, error)
 
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
         """
@@ -248,8 +271,11 @@ class Collectives:
         :param src: the rank whose value is kept
         :return: rank ``src``'s value
         """
-        holder = [obj]
-        dist.broadcast_object_list(holder, src=src)
+        holder, start = [obj], time.perf_counter()
+        try:
+            dist.broadcast_object_list(holder, src=src)
+        except RuntimeError as error:
+            self._fail("broadcast_object", start, error)
         return holder[0]
 
     def all_gather_objects(self, items: list[Any]) -> list[list[Any]]:
@@ -260,8 +286,29 @@ class Collectives:
         :return: one list per rank
         """
         gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, items)
+        start = time.perf_counter()
+        try:
+            dist.all_gather_object(gathered, items)
+        except RuntimeError as error:
+            self._fail("all_gather_objects", start, error)
         return gathered
+
+    def _fail(self, operation: str, start: float, error: RuntimeError) -> NoReturn:
+        """Raise the :class:`CollectiveError` that says which collective failed, after how long, and waiting for whom."""
+        others = [other for other in range(self.world_size) if other != self.rank]
+        waited = time.perf_counter() - start
+        timed_out = "timed out" in str(error).lower() or "timeout" in str(error).lower()
+        cause = (
+            f"no answer within the process group's timeout ({TIMEOUT_VARIABLE} or init_from_environment's timeout): "
+            "a rank stopped answering (a frozen process, a lost machine or network) or runs far behind"
+            if timed_out
+            else "a rank's connection broke: it died (killed, out of memory, crashed) or its machine went away"
+        )
+        raise CollectiveError(
+            f"Collective '{operation}' failed on rank {self.rank} of {self.world_size} after waiting {waited:.1f} s "
+            f"for rank(s) {others}: {cause}. Under torchrun --max-restarts, the group restarts; resume from the newest "
+            f"checkpoint (README, 'When a process dies'). {type(error).__name__}: {error}"
+        ) from error
 
     def check_in_sync(self, module: torch.nn.Module, context: str = "") -> None:
         """
