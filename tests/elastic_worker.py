@@ -28,7 +28,7 @@ import torch
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_trpo_plugin import TRPO, parallel
+from sb3_trpo_plugin import TRPO, parallel, safe_load_vec_normalize
 
 N_ENVS, N_STEPS = 2, 16
 STEPS_PER_UPDATE = N_ENVS * N_STEPS * 2  # of both ranks
@@ -76,8 +76,8 @@ def restart(out: Path) -> None:
     if checkpoint is None:
         model = TRPO("MlpPolicy", VecNormalize(venv), seed=0, tensorboard_log=str(out / "tb"), verbose=1, **MODEL_KWARGS)
     else:
-        assert checkpoint.vec_normalize_path is not None
-        env = VecNormalize.load(str(checkpoint.vec_normalize_path), venv)
+        assert checkpoint.vec_normalize_statistics_path is not None  # sent to every rank with the model
+        env = safe_load_vec_normalize(checkpoint.vec_normalize_statistics_path, venv)
         model = TRPO.load(checkpoint.model_path, env=env, tensorboard_log=str(out / "tb"))
     callback = parallel.UpdateCheckpointCallback(SAVE_EVERY, checkpoints, save_vecnormalize=True)
     started = {
