@@ -46,12 +46,13 @@ def test_every_sb3_contrib_keyword_has_the_same_name_and_default():
         ("line_search_shrinking_factor", float("nan"), r"\(0, 1\)"),
         ("learning_rate", float("nan"), "finite and >= 0"),
         ("learning_rate", float("inf"), "finite and >= 0"),
-        ("learning_rate", -1e-3, "finite and >= 0"),
+        ("learning_rate", -1e-3, ">= 0"),
         ("gamma", float("nan"), r"\[0, 1\]"),
         ("gamma", 1.5, r"\[0, 1\]"),
+        ("gamma", float("inf"), r"finite and in the closed interval \[0, 1\]"),
         ("gae_lambda", float("inf"), r"\[0, 1\]"),
         ("ent_coef", float("nan"), "finite and >= 0"),
-        ("ent_coef", -0.01, "finite and >= 0"),
+        ("ent_coef", -0.01, ">= 0"),
     ],
 )
 def test_bad_hyperparameter_is_a_value_error_naming_it(keyword, value, allowed):

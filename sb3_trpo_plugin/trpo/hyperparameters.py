@@ -25,18 +25,13 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _finite(is_valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    """``is_valid`` restricted to finite real numbers (NaN and ±inf pass no comparison test on their own)."""
-    return lambda v: _is_finite_number(v) and is_valid(v)
-
-
 #: ``name -> (is_valid, allowed range)`` of the keywords checked on construction.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "target_kl": (_finite(lambda v: v > 0), "finite and > 0"),
+    "target_kl": (lambda v: v > 0, "> 0"),
     "cg_max_steps": (lambda v: v >= 1, ">= 1"),
-    "cg_damping": (_finite(lambda v: v >= 0), "finite and >= 0"),
-    "cg_residual_tol": (_finite(lambda v: v >= 0), "finite and >= 0"),
-    "line_search_shrinking_factor": (_finite(lambda v: 0 < v < 1), "in the open interval (0, 1)"),
+    "cg_damping": (lambda v: v >= 0, ">= 0"),
+    "cg_residual_tol": (lambda v: v >= 0, ">= 0"),
+    "line_search_shrinking_factor": (lambda v: 0 < v < 1, "in the open interval (0, 1)"),
     "line_search_max_iter": (lambda v: v >= 1, ">= 1"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "n_critic_updates": (lambda v: v >= 0, ">= 0"),
@@ -46,12 +41,26 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v in ("auto", "gauss_newton", "kl_hessian"),
         "one of 'auto', 'gauss_newton', 'kl_hessian'",
     ),
-    "gamma": (_finite(lambda v: 0 <= v <= 1), "in the closed interval [0, 1]"),
-    "gae_lambda": (_finite(lambda v: 0 <= v <= 1), "in the closed interval [0, 1]"),
-    "ent_coef": (_finite(lambda v: v >= 0), "finite and >= 0"),
-    # A schedule (a callable of the progress remaining) is the caller's; a constant must be a usable rate.
-    "learning_rate": (lambda v: callable(v) or _finite(lambda lr: lr >= 0)(v), "finite and >= 0, or a schedule"),
+    "gamma": (lambda v: 0 <= v <= 1, "in the closed interval [0, 1]"),
+    "gae_lambda": (lambda v: 0 <= v <= 1, "in the closed interval [0, 1]"),
+    "ent_coef": (lambda v: v >= 0, ">= 0"),
+    # A schedule (a callable of the progress remaining) is the caller's to check.
+    "learning_rate": (lambda v: callable(v) or v >= 0, ">= 0 (or a schedule)"),
 }
+
+#: The float settings that must also be finite numbers (NaN and inf pass some range tests, and break the update).
+FINITE = frozenset(
+    {
+        "target_kl",
+        "cg_damping",
+        "cg_residual_tol",
+        "line_search_shrinking_factor",
+        "gamma",
+        "gae_lambda",
+        "ent_coef",
+        "learning_rate",
+    }
+)
 
 
 def validate_hyperparameters(**values: Any) -> None:
@@ -62,6 +71,8 @@ def validate_hyperparameters(**values: Any) -> None:
     """
     for name, value in values.items():
         is_valid, allowed = RULES[name]
+        if name in FINITE and not callable(value) and not _is_finite_number(value):
+            raise HyperparameterError(f"{name} must be finite and {allowed}, got {value!r}")
         if not is_valid(value):
             raise HyperparameterError(f"{name} must be {allowed}, got {value!r}")
 
