@@ -18,6 +18,7 @@ from torch import nn
 
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.common.distributions import distribution_parameters, kl_per_state, with_parameters
+from sb3_trpo_plugin.common.modes import modules_called, training_mode
 from sb3_trpo_plugin.rollout.inference import policy_inference
 from tests.conftest import ACTION_SPACES, RandomEnv, filled_model, policy_batch
 from tests.test_rollout import compare, make_model
@@ -174,3 +175,17 @@ def test_data_parallel_training_of_running_statistics_is_refused():
     model.collectives = mock.MagicMock()  # as if launched on several processes
     with pytest.raises(NotImplementedError, match="BatchNorm"):
         model._setup_model()
+
+
+def test_modes_are_given_back_per_module_and_the_trace_leaves_no_hooks():
+    network = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)))
+    network[1].eval()  # a mixed setting that network.train() would overwrite
+    flags = [m.training for m in network.modules()]
+    with training_mode(network, False):
+        assert not any(m.training for m in network.modules())
+    assert [m.training for m in network.modules()] == flags
+    unused = nn.Linear(2, 2)
+    network.add_module("unused", unused)
+    called = modules_called(network, lambda: network[2](network[0](torch.zeros(5, 3))))
+    assert called == [network[0], network[2], network[2][0], network[2][1]]
+    assert not any(m._forward_pre_hooks for m in network.modules())

@@ -19,7 +19,7 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Paramet
     The split is structural: a parameter belongs to the actor when the log-probability of an action
     depends on it in the autograd graph of ``policy.get_distribution``. So a features extractor
     shared by actor and critic counts as the actor's, and custom policies need no naming convention.
-    The one observation is traced in evaluation mode, without gradients for nothing but the split: BatchNorm uses
+    The one observation is traced in evaluation mode (each module's mode given back after): BatchNorm uses
     (and does not update) its running statistics, Dropout is the identity, a one-sample batch is no problem.
 
     :param policy: the actor-critic policy (a sample of its observation space is the input)
