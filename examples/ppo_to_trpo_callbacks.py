@@ -31,7 +31,8 @@ from stable_baselines3.common.utils import LinearSchedule
 from sb3_trpo_plugin import TRPO
 
 # rl-zoo3's tuned values for CartPole-v1 (hyperparams/ppo.yml and hyperparams/trpo.yml), and their numbers of envs.
-# PPO's clip_range, n_epochs and ent_coef have no meaning for TRPO, whose step size is set by the trust region target_kl.
+# PPO's clip_range and n_epochs have no meaning for TRPO, whose step size is set by the trust region target_kl
+# (TRPO's constructor refuses them with a TypeError saying so); ent_coef=0.0 is TRPO's default too.
 PPO_HYPERPARAMS = dict(
     n_steps=32,
     batch_size=256,

@@ -85,3 +85,31 @@ def test_reports_non_finite_right_hand_side():
 def test_rejects_zero_steps():
     with pytest.raises(ValueError, match="max_steps"):
         conjugate_gradient(lambda v: v, torch.ones(2), max_steps=0)
+
+
+def test_stops_once_the_residual_is_small_relative_to_the_right_hand_side():
+    """``‖r‖² <= tol·‖b‖²``: the first iterate that satisfies it ends the iteration, and none before it did."""
+    generator = torch.Generator().manual_seed(2)
+    matrix = random_spd(30, 1e3, generator)
+    b = 1e3 * torch.randn(30, generator=generator, dtype=torch.float64)
+    tol = 1e-8
+    result = conjugate_gradient(lambda v: matrix @ v, b, max_steps=100, residual_tol=tol)
+    assert result.status is ConjugateGradientStatus.CONVERGED and result.n_steps > 1
+    assert float(result.residual @ result.residual) <= tol * float(b @ b)
+    shorter = conjugate_gradient(lambda v: matrix @ v, b, max_steps=result.n_steps - 1, residual_tol=tol)
+    assert shorter.status is ConjugateGradientStatus.MAX_STEPS
+    assert float(shorter.residual @ shorter.residual) > tol * float(b @ b)
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1e-5, 1e-8, 1e4])
+def test_solution_scales_with_the_right_hand_side(scale):
+    """The stopping rule is relative: a scaled ``b`` takes the same steps to the same solution, scaled."""
+    generator = torch.Generator().manual_seed(3)
+    matrix = random_spd(25, 10.0, generator)  # well conditioned: converged before rounding decides the step count
+    b = torch.randn(25, generator=generator, dtype=torch.float64)
+    for max_steps, status in ((100, ConjugateGradientStatus.CONVERGED), (6, ConjugateGradientStatus.MAX_STEPS)):
+        reference = conjugate_gradient(lambda v: matrix @ v, b, max_steps=max_steps, residual_tol=1e-12)
+        assert reference.status is status
+        scaled = conjugate_gradient(lambda v: matrix @ v, scale * b, max_steps=max_steps, residual_tol=1e-12)
+        assert (scaled.status, scaled.n_steps) == (reference.status, reference.n_steps)
+        torch.testing.assert_close(scaled.solution / scale, reference.solution, rtol=1e-9, atol=0)

@@ -7,6 +7,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
+
+from sb3_trpo_plugin.common.modes import modules_called, training_mode
 
 
 def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
@@ -16,13 +19,15 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Paramet
     The split is structural: a parameter belongs to the actor when the log-probability of an action
     depends on it in the autograd graph of ``policy.get_distribution``. So a features extractor
     shared by actor and critic counts as the actor's, and custom policies need no naming convention.
+    The one observation is traced in evaluation mode (each module's mode given back after): BatchNorm uses
+    (and does not update) its running statistics, Dropout is the identity, a one-sample batch is no problem.
 
     :param policy: the actor-critic policy (a sample of its observation space is the input)
     :return: ``(actor_parameters, critic_parameters)``, each in ``policy.parameters()`` order
     """
     trainable = [p for p in policy.parameters() if p.requires_grad]
     observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
-    with torch.enable_grad():
+    with torch.enable_grad(), training_mode(policy, False):
         distribution = policy.get_distribution(observation)
         log_prob = distribution.log_prob(distribution.get_actions(deterministic=True).detach())
         grads = torch.autograd.grad(log_prob.sum(), trainable, allow_unused=True)
@@ -43,10 +48,24 @@ def values_depend_on(policy: ActorCriticPolicy, parameters: Sequence[torch.nn.Pa
     :return: whether any of them influences the value
     """
     observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
-    with torch.enable_grad():
+    with torch.enable_grad(), training_mode(policy, False):
         values = policy.predict_values(observation)
         grads = torch.autograd.grad(values.sum(), list(parameters), allow_unused=True)
     return any(g is not None for g in grads)
+
+
+def actor_modules(policy: ActorCriticPolicy) -> list[nn.Module]:
+    """
+    The modules that computing the action distribution calls (``policy.get_distribution``), e.g. a features extractor
+    shared with the critic: their mode and statistics belong to the policy step. Traced on one sample observation in
+    evaluation mode, without gradients and without side effects.
+
+    :param policy: the actor-critic policy
+    :return: the modules, in the order of their first call
+    """
+    observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
+    with torch.no_grad(), training_mode(policy, False):
+        return modules_called(policy, lambda: policy.get_distribution(observation))
 
 
 @contextlib.contextmanager

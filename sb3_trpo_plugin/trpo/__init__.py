@@ -1,4 +1,5 @@
+from sb3_trpo_plugin.trpo.hyperparameters import HyperparameterError
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trpo.trpo import TRPO
 
-__all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy"]
+__all__ = ["TRPO", "CnnPolicy", "HyperparameterError", "MlpPolicy", "MultiInputPolicy"]

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import numbers
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+
+class HyperparameterError(ValueError, AssertionError):
+    """
+    A configuration TRPO refuses, named with its allowed range.
+
+    Both a ``ValueError`` (what a bad argument is in Python) and an ``AssertionError`` (what sb3-contrib and SB3
+    raise for the same configurations, e.g. ``n_steps * n_envs == 1`` with advantage normalisation), so that code
+    and tests written for either keep catching it.
+    """
+
+
+def _is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
 
 #: ``name -> (is_valid, allowed range)`` of the keywords checked on construction.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "target_kl": (lambda v: v is not None and v > 0, "> 0"),
+    "target_kl": (lambda v: v > 0, "> 0"),
     "cg_max_steps": (lambda v: v >= 1, ">= 1"),
     "cg_damping": (lambda v: v >= 0, ">= 0"),
     "cg_residual_tol": (lambda v: v >= 0, ">= 0"),
@@ -22,19 +41,40 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v in ("auto", "gauss_newton", "kl_hessian"),
         "one of 'auto', 'gauss_newton', 'kl_hessian'",
     ),
+    "gamma": (lambda v: 0 <= v <= 1, "in the closed interval [0, 1]"),
+    "gae_lambda": (lambda v: 0 <= v <= 1, "in the closed interval [0, 1]"),
+    "ent_coef": (lambda v: v >= 0, ">= 0"),
+    # A schedule (a callable of the progress remaining) is the caller's to check.
+    "learning_rate": (lambda v: callable(v) or v >= 0, ">= 0 (or a schedule)"),
 }
+
+#: The float settings that must also be finite numbers (NaN and inf pass some range tests, and break the update).
+FINITE = frozenset(
+    {
+        "target_kl",
+        "cg_damping",
+        "cg_residual_tol",
+        "line_search_shrinking_factor",
+        "gamma",
+        "gae_lambda",
+        "ent_coef",
+        "learning_rate",
+    }
+)
 
 
 def validate_hyperparameters(**values: Any) -> None:
     """
-    Raise ``ValueError`` naming the parameter and its allowed range for an out-of-range value.
+    Raise :class:`HyperparameterError` naming the parameter and its allowed range for an out-of-range value.
 
     :param values: keyword values, each named in :data:`RULES`
     """
     for name, value in values.items():
         is_valid, allowed = RULES[name]
+        if name in FINITE and not callable(value) and not _is_finite_number(value):
+            raise HyperparameterError(f"{name} must be finite and {allowed}, got {value!r}")
         if not is_valid(value):
-            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+            raise HyperparameterError(f"{name} must be {allowed}, got {value!r}")
 
 
 def check_buffer_size(n_steps: int, n_envs: int, batch_size: int, normalize_advantage: bool) -> None:
@@ -48,7 +88,7 @@ def check_buffer_size(n_steps: int, n_envs: int, batch_size: int, normalize_adva
     """
     buffer_size = n_envs * n_steps
     if normalize_advantage and buffer_size <= 1:
-        raise ValueError(
+        raise HyperparameterError(
             "n_steps * n_envs must be greater than 1 when normalize_advantage=True (the standard deviation "
             f"of one advantage is undefined); got n_steps={n_steps}, n_envs={n_envs}"
         )
@@ -61,3 +101,52 @@ def check_buffer_size(n_steps: int, n_envs: int, batch_size: int, normalize_adva
             f"Info: (n_steps={n_steps} and n_envs={n_envs})",
             stacklevel=3,
         )
+
+
+#: PPO's keywords that TRPO does not take, and what TRPO does instead.
+PPO_KEYWORDS: dict[str, str] = {
+    "n_epochs": (
+        "PPO's number of optimisation epochs over each rollout; TRPO takes one trust-region step on the policy per "
+        "rollout (its size set by target_kl) and fits the critic for n_critic_updates epochs"
+    ),
+    "clip_range": (
+        "PPO's clipping of the probability ratio, a soft trust region; TRPO bounds the step by the mean KL "
+        "divergence instead: use target_kl (e.g. 0.01 to 0.05)"
+    ),
+    "clip_range_vf": (
+        "PPO's clipping of the value function's change; TRPO regresses the critic to the returns with its own "
+        "optimiser (learning_rate, batch_size, n_critic_updates), without clipping"
+    ),
+    "vf_coef": (
+        "PPO's weight of the value loss in its joint loss; TRPO fits the critic separately with its own optimiser "
+        "(learning_rate, batch_size, n_critic_updates), so there is nothing to weigh"
+    ),
+    "max_grad_norm": (
+        "PPO's gradient-norm clipping; TRPO's policy step is bounded by target_kl and checked by a line search, "
+        "and the critic's regression takes plain optimiser steps (learning_rate)"
+    ),
+}
+
+InitT = TypeVar("InitT", bound=Callable[..., None])
+
+
+def explain_ppo_keywords(init: InitT) -> InitT:
+    """
+    Decorate ``__init__`` so that a PPO keyword it does not take raises a ``TypeError`` saying what TRPO uses instead.
+
+    The signature is unchanged (``inspect.signature`` and type checkers see ``init``'s).
+
+    :param init: the constructor
+    :return: the constructor, explaining PPO's keywords
+    """
+
+    @functools.wraps(init)
+    def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        for keyword in kwargs.keys() & PPO_KEYWORDS.keys():
+            raise TypeError(
+                f"{type(self).__name__}.__init__() got an unexpected keyword argument {keyword!r}: "
+                f"it is {PPO_KEYWORDS[keyword]}"
+            )
+        init(self, *args, **kwargs)
+
+    return checked_init  # type: ignore[return-value]

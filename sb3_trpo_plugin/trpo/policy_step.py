@@ -3,7 +3,9 @@ The trust-region step on the actor of an SB3 actor-critic policy, written for on
 
 Given a batch of states, actions, their old log-probabilities and advantages::
 
-    maximise  L(θ) = mean_t[ π_θ(a_t|s_t) / π_old(a_t|s_t) · A_t ]   subject to   KL̄(π_old ‖ π_θ) <= δ
+    maximise  L(θ) + c·H̄(π_θ),  L(θ) = mean_t[ π_θ(a_t|s_t) / π_old(a_t|s_t) · A_t ]   subject to   KL̄(π_old ‖ π_θ) <= δ
+
+(``H̄`` the mean entropy over the batch's states, ``c = ent_coef``, 0 by default: the plain surrogate)
 
 is solved approximately by the natural gradient ``x ≈ (F + λI)⁻¹ g`` (conjugate gradient with Fisher-vector
 products), scaled to the boundary ``β = sqrt(2δ / xᵀ(F + λI)x)`` and checked by a backtracking line search.
@@ -37,6 +39,7 @@ from sb3_trpo_plugin.common.distributions import (
     mean_action_std,
     with_parameters,
 )
+from sb3_trpo_plugin.common.modes import has_statistics, training_mode
 from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.trust_region import (
@@ -86,11 +89,12 @@ class TrustRegionSettings:
     :param target_kl: the trust-region radius ``δ``
     :param cg_max_steps: conjugate-gradient iterations at most
     :param cg_damping: ``λ`` in ``F + λI``
-    :param cg_residual_tol: the conjugate gradient stops once ``‖g - F x‖²`` is below this
+    :param cg_residual_tol: the conjugate gradient stops once ``‖g - F x‖² <= cg_residual_tol · ‖g‖²``
     :param line_search_shrinking_factor: backtracking factor ``s``
     :param line_search_max_iter: trial steps at most
     :param fisher_product: ``"auto"``, ``"gauss_newton"`` (closed form) or ``"kl_hessian"`` (double backprop)
     :param fisher_sub_sampling_factor: ``F`` is estimated on every k-th state of the batch
+    :param ent_coef: ``c``, the weight of the mean entropy in the objective ``L(θ) + c·H̄(π_θ)``
     """
 
     target_kl: float
@@ -101,6 +105,7 @@ class TrustRegionSettings:
     line_search_max_iter: int
     fisher_product: FisherProduct
     fisher_sub_sampling_factor: int
+    ent_coef: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -108,21 +113,30 @@ class LinearizedPolicy:
     """
     The local model of the policy step at ``θ_old``.
 
-    :param objective: surrogate ``L(θ_old)``
-    :param gradient: ``g = ∇_θ L(θ_old)`` over the actor's parameters, flat
+    :param objective: the objective at ``θ_old``: surrogate ``L(θ_old)`` (plus ``c·H̄(π_old)`` with an entropy bonus)
+    :param gradient: ``g = ∇_θ`` of the objective at ``θ_old`` over the actor's parameters, flat
     :param fisher_product: ``v ↦ (F + λI) v``
     :param old_distribution: ``π_old``, detached from the graph
+    :param entropy: ``H̄(π_old)``, the mean entropy over the batch's states (``nan`` when the distribution has none)
     """
 
     objective: float
     gradient: torch.Tensor
     fisher_product: Callable[[torch.Tensor], torch.Tensor]
     old_distribution: Distribution
+    entropy: float = math.nan
 
 
 @dataclass(frozen=True)
 class PolicyStepStats:
-    """What one trust-region step did, for the logs."""
+    """
+    What one trust-region step did, for the logs.
+
+    ``objective`` is what the line search maximises (the surrogate, plus ``c·H̄`` with an entropy bonus) at the
+    accepted step, or at ``θ_old`` when no step was taken; ``entropy`` is ``H̄(π_old)``; ``cg_status`` is the
+    position of the conjugate gradient's :class:`~sb3_trpo_plugin.trust_region.ConjugateGradientStatus` in
+    :data:`CG_STATUSES` (``-1`` when it did not run: a non-finite objective or gradient).
+    """
 
     objective: float
     kl: float
@@ -137,6 +151,18 @@ class PolicyStepStats:
     expected_improvement: float = 0.0
     actual_improvement: float = 0.0
     action_std: float = float("nan")
+    cg_status: int = -1
+    entropy: float = float("nan")
+
+    @property
+    def cg_status_name(self) -> str:
+        """The conjugate gradient's status as its name (``"not_run"`` when it did not run)."""
+        return CG_STATUSES[self.cg_status].value if self.cg_status >= 0 else "not_run"
+
+    @property
+    def is_cg_breakdown(self) -> bool:
+        """Whether the conjugate gradient broke down (non-positive curvature or a non-finite value): no step then."""
+        return self.cg_status >= 0 and CG_STATUSES[self.cg_status] in _BREAKDOWNS
 
     def to_floats(self) -> list[float]:
         """The statistics as floats, in field order (to send them to another process)."""
@@ -149,6 +175,11 @@ class PolicyStepStats:
         return cls(**{f.name: kinds[str(f.type)](v) for f, v in zip(dataclasses.fields(cls), values, strict=True)})
 
 
+#: The conjugate gradient's statuses, in the order :attr:`PolicyStepStats.cg_status` numbers them.
+CG_STATUSES: tuple[ConjugateGradientStatus, ...] = tuple(ConjugateGradientStatus)
+_BREAKDOWNS = (ConjugateGradientStatus.NON_POSITIVE_CURVATURE, ConjugateGradientStatus.NON_FINITE)
+
+
 def surrogate_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     """
     Importance-sampled surrogate ``L(θ) = mean_t[ π_θ(a_t|s_t) / π_old(a_t|s_t) · A_t ]``.
@@ -159,6 +190,18 @@ def surrogate_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adva
     :return: scalar surrogate
     """
     return (torch.exp(log_prob - old_log_prob) * advantages).mean()
+
+
+def mean_entropy(distribution: Distribution) -> torch.Tensor | None:
+    """
+    ``H̄(π) = mean_t H(π(·|s_t))``, with SB3's entropy per state (summed over independent action dimensions).
+
+    :param distribution: an SB3 distribution after ``proba_distribution``
+    :return: scalar mean entropy, or ``None`` when the distribution has no closed-form entropy (gSDE with
+        ``squash_output``)
+    """
+    entropy = distribution.entropy()
+    return None if entropy is None else entropy.mean()
 
 
 def normalize_advantages(
@@ -212,24 +255,72 @@ class PolicyStep:
         """
         return self.policy.get_distribution(batch.observations)
 
+    def objective(self, distribution: Distribution, batch: PolicyBatch) -> torch.Tensor:
+        """
+        What the step maximises: the surrogate ``L(θ)``, plus ``c·H̄(π_θ)`` when ``ent_coef = c`` is not 0.
+
+        :param distribution: ``π_θ`` on the batch's states
+        :param batch: the policy step's data
+        :return: scalar objective (differentiable when ``distribution`` is)
+        """
+        objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
+        ent_coef = self.settings.ent_coef
+        if ent_coef == 0:  # the plain surrogate, bit for bit
+            return objective
+        entropy = mean_entropy(distribution)
+        if entropy is None:
+            raise ValueError(
+                f"ent_coef={ent_coef} needs the entropy of the action distribution, and {type(distribution).__name__} "
+                "has no closed form for it (gSDE with squash_output): use ent_coef=0"
+            )
+        return objective + ent_coef * entropy
+
     def take(self, batch: PolicyBatch) -> PolicyStepStats:
         """
         The trust-region step: ``x ≈ (F + λI)⁻¹ g`` by conjugate gradient, scaled by
-        ``β = sqrt(2δ / xᵀ(F + λI)x)``, then backtracked until the KL bound holds and the surrogate
+        ``β = sqrt(2δ / xᵀ(F + λI)x)``, then backtracked until the KL bound holds and the objective
         improves. Any non-finite quantity rejects the step before it reaches the weights.
+
+        Layers whose forward depends on the mode (BatchNorm, Dropout): the statistics are refreshed first by one
+        training-mode pass over the batch (:meth:`refresh_statistics`), then the whole step (objective, gradient,
+        Fisher products, line search) runs in evaluation mode, as rollouts and ``predict`` do. So the surrogate, the
+        KL and the Fisher matrix are one deterministic function of the weights, and the KL the line search accepts
+        is the KL between the policy before and after the step as it acts.
 
         :param batch: the policy step's data
         :return: what the step did
         """
+        self.refresh_statistics(batch)
+        with training_mode(self.policy, False):
+            return self._take_in_evaluation_mode(batch)
+
+    def refresh_statistics(self, batch: PolicyBatch) -> None:
+        """
+        Let the policy's statistics learn from the batch, as SB3's PPO's training-mode passes do: one forward over the
+        batch's states in training mode, without gradients (BatchNorm: ``running ← (1 - m)·running + m·batch moment``
+        for its momentum ``m``). Nothing happens for a policy without buffers.
+
+        :param batch: the policy step's data
+        """
+        if not has_statistics(self.policy):
+            return
+        with torch.no_grad(), training_mode(self.policy, True):
+            self.batch_distribution(batch)
+
+    def _take_in_evaluation_mode(self, batch: PolicyBatch) -> PolicyStepStats:
+        """:meth:`take`, the policy in evaluation mode."""
         settings = self.settings
         model = self.linearize(batch)
         gradient_norm = float(torch.linalg.vector_norm(model.gradient))
         action_std = mean_action_std(model.old_distribution)
-        no_step = PolicyStepStats(model.objective, 0.0, accepted=False, gradient_norm=gradient_norm, action_std=action_std)
+        no_step = PolicyStepStats(
+            model.objective, 0.0, accepted=False, gradient_norm=gradient_norm, action_std=action_std, entropy=model.entropy
+        )
         if not (math.isfinite(gradient_norm) and math.isfinite(model.objective)):
             return dataclasses.replace(no_step, non_finite=True)
         solve = conjugate_gradient(model.fisher_product, model.gradient, settings.cg_max_steps, settings.cg_residual_tol)
-        no_step = dataclasses.replace(no_step, cg_steps=solve.n_steps, cg_residual=solve.residual_norm)
+        cg_status = CG_STATUSES.index(solve.status)
+        no_step = dataclasses.replace(no_step, cg_steps=solve.n_steps, cg_residual=solve.residual_norm, cg_status=cg_status)
         if not solve.ok:
             return dataclasses.replace(no_step, non_finite=solve.status is ConjugateGradientStatus.NON_FINITE)
         curvature = float(solve.quadratic_form(model.gradient))
@@ -253,6 +344,8 @@ class PolicyStep:
             expected_improvement=search.step_fraction * float(model.gradient @ full_step),
             actual_improvement=search.objective - model.objective,
             action_std=action_std,
+            cg_status=cg_status,
+            entropy=model.entropy,
         )
 
     def linearize(self, batch: PolicyBatch) -> LinearizedPolicy:
@@ -281,22 +374,23 @@ class PolicyStep:
         else:
             local = self._linearize_in_closed_form(batch, distribution, parameters, metric)
         gradient = self.reductions.mean(local.gradient)
-        (objective,) = self.reductions.mean_floats(local.objective)
+        objective, entropy = self.reductions.mean_floats(local.objective, local.entropy)
         local_product = local.fisher_product
 
         def fisher_product(vector: torch.Tensor) -> torch.Tensor:
             return self.reductions.mean(local_product(vector))
 
-        return dataclasses.replace(local, objective=objective, gradient=gradient, fisher_product=fisher_product)
+        return dataclasses.replace(
+            local, objective=objective, gradient=gradient, fisher_product=fisher_product, entropy=entropy
+        )
 
     def _linearize_in_closed_form(
         self, batch: PolicyBatch, distribution: Distribution, parameters: list[torch.Tensor], metric: TensorListMap
     ) -> LinearizedPolicy:
         """``g`` and ``F v = Jᵀ M J v`` from one forward graph (see :meth:`linearize`)."""
         leaves = [p.detach().requires_grad_(True) for p in parameters]
-        objective = surrogate_objective(
-            with_parameters(distribution, leaves).log_prob(batch.actions), batch.old_log_prob, batch.advantages
-        )
+        # The objective depends on θ only through η (the entropy too): ∂/∂η here, then g = Jᵀ ∂/∂η.
+        objective = self.objective(with_parameters(distribution, leaves), batch)
         objective_grad = torch.autograd.grad(objective, leaves)
         old_distribution = with_parameters(distribution, [p.detach() for p in parameters])
         k = self.settings.fisher_sub_sampling_factor
@@ -324,6 +418,7 @@ class PolicyStep:
             gradient=gradient,
             fisher_product=gauss_newton_vector_product(linearization, metric, self.settings.cg_damping),
             old_distribution=old_distribution,
+            entropy=_mean_entropy_value(old_distribution),
         )
 
     def _hand_derived_jacobian(self, batch: PolicyBatch, distribution: Distribution) -> JacobianProducts | None:
@@ -348,7 +443,7 @@ class PolicyStep:
             with torch.no_grad():
                 old_distribution = copy.copy(self.batch_distribution(batch))
             distribution = self.batch_distribution(batch)
-        objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
+        objective = self.objective(distribution, batch)
         gradient = flatten(torch.autograd.grad(objective, self.actor_parameters, retain_graph=True))
         kl = kl_per_state(old_distribution, distribution)
         mean_kl = kl[:: self.settings.fisher_sub_sampling_factor].mean()
@@ -357,12 +452,15 @@ class PolicyStep:
             gradient=gradient,
             fisher_product=kl_hessian_vector_product(mean_kl, self.actor_parameters, self.settings.cg_damping),
             old_distribution=old_distribution,
+            entropy=_mean_entropy_value(old_distribution),
         )
 
     def line_search(self, batch: PolicyBatch, model: LinearizedPolicy, full_step: torch.Tensor) -> LineSearchResult:
         """
-        Try ``θ_old + sⁱ β x`` for ``i = 0, 1, …`` until ``KL̄ <= δ`` and ``L`` improves; on failure put back
-        the exact old weights. Weights are written in place: no copies of the network.
+        Try ``θ_old + sⁱ β x`` for ``i = 0, 1, …`` until ``KL̄ <= δ`` and the objective improves; on failure put
+        back the exact old weights, and on any exception during a trial too (an out-of-memory error,
+        ``KeyboardInterrupt``: the old weights are back before it propagates). Weights are written in place: no
+        copies of the network.
 
         :param batch: the policy step's data
         :param model: the local model at ``θ_old``
@@ -382,16 +480,30 @@ class PolicyStep:
             except ValueError:  # torch's argument check: these weights give no valid distribution (e.g. σ = inf)
                 objective = kl = torch.tensor(math.nan)  # a rejected trial (still reduced: every process decides alike)
             else:
-                objective = surrogate_objective(distribution.log_prob(batch.actions), batch.old_log_prob, batch.advantages)
+                objective = self.objective(distribution, batch)
                 kl = kl_per_state(model.old_distribution, distribution).mean()
             whole_objective, whole_kl = self.reductions.mean_floats(objective, kl)
             return whole_objective, whole_kl
 
         settings = self.settings
-        result = backtracking_line_search(
-            evaluate, model.objective, settings.target_kl, settings.line_search_shrinking_factor, settings.line_search_max_iter
-        )
-        if not result.accepted:
-            with torch.no_grad():
-                torch._foreach_copy_(params, originals)
+        result: LineSearchResult | None = None
+        try:
+            result = backtracking_line_search(
+                evaluate,
+                model.objective,
+                settings.target_kl,
+                settings.line_search_shrinking_factor,
+                settings.line_search_max_iter,
+            )
+        finally:  # BaseException included: an interrupted trial must not leave its weights behind
+            if result is None or not result.accepted:
+                with torch.no_grad():
+                    torch._foreach_copy_(params, originals)
         return result
+
+
+def _mean_entropy_value(distribution: Distribution) -> float:
+    """``H̄`` as a float, for the logs (``nan`` when the distribution has no closed-form entropy)."""
+    with torch.no_grad():
+        entropy = mean_entropy(distribution)
+    return math.nan if entropy is None else float(entropy)

@@ -31,14 +31,20 @@ from stable_baselines3.common.type_aliases import (
 )
 from stable_baselines3.common.utils import explained_variance
 
-from sb3_trpo_plugin.common.parameters import split_actor_critic, values_depend_on
+from sb3_trpo_plugin.common.modes import has_statistics, modules_in_mode
+from sb3_trpo_plugin.common.parameters import actor_modules, split_actor_critic, values_depend_on
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.parallel import DataParallelOnPolicyAlgorithm
 from sb3_trpo_plugin.parallel.split_update import split_update
 from sb3_trpo_plugin.rollout.checks import check_rollout_buffer, with_environment_data_check
 from sb3_trpo_plugin.serialization.model_file import write_model_file
 from sb3_trpo_plugin.trpo.critic_fit import critic_optimizer, critic_regression, fit_critic
-from sb3_trpo_plugin.trpo.hyperparameters import check_buffer_size, validate_hyperparameters
+from sb3_trpo_plugin.trpo.hyperparameters import (
+    HyperparameterError,
+    check_buffer_size,
+    explain_ppo_keywords,
+    validate_hyperparameters,
+)
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trpo.policy_step import (
     FisherProduct,
@@ -62,10 +68,22 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
 
         maximise  L(θ) = E[π_θ(a|s) / π_old(a|s) · A]   subject to   KL̄(π_old ‖ π_θ) <= δ
 
+    (plus ``ent_coef · H̄(π_θ)``, the mean entropy, when ``ent_coef > 0``)
+
     solved approximately by the natural gradient ``x = F⁻¹g`` (conjugate gradient with
     Fisher-vector products), scaled to the boundary ``β = sqrt(2δ / xᵀFx)`` and checked by a
     backtracking line search. The constructor takes the same keywords, with the same meanings and
-    defaults, as sb3-contrib's ``TRPO``.
+    defaults, as sb3-contrib's ``TRPO``; PPO's keywords that TRPO has no use for (``n_epochs``, ``clip_range``,
+    ``clip_range_vf``, ``vf_coef``, ``max_grad_norm``) raise a ``TypeError`` saying what TRPO uses instead, and an
+    out-of-range value a :class:`~sb3_trpo_plugin.HyperparameterError` (a ``ValueError`` and an ``AssertionError``).
+
+    Policies with BatchNorm, Dropout or other layers whose forward depends on the mode: rollouts and ``predict`` run
+    in evaluation mode (as SB3's). Each update first lets the statistics learn from the batch by one training-mode
+    pass over the policy step's states, then takes the whole trust-region step (gradient, Fisher products, line
+    search) in evaluation mode, so that it is one deterministic function of the weights and the KL the line search
+    accepted is the KL of the resulting policy (the refresh itself is not bounded by ``target_kl``). The critic's
+    regression runs in training mode, as in SB3, except the modules the actor's distribution uses (e.g. a shared
+    features extractor), which stay in evaluation mode so that it changes nothing the policy step decided.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy, or an
         ``ActorCriticPolicy`` subclass)
@@ -91,13 +109,15 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         Default: -1 (only sample at the beginning of the rollout)
     :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
-    :param normalize_advantage: Whether to normalise the advantages (z-score over the whole batch)
+    :param normalize_advantage: Whether to normalise the advantages (z-score over the policy step's batch, after
+        sub-sampling, as sb3-contrib)
     :param target_kl: Trust-region radius ``δ``: the largest mean KL divergence between the old and the
         new policy that a step may reach. Values like 0.01, 0.05. As in sb3-contrib (and so in rl-zoo3's
         tuned values), on Box and MultiBinary action spaces the KL is averaged over the ``d`` action
         dimensions: the KL of the joint action distribution is bounded by ``d · target_kl``
     :param sub_sampling_factor: Use every k-th sample of the (shuffled) batch for the policy step, to make it
-        faster (see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf); the critic uses all
+        faster (see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf); the critic uses all.
+        As in sb3-contrib, the advantages are normalised over the sub-sample
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -111,11 +131,15 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         form ``Jᵀ M J v`` (Categorical, MultiCategorical, Bernoulli, Gaussian and gSDE policies),
         ``"kl_hessian"`` double-backpropagates the mean KL (any distribution), ``"auto"`` takes the
         closed form where it exists. Both compute the same exact Hessian of the mean KL
-    :param cg_residual_tol: The conjugate gradient stops early once the squared residual ``‖g - F x‖²``
-        falls below this
+    :param cg_residual_tol: The conjugate gradient stops early once the squared residual is this small relative
+        to the gradient's: ``‖g - F x‖² <= cg_residual_tol · ‖g‖²``. Relative, so the step does not depend on the
+        advantages' scale (with ``normalize_advantage=False``)
     :param fisher_sub_sampling_factor: Estimate the Fisher matrix on every k-th state of the policy batch
         while the gradient uses all of it (the TRPO paper uses 10% of the batch, i.e. 10). Each
         Fisher-vector product then costs about 1/k; 1 (the default) uses every state
+    :param ent_coef: Entropy coefficient ``c``: the step maximises ``L(θ) + c·H̄(π_θ)``, the surrogate plus the mean
+        entropy of the action distribution over the batch (OpenAI baselines' ``entcoeff``), in the gradient and in
+        the line search's improvement test. 0 (the default) is the plain TRPO step, bit for bit
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -127,6 +151,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     #: The trust-region step; variants of the policy (masked, recurrent) subclass it to compute a batch's distributions.
     policy_step_class: ClassVar[type[PolicyStep]] = PolicyStep
 
+    @explain_ppo_keywords
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
@@ -158,8 +183,13 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         fisher_product: FisherProduct = "auto",
         cg_residual_tol: float = 1e-10,
         fisher_sub_sampling_factor: int = 1,
+        ent_coef: float = 0.0,
     ):
         validate_hyperparameters(
+            learning_rate=learning_rate,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
             target_kl=target_kl,
             cg_max_steps=cg_max_steps,
             cg_damping=cg_damping,
@@ -179,7 +209,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             n_steps=n_steps,
             gamma=gamma,
             gae_lambda=gae_lambda,
-            ent_coef=0.0,  # TRPO has no entropy bonus
+            ent_coef=ent_coef,
             vf_coef=0.0,  # the critic is fitted separately
             max_grad_norm=0.0,
             use_sde=use_sde,
@@ -216,6 +246,17 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         super()._setup_model()
         self._actor_params, self._critic_params = split_actor_critic(self.policy)
         self._critic_depends_on_actor = values_depend_on(self.policy, self._actor_params)
+        self._actor_modules = actor_modules(self.policy)
+        if self.ent_coef > 0 and self.use_sde and self.policy.squash_output:
+            raise HyperparameterError(
+                f"ent_coef must be 0 with gSDE and squash_output=True (the squashed distribution has no closed-form "
+                f"entropy), got {self.ent_coef!r}"
+            )
+        if self.collectives is not None and has_statistics(self.policy):
+            raise NotImplementedError(
+                "Data-parallel training of a policy with running statistics (e.g. BatchNorm): each process would "
+                "refresh them on its own batch and the processes would drift apart; train on one process"
+            )
         if not self._critic_params:
             raise ValueError(
                 "Every trainable parameter of the policy shapes the action distribution, so the critic has nothing "
@@ -225,7 +266,13 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         self.policy.optimizer = critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_critic_depends_on_actor"]
+        return [
+            *super()._excluded_save_params(),
+            "_actor_params",
+            "_critic_params",
+            "_critic_depends_on_actor",
+            "_actor_modules",
+        ]
 
     def train(self) -> None:
         """One TRPO update from the rollout buffer: a trust-region step on the actor, then the critic's regression."""
@@ -261,14 +308,27 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         return self.policy_step_class(self.policy, self._actor_params, settings, reductions)
 
     def _policy_batch(self, rollout: Rollout, reductions: BatchReductions = ONE_PROCESS) -> PolicyBatch:
-        """Every ``sub_sampling_factor``-th sample of the rollout, with the advantages z-scored over the whole batch."""
-        advantages = normalize_advantages(rollout.advantages, reductions) if self.normalize_advantage else rollout.advantages
+        """Every ``sub_sampling_factor``-th sample of the rollout, then its advantages z-scored (sb3-contrib's order)."""
         actions = rollout.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else rollout.actions
-        batch = PolicyBatch(rollout.observations, actions, rollout.old_log_prob, advantages)
-        return batch.every(self.sub_sampling_factor) if self.sub_sampling_factor > 1 else batch
+        batch = PolicyBatch(rollout.observations, actions, rollout.old_log_prob, rollout.advantages)
+        if self.sub_sampling_factor > 1:
+            batch = batch.every(self.sub_sampling_factor)
+        if self.normalize_advantage:
+            batch = dataclasses.replace(batch, advantages=normalize_advantages(batch.advantages, reductions))
+        return batch
 
     def _fit_critic(self, rollout: Rollout, reductions: BatchReductions = ONE_PROCESS) -> float:
-        """``n_critic_updates`` epochs of the critic's regression to the λ-returns; the mean loss (``nan`` if none)."""
+        """
+        ``n_critic_updates`` epochs of the critic's regression to the λ-returns; the mean loss (``nan`` if none).
+
+        The modules the actor's distribution uses (a shared features extractor) stay in evaluation mode meanwhile:
+        their statistics, like their parameters, belong to the policy step.
+        """
+        with modules_in_mode(self._actor_modules, False):
+            return self._regress_critic(rollout, reductions)
+
+    def _regress_critic(self, rollout: Rollout, reductions: BatchReductions) -> float:
+        """:meth:`_fit_critic` in the modes it sets."""
         return fit_critic(
             critic_regression(self.policy, self._critic_params, rollout.observations),
             rollout.returns,
@@ -311,6 +371,9 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         record("train/max_step_size", step.max_step_size)
         record("train/cg_steps", step.cg_steps)
         record("train/cg_residual", step.cg_residual)
+        record("train/cg_status", step.cg_status_name, exclude="tensorboard")
+        record("train/is_cg_breakdown", float(step.is_cg_breakdown))
+        record("train/entropy_loss", -step.entropy)
         record("train/policy_gradient_norm", step.gradient_norm)
         record("train/expected_improvement", step.expected_improvement)
         record("train/actual_improvement", step.actual_improvement)
@@ -323,6 +386,11 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             print(f"TRPO update {self._n_updates}: non-finite values, log-probabilities, returns or advantages in the rollout")
         if step.non_finite and self.verbose >= 1:
             print(f"TRPO update {self._n_updates}: non-finite objective, gradient or step; the policy step was rejected")
+        elif step.is_cg_breakdown and self.verbose >= 1:
+            print(
+                f"TRPO update {self._n_updates}: the conjugate gradient broke down ({step.cg_status_name} after "
+                f"{step.cg_steps} steps); no policy step was taken (cg_damping > 0 keeps F + λI positive definite)"
+            )
 
     def save(
         self,

@@ -13,7 +13,7 @@ class ConjugateGradientStatus(str, Enum):
     """Why the conjugate gradient iteration stopped."""
 
     CONVERGED = "converged"
-    """The squared residual norm fell below the tolerance."""
+    """The squared residual norm fell to the tolerance relative to the right-hand side's: ``‖r‖² <= tol·‖b‖²``."""
     MAX_STEPS = "max_steps"
     """The iteration budget ran out (the usual case in TRPO: a few steps are enough)."""
     NON_POSITIVE_CURVATURE = "non_positive_curvature"
@@ -79,14 +79,20 @@ def conjugate_gradient(
         xₖ₊₁ = xₖ + αₖ pₖ,   rₖ₊₁ = rₖ - αₖ Apₖ
         pₖ₊₁ = rₖ₊₁ + (rₖ₊₁ᵀrₖ₊₁ / rₖᵀrₖ) pₖ
 
-    It stops when ``rᵀr < residual_tol``, after ``max_steps`` products, when a direction has
+    It stops when ``rᵀr <= residual_tol · bᵀb``, after ``max_steps`` products, when a direction has
     non-positive curvature ``pᵀAp <= 0`` (the iterate so far is kept) or when a value is not
     finite (the last finite iterate is kept). The status says which.
+
+    The tolerance is relative to the right-hand side: scaling ``b`` by ``c`` scales every iterate
+    ``x``, ``r`` and ``p`` by ``c`` and leaves ``α`` and the stopping decisions unchanged, so the
+    solution is ``c`` times the same vector whatever the scale of ``b`` (an absolute bound would stop
+    early, or before the first step, on a small ``b``). A zero ``b`` converges at ``x = 0``.
 
     :param matrix_vector_product: function computing ``A v`` for a vector ``v`` shaped like ``b``
     :param b: right-hand side, a 1-D tensor
     :param max_steps: maximum number of matrix-vector products (>= 1)
-    :param residual_tol: tolerance on the squared residual norm ``rᵀr``
+    :param residual_tol: tolerance on the squared residual norm relative to the right-hand side's,
+        ``rᵀr / bᵀb`` (>= 0)
     :return: the solution with its residual, step count and status
     """
     if max_steps < 1:
@@ -99,7 +105,8 @@ def conjugate_gradient(
     r_dot_r_value = float(r_dot_r)
     if not torch.isfinite(r_dot_r):
         return ConjugateGradientResult(x, r, 0, ConjugateGradientStatus.NON_FINITE)
-    if r_dot_r_value < residual_tol:
+    tolerance = residual_tol * r_dot_r_value  # relative to ‖b‖² (r₀ = b)
+    if r_dot_r_value <= tolerance:
         return ConjugateGradientResult(x, r, 0, ConjugateGradientStatus.CONVERGED)
 
     for step in range(1, max_steps + 1):
@@ -117,7 +124,7 @@ def conjugate_gradient(
         if not (new_r_dot_r_value == new_r_dot_r_value and new_r_dot_r_value != float("inf")):
             return ConjugateGradientResult(x, r, step, ConjugateGradientStatus.NON_FINITE)
         x, r = x_next, r_next
-        if new_r_dot_r_value < residual_tol:
+        if new_r_dot_r_value <= tolerance:
             return ConjugateGradientResult(x, r, step, ConjugateGradientStatus.CONVERGED)
         p = r + (new_r_dot_r_value / r_dot_r_value) * p
         r_dot_r_value = new_r_dot_r_value
