@@ -99,7 +99,7 @@ def check_buffer_size(n_steps: int, n_envs: int, batch_size: int, normalize_adva
             f"mini-batches, there will be a truncated mini-batch of size {buffer_size % batch_size}\n"
             "We recommend using a `batch_size` that is a factor of `n_steps * n_envs`.\n"
             f"Info: (n_steps={n_steps} and n_envs={n_envs})",
-            stacklevel=3,
+            stacklevel=4,  # the caller of TRPO(...), past __init__ and explain_ppo_keywords
         )
 
 
