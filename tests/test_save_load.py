@@ -49,3 +49,32 @@ def test_get_and_set_parameters_round_trip():
     np.testing.assert_array_equal(
         trained.predict(observations, deterministic=True)[0], fresh.predict(observations, deterministic=True)[0]
     )
+
+
+def test_files_of_sb3_contribs_trpo_load_with_trpo_load(tmp_path):
+    from sb3_contrib import TRPO as ContribTRPO
+
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    theirs = ContribTRPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0).learn(128)
+    theirs.save(tmp_path / "contrib")
+    ours = TRPO.load(tmp_path / "contrib", env=env)
+    assert isinstance(ours, TRPO)
+    observations = np.stack([env.observation_space.sample() for _ in range(20)])
+    np.testing.assert_array_equal(
+        theirs.predict(observations, deterministic=True)[0], ours.predict(observations, deterministic=True)[0]
+    )
+    # Their optimiser runs over every parameter but only the critic's have state: it becomes our critic optimiser's.
+    their_state = theirs.policy.optimizer.state_dict()["state"]
+    their_index = {name: i for i, (name, _) in enumerate(theirs.policy.named_parameters())}
+    our_names = {id(p): name for name, p in ours.policy.named_parameters()}
+    our_state = ours.policy.optimizer.state_dict()["state"]
+    assert len(our_state) == len(ours._critic_params) == len(their_state)
+    for j, parameter in enumerate(ours._critic_params):
+        for key, value in their_state[their_index[our_names[id(parameter)]]].items():
+            assert torch.equal(our_state[j][key], value), (our_names[id(parameter)], key)
+    ours.learn(128, reset_num_timesteps=False)
+    assert ours.num_timesteps == 256
+    ours.set_parameters(str(tmp_path / "contrib.zip"))  # a path works too
+    np.testing.assert_array_equal(
+        theirs.predict(observations, deterministic=True)[0], ours.predict(observations, deterministic=True)[0]
+    )

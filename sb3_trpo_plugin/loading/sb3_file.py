@@ -37,6 +37,7 @@ from sb3_trpo_plugin.loading.sb3_data import (
 )
 from sb3_trpo_plugin.serialization.description import UnsupportedValueError, hyperparameter_names
 from sb3_trpo_plugin.trpo import TRPO
+from sb3_trpo_plugin.trpo.critic_fit import critic_optimizer_state
 
 #: The algorithms whose files load, with the ``data`` fields that identify each.
 ALGORITHMS: dict[str, tuple[type[OnPolicyAlgorithm], frozenset[str]]] = {
@@ -164,41 +165,6 @@ def read_state_dicts(archive: zipfile.ZipFile, device: torch.device) -> dict[str
     return state_dicts
 
 
-def critic_optimizer_state(model: TRPO, state: dict[str, Any]) -> dict[str, Any]:
-    """
-    sb3-contrib's optimiser state, over all of the policy's parameters, as the state of this TRPO's critic optimiser.
-
-    sb3-contrib's TRPO keeps SB3's optimiser over every parameter but steps it on the critic's loss only, so
-    only the critic's parameters have optimiser state; this TRPO's optimiser holds the critic's parameters only.
-    The state of each critic parameter moves to its index there, and the file's hyperparameters (learning
-    rate, betas, ...) are kept, while how the optimiser runs (``fused``, ``foreach``) stays this TRPO's choice.
-    A state already shaped like this TRPO's is returned as it is.
-
-    :param model: the TRPO model, set up
-    :param state: the file's ``policy.optimizer`` state dict
-    :return: the state dict for ``model.policy.optimizer``
-    :raises FileRefusal: for a state dict of another shape
-    """
-    parameters = list(model.policy.parameters())
-    critic = model._critic_params
-    groups = state.get("param_groups")
-    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)):
-        raise FileRefusal("policy.optimizer.pth does not hold one parameter group")
-    if len(groups[0].get("params", [])) != len(parameters) or len(critic) == len(parameters):
-        return state
-    index = {id(parameter): i for i, parameter in enumerate(parameters)}
-    saved_state = state.get("state", {})
-    own_group = model.policy.optimizer.state_dict()["param_groups"][0]
-    execution = ("fused", "foreach", "capturable", "differentiable")
-    group = {
-        **{k: v for k, v in groups[0].items() if k not in execution},
-        **{k: own_group[k] for k in execution if k in own_group},
-    }
-    group["params"] = list(range(len(critic)))
-    moved = {j: saved_state[index[id(p)]] for j, p in enumerate(critic) if index[id(p)] in saved_state}
-    return {"state": moved, "param_groups": [group]}
-
-
 def load_sb3_file(
     archive: zipfile.ZipFile,
     data: Mapping[str, Any],
@@ -294,7 +260,12 @@ def load_sb3_file(
 
     state_dicts = read_state_dicts(archive, device)
     if isinstance(model, TRPO):
-        state_dicts["policy.optimizer"] = critic_optimizer_state(model, state_dicts["policy.optimizer"])
+        try:
+            state_dicts["policy.optimizer"] = critic_optimizer_state(
+                model.policy, model._critic_params, state_dicts["policy.optimizer"]
+            )
+        except ValueError as error:
+            raise FileRefusal(f"policy.optimizer.pth: {error}") from error
     try:
         model.set_parameters(state_dicts, exact_match=True, device=device)  # type: ignore[arg-type]
     except (RuntimeError, ValueError, KeyError) as error:

@@ -66,6 +66,43 @@ def critic_optimizer(
     return policy.optimizer_class(critic_parameters, lr=learning_rate, **optimizer_kwargs)  # type: ignore[call-arg]
 
 
+def critic_optimizer_state(
+    policy: ActorCriticPolicy, critic_parameters: Sequence[torch.nn.Parameter], state: dict[str, Any]
+) -> dict[str, Any]:
+    """
+    An optimiser state saved over all of the policy's parameters (sb3-contrib's TRPO, SB3's layout) as the state of
+    the critic's optimiser, which holds the critic's parameters only.
+
+    sb3-contrib's TRPO keeps SB3's optimiser over every parameter but steps it on the critic's loss only, so only
+    the critic's parameters have optimiser state. Each of them moves to its index among ``critic_parameters``; the
+    saved hyperparameters (learning rate, betas, ...) are kept, while how the optimiser runs (``fused``, ``foreach``,
+    ...) stays the current optimiser's choice. A state already over the critic's parameters is returned unchanged.
+
+    :param policy: the policy, with ``policy.optimizer`` over ``critic_parameters``
+    :param critic_parameters: the critic's parameters, in the optimiser's order
+    :param state: the saved ``policy.optimizer`` state dict
+    :return: the state dict for ``policy.optimizer``
+    :raises ValueError: for a state of another shape
+    """
+    parameters = list(policy.parameters())
+    groups = state.get("param_groups")
+    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)):
+        raise ValueError("the optimiser state does not hold one parameter group")
+    if len(groups[0].get("params", [])) != len(parameters) or len(critic_parameters) == len(parameters):
+        return state
+    index = {id(parameter): i for i, parameter in enumerate(parameters)}
+    saved_state = state.get("state", {})
+    own_group = policy.optimizer.state_dict()["param_groups"][0]
+    execution = ("fused", "foreach", "capturable", "differentiable")
+    group = {
+        **{k: v for k, v in groups[0].items() if k not in execution},
+        **{k: own_group[k] for k in execution if k in own_group},
+        "params": list(range(len(critic_parameters))),
+    }
+    moved = {j: saved_state[index[id(p)]] for j, p in enumerate(critic_parameters) if index[id(p)] in saved_state}
+    return {"state": moved, "param_groups": [group]}
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """
     ``optimizer.step`` for the critic's many small steps.

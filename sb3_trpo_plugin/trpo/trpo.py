@@ -22,12 +22,14 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import (
     DictRolloutBufferSamples,
     GymEnv,
     MaybeCallback,
     RolloutBufferSamples,
     Schedule,
+    TensorDict,
 )
 from stable_baselines3.common.utils import explained_variance
 
@@ -38,7 +40,7 @@ from sb3_trpo_plugin.parallel import DataParallelOnPolicyAlgorithm
 from sb3_trpo_plugin.parallel.split_update import split_update
 from sb3_trpo_plugin.rollout.checks import check_rollout_buffer, with_environment_data_check
 from sb3_trpo_plugin.serialization.model_file import write_model_file
-from sb3_trpo_plugin.trpo.critic_fit import critic_optimizer, critic_regression, fit_critic
+from sb3_trpo_plugin.trpo.critic_fit import critic_optimizer, critic_optimizer_state, critic_regression, fit_critic
 from sb3_trpo_plugin.trpo.hyperparameters import (
     HyperparameterError,
     check_buffer_size,
@@ -410,6 +412,30 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         archive = io.BytesIO()
         super().save(archive, exclude=exclude, include=include)
         write_model_file(self, archive, path)
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | TensorDict,
+        exact_match: bool = True,
+        device: torch.device | str = "auto",
+    ) -> None:
+        """
+        SB3's ``set_parameters``, also for files of sb3-contrib's TRPO (so ``TRPO.load`` takes them): their optimiser
+        state, saved over all of the policy's parameters, becomes the state of the critic's optimiser.
+
+        :param load_path_or_dict: a saved model, or the dictionary of state dicts ``get_parameters`` returns
+        :param exact_match: whether every module's state must be given
+        :param device: device of the loaded tensors
+        """
+        params: dict[str, Any] = (
+            load_path_or_dict
+            if isinstance(load_path_or_dict, dict)
+            else load_from_zip_file(load_path_or_dict, device=device, load_data=False)[1] or {}  # as SB3's set_parameters
+        )
+        if isinstance(params.get("policy.optimizer"), dict):
+            optimizer_state = critic_optimizer_state(self.policy, self._critic_params, params["policy.optimizer"])
+            params = {**params, "policy.optimizer": optimizer_state}
+        super().set_parameters(params, exact_match=exact_match, device=device)
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         # Non-finite environment data is refused at the step that produced it (see rollout/checks.py).
