@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import PyTorchObs
 
 
-def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+def split_actor_critic(
+    policy: ActorCriticPolicy, distribution_of: Callable[[PyTorchObs], Distribution] | None = None
+) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
     """
     Split the trainable parameters into those that shape the action distribution and the rest.
 
@@ -18,12 +22,14 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Paramet
     shared by actor and critic counts as the actor's, and custom policies need no naming convention.
 
     :param policy: the actor-critic policy (a sample of its observation space is the input)
+    :param distribution_of: observations ↦ action distribution, for policies whose ``get_distribution`` takes
+        more inputs (e.g. recurrent states); default ``policy.get_distribution``
     :return: ``(actor_parameters, critic_parameters)``, each in ``policy.parameters()`` order
     """
     trainable = [p for p in policy.parameters() if p.requires_grad]
     observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
     with torch.enable_grad():
-        distribution = policy.get_distribution(observation)
+        distribution = (distribution_of or policy.get_distribution)(observation)
         log_prob = distribution.log_prob(distribution.get_actions(deterministic=True).detach())
         grads = torch.autograd.grad(log_prob.sum(), trainable, allow_unused=True)
     actor = [p for p, g in zip(trainable, grads, strict=True) if g is not None]
@@ -33,18 +39,24 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Paramet
     return actor, critic
 
 
-def values_depend_on(policy: ActorCriticPolicy, parameters: Sequence[torch.nn.Parameter]) -> bool:
+def values_depend_on(
+    policy: ActorCriticPolicy,
+    parameters: Sequence[torch.nn.Parameter],
+    values_of: Callable[[PyTorchObs], torch.Tensor] | None = None,
+) -> bool:
     """
     Whether the critic's value ``V(s)`` depends on any of ``parameters`` in the autograd graph of
     ``policy.predict_values`` (e.g. on the actor's, through a features extractor they share).
 
     :param policy: the actor-critic policy (a sample of its observation space is the input)
     :param parameters: parameters of ``policy`` with ``requires_grad=True``
+    :param values_of: observations ↦ values, for policies whose ``predict_values`` takes more inputs;
+        default ``policy.predict_values``
     :return: whether any of them influences the value
     """
     observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
     with torch.enable_grad():
-        values = policy.predict_values(observation)
+        values = (values_of or policy.predict_values)(observation)
         grads = torch.autograd.grad(values.sum(), list(parameters), allow_unused=True)
     return any(g is not None for g in grads)
 

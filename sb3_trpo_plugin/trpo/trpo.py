@@ -214,8 +214,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        self._actor_params, self._critic_params = split_actor_critic(self.policy)
-        self._critic_depends_on_actor = values_depend_on(self.policy, self._actor_params)
+        self._actor_params, self._critic_params, self._critic_depends_on_actor = self._split_actor_critic()
         if not self._critic_params:
             raise ValueError(
                 "Every trainable parameter of the policy shapes the action distribution, so the critic has nothing "
@@ -223,6 +222,14 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             )
         # The critic's optimiser holds the critic's parameters only: the actor moves by the trust-region step alone.
         self.policy.optimizer = critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
+
+    def _split_actor_critic(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], bool]:
+        """
+        The actor's parameters, the critic's, and whether the critic's values depend on the actor's, found from the
+        autograd graph (:mod:`sb3_trpo_plugin.common.parameters`); variants whose policies take more inputs override it.
+        """
+        actor, critic = split_actor_critic(self.policy)
+        return actor, critic, values_depend_on(self.policy, actor)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_critic_depends_on_actor"]
