@@ -12,7 +12,7 @@ every rollout, then evaluates the final policy deterministically over 20 episode
 Usage::
 
     python benchmarks/recurrent_learning.py run --seeds 0 1 2 --timesteps 50000   # resumable
-    python benchmarks/recurrent_learning.py report   # table, docs/recurrent_cartpole_novel.png
+    python benchmarks/recurrent_learning.py report   # docs/benchmarks.md's section, docs/recurrent_cartpole_novel.png
 """
 
 from __future__ import annotations
@@ -174,6 +174,32 @@ def report(results: Path) -> str:
     return "\n".join(lines)
 
 
+def section(table: str, results: Path) -> str:
+    """The ``recurrent_learning`` section of ``docs/benchmarks.md``: the task, the settings, the table, the curves."""
+    budgets = sorted({json.loads(p.read_text())["timesteps"] for p in results.glob("*/seed*.json")})
+    return "\n".join(
+        [
+            "## RecurrentTRPO against RecurrentPPO: CartPole without velocities",
+            "",
+            "Command: `python benchmarks/recurrent_learning.py run --seeds 0 1 2 --timesteps "
+            f"{budgets[-1] if budgets else 30000}` (resumable: finished runs are skipped), then "
+            "`python benchmarks/recurrent_learning.py report`. Results: `benchmarks/results/recurrent/<algo>/seed<k>.json`.",
+            "",
+            "CartPole-v1 with the velocities hidden (rl-zoo3's `CartPoleNoVel-v1`: position and angle only), 8 envs,",
+            "VecNormalize. RecurrentPPO: rl-zoo3's tuned `ppo_lstm.yml` settings (n_steps 32, batch 256, 20 epochs, linear",
+            "learning-rate and clip schedules). RecurrentTRPO: the same envs, discount (0.98), GAE λ (0.8) and policy (an",
+            "LSTM of 64 units for the actor, another for the critic, ReLU MLPs of 64), n_steps 128, TRPO's defaults",
+            "otherwise (`target_kl` 0.01, `cg_damping` 0.1, 10 critic epochs of minibatches of 256 steps), untuned. A",
+            "small budget for the loaded 2-core machine; rl-zoo3 trains RecurrentPPO for 100 000 steps on this task.",
+            "Final return: the last policy, 20 deterministic episodes (at most 500).",
+            "",
+            table,
+            "",
+            "![RecurrentTRPO and RecurrentPPO on CartPole without velocities](recurrent_cartpole_novel.png)",
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,7 +221,12 @@ def main() -> None:
     elif arguments.command == "one":
         run(arguments.algo, arguments.seed, arguments.timesteps, arguments.results)
     else:
-        print(report(arguments.results))
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import sections
+
+        text = section(report(arguments.results), arguments.results)
+        print(text)
+        sections.write_section("recurrent_learning", text)
 
 
 if __name__ == "__main__":
