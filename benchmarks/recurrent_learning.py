@@ -128,7 +128,7 @@ def campaign(algos: list[str], seeds: list[int], timesteps: int, results: Path) 
         for algo in algos:
             if (results / algo / f"seed{seed}.json").exists():
                 continue
-            command = [sys.executable, __file__, "one", algo, str(seed), str(timesteps), str(results)]
+            command = [sys.executable, str(Path(__file__).resolve()), "one", algo, str(seed), str(timesteps), str(results)]
             subprocess.run(command, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

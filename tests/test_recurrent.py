@@ -409,3 +409,35 @@ def test_memory_task_is_solved_by_recurrent_trpo_and_not_by_a_feed_forward_polic
     feed_forward_return, _ = evaluate_policy(feed_forward, evaluation_env, n_eval_episodes=200, deterministic=True)
     assert recurrent_return >= 0.95
     assert feed_forward_return <= 0.65  # chance is 0.5; 200 episodes: standard deviation 0.035
+
+
+@pytest.mark.parametrize(
+    "policy, observation_space",
+    [
+        ("MultiInputLstmPolicy", spaces.Dict({"a": spaces.Box(-1, 1, (3,), np.float32), "b": spaces.Discrete(4)})),
+        ("CnnLstmPolicy", spaces.Box(0, 255, (36, 36, 1), np.uint8)),
+    ],
+    ids=["dict", "image"],
+)
+def test_dict_and_image_observations(policy, observation_space):
+    env = make_vec_env(lambda: RandomEnv(ACTION_SPACES["discrete"], observation_space, episode_length=5), n_envs=2, seed=0)
+    kwargs = dict(features_extractor_kwargs=dict(features_dim=8)) if policy == "CnnLstmPolicy" else {}
+    model = RecurrentTRPO(
+        policy, env, n_steps=8, batch_size=8, seed=0, sub_sampling_factor=2, policy_kwargs={**TINY_LSTM, **kwargs}
+    )
+    model.learn(32)  # two updates, the policy step on every other sequence
+    assert model._n_updates == 2
+    collected = recurrent_model_from(model)
+    batch = whole_batch(collected)
+    assert batch.n_sequences > 2
+    with torch.no_grad():
+        log_prob = collected.make_policy_step().batch_distribution(batch).log_prob(batch.actions)
+    torch.testing.assert_close(log_prob, batch.old_log_prob, rtol=1e-5, atol=1e-5)
+
+
+def recurrent_model_from(model: RecurrentTRPO) -> RecurrentTRPO:
+    """``model`` with a fresh rollout of its current weights in its buffer (no update after it)."""
+    _, callback = model._setup_learn(model.n_steps * model.n_envs, callback=None, reset_num_timesteps=False)
+    callback.on_training_start(locals(), globals())
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)
+    return model
