@@ -100,10 +100,11 @@ def no_rotation(monkeypatch):
     monkeypatch.setattr(np.random, "randint", lambda high: 0)
 
 
-@pytest.fixture(params=["discrete", "box"])
+@pytest.fixture(params=["discrete", "box", "box_gsde"])
 def unrolled_case(request, monkeypatch, no_rotation):
+    space, use_sde = request.param.removesuffix("_gsde"), request.param.endswith("_gsde")
     model = recurrent_model(
-        ACTION_SPACES[request.param], n_steps=8, episode_length=3, cg_damping=0.0, policy_kwargs=TINIER_LSTM
+        ACTION_SPACES[space], n_steps=8, episode_length=3, cg_damping=0.0, use_sde=use_sde, policy_kwargs=TINIER_LSTM
     )
     raw = raw_buffer(model)
     assert raw["episode_starts"][1:].any() and model.n_envs > 1  # episode starts inside the batch

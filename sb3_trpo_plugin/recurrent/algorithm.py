@@ -53,7 +53,8 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
     rollout held, padded steps excluded) for the surrogate, the KL and the Fisher-vector products; the actor's
     parameters, its LSTM included (and a shared LSTM), move by the trust-region step only. A separate critic LSTM
     (``enable_critic_lstm=True``) is the critic's, fitted by the critic's regression over sequence minibatches of
-    ``batch_size`` steps. ``sub_sampling_factor`` and ``fisher_sub_sampling_factor`` select every k-th sequence.
+    ``batch_size`` steps. ``sub_sampling_factor`` selects every k-th sequence, and so does ``fisher_sub_sampling_factor``
+    for the closed-form Fisher products.
     Data-parallel training (``torchrun``) is not supported and is refused.
 
     :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy, or a
@@ -90,6 +91,7 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
         LSTM), ``"kl_hessian"`` (double backpropagation), ``"auto"`` (the closed form where it exists)
     :param cg_residual_tol: The conjugate gradient stops early once ``‖g - F x‖²`` falls below this
     :param fisher_sub_sampling_factor: Estimate the Fisher matrix on every k-th sequence of the policy batch
+        (closed form; with ``fisher_product="kl_hessian"``, on every k-th valid step, as TRPO does with states)
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
