@@ -6,7 +6,8 @@ from sb3_trpo_plugin.loading import safe_load
 from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.version import __version__
 
-__all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "RecurrentTRPO", "__version__", "safe_load"]
+# RecurrentTRPO is not in __all__: ``from sb3_trpo_plugin import *`` must work without sb3-contrib.
+__all__ = ["TRPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "__version__", "safe_load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -358,6 +358,7 @@ def test_without_sb3_contrib_the_import_names_the_extra():
     code = (
         "import sys; sys.modules['sb3_contrib'] = None\n"  # as if not installed
         "import sb3_trpo_plugin\n"
+        "from sb3_trpo_plugin import *\n"  # star imports need no sb3-contrib either
         "try:\n    from sb3_trpo_plugin import RecurrentTRPO\nexcept ImportError as error:\n    print(error)\n"
     )
     result = run_python(code)
