@@ -13,9 +13,14 @@ timers that this script wraps around the model instance's methods (the library h
 in every round the same VecEnv, wrappers included, is also stepped bare with actions sampled beforehand: the
 rollout's cost above stepping the environments is what the algorithm adds to it.
 
+RecurrentTRPO: one ``train()`` against one of sb3-contrib's ``RecurrentPPO`` (rl-zoo3's ``ppo_lstm.yml`` settings for
+``CartPoleNoVel-v1``, its 20 epochs), from identical weights on one rollout buffer of 8 × 128 steps: the cost of an
+update of each, not a like-for-like race (the two updates do different work).
+
 Usage::
 
-    python benchmarks/speed.py                        # both parts, all configurations, writes docs/benchmarks.md
+    python benchmarks/speed.py                        # all parts, all configurations, writes docs/benchmarks.md
+    python benchmarks/speed.py --only recurrent --repeats 3 --no-write
     python benchmarks/speed.py --configs cartpole --repeats 3 --only train --no-write
     python benchmarks/speed.py --only end-to-end --e2e-configs cartpole hopper --e2e-rounds 2 --no-write
     python benchmarks/speed.py --only end-to-end --e2e-timesteps cartpole=2048 hopper=4096 --no-write
@@ -252,6 +257,76 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "keeps autograd for the actor (its features extractor is the actor's), hence the smaller speed-up there.",
     ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RecurrentTRPO: one train() against sb3-contrib's RecurrentPPO on one rollout buffer
+
+RECURRENT_DESCRIPTION = "CartPole-v1 without velocities, LSTM 64 (actor) + 64 (critic), 8 envs × 128 steps"
+
+
+def time_recurrent_train(repeats: int) -> dict[str, Any]:
+    """
+    Median ``train()`` seconds of RecurrentTRPO and of RecurrentPPO (rl-zoo3's CartPoleNoVel-v1 settings: 20 epochs of
+    minibatches of 256 steps) from identical weights on one rollout buffer collected by RecurrentTRPO.
+    """
+    from rl_zoo3.wrappers import MaskVelocityWrapper
+    from sb3_contrib import RecurrentPPO
+    from torch import nn
+
+    from sb3_trpo_plugin import RecurrentTRPO
+
+    policy_kwargs = dict(
+        ortho_init=False, activation_fn=nn.ReLU, lstm_hidden_size=64, enable_critic_lstm=True, net_arch=dict(pi=[64], vf=[64])
+    )
+    shared = dict(n_steps=128, batch_size=256, gamma=0.98, gae_lambda=0.8, seed=0, policy_kwargs=policy_kwargs)
+    models: dict[str, OnPolicyAlgorithm] = {}
+    for name, cls, own in (("RecurrentTRPO", RecurrentTRPO, {}), ("RecurrentPPO", RecurrentPPO, dict(n_epochs=20))):
+        env = make_vec_env("CartPole-v1", n_envs=8, seed=0, wrapper_class=MaskVelocityWrapper)
+        models[name] = cls("MlpLstmPolicy", env, **shared, **own)  # type: ignore[arg-type]
+        models[name].set_logger(Logger(folder=None, output_formats=[]))
+    ours = models["RecurrentTRPO"]
+    _, callback = ours._setup_learn(ours.n_steps * ours.n_envs, callback=None)
+    callback.on_training_start(locals(), globals())
+    ours.collect_rollouts(ours.env, callback, ours.rollout_buffer, n_rollout_steps=ours.n_steps)
+    models["RecurrentPPO"].policy.load_state_dict(ours.policy.state_dict())
+    models["RecurrentPPO"].rollout_buffer = ours.rollout_buffer
+    initial = {
+        name: (copy.deepcopy(m.policy.state_dict()), copy.deepcopy(m.policy.optimizer.state_dict()))
+        for name, m in models.items()
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for repeat in range(repeats + 1):  # the first round warms up and is discarded
+        for name, model in models.items():
+            model.policy.load_state_dict(initial[name][0])
+            model.policy.optimizer.load_state_dict(initial[name][1])
+            start = time.perf_counter()
+            model.train()
+            if repeat:
+                seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def recurrent_markdown(result: Mapping[str, float], command: str) -> str:
+    """The RecurrentTRPO ``train()`` section of ``docs/benchmarks.md``."""
+    return "\n".join(
+        [
+            "## Speed: one `train()` of RecurrentTRPO (and of sb3-contrib's RecurrentPPO, for scale)",
+            "",
+            f"Command: `{command}`  ",
+            machine(),
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            "",
+            "| configuration | RecurrentTRPO `train()` (s) | RecurrentPPO `train()` (s) |",
+            "| --- | ---: | ---: |",
+            f"| {RECURRENT_DESCRIPTION} | {result['RecurrentTRPO']:.3f} | {result['RecurrentPPO']:.3f} |",
+            "",
+            "Medians over repetitions from identical weights on one rollout buffer. RecurrentTRPO's update is one",
+            "trust-region step (the actor's LSTM re-run over the batch's sequences in one LSTM call per evaluation) and 10",
+            "epochs of the critic LSTM's regression over minibatches of 256 steps; RecurrentPPO's is 20 epochs of",
+            "minibatches of 256 steps (rl-zoo3's settings for this task). Different work: the cost of one update of each.",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -705,7 +780,7 @@ def time_end_to_end(config: EndToEndConfig, timesteps: int, rounds: int) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("train", "end-to-end"), help="run only this part (default: both)")
+    parser.add_argument("--only", choices=("train", "end-to-end", "recurrent"), help="run only this part (default: all)")
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS), help="train() configurations")
     parser.add_argument("--repeats", type=int, default=7, help="timed train() calls per algorithm and configuration")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
@@ -740,7 +815,7 @@ def main() -> None:
     command = ("python benchmarks/speed.py " + " ".join(sys.argv[1:])).strip()
     results: dict[str, Any] = {}
     section_texts: dict[str, str] = {}
-    if args.only != "end-to-end":
+    if args.only in (None, "train"):
         results.update(train={}, memory={})
         for name in args.configs:
             results["train"][name] = time_train(CONFIGS[name], args.repeats)
@@ -748,7 +823,11 @@ def main() -> None:
                 results["memory"][name] = peak_memory_growth(name)
             print(name, json.dumps({k: v[name] for k, v in results.items() if name in v}), flush=True)
         section_texts["speed"] = markdown(results, command)
-    if args.only != "train":
+    if args.only in (None, "recurrent"):
+        results["recurrent"] = time_recurrent_train(args.repeats)
+        print("recurrent", json.dumps(results["recurrent"]), flush=True)
+        section_texts["speed_recurrent"] = recurrent_markdown(results["recurrent"], command)
+    if args.only in (None, "end-to-end"):
         load = "/".join(f"{value:.1f}" for value in os.getloadavg())
         date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results["end_to_end"] = {}

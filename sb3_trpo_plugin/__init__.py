@@ -1,9 +1,12 @@
 """Trust Region Policy Optimization (TRPO) as a first-class Stable-Baselines3 algorithm."""
 
+from typing import Any
+
 from sb3_trpo_plugin.loading import safe_load, safe_load_vec_normalize
 from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, HyperparameterError, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.version import __version__
 
+# The variants are not in __all__: ``from sb3_trpo_plugin import *`` must work without sb3-contrib.
 __all__ = [
     "TRPO",
     "CnnPolicy",
@@ -14,3 +17,12 @@ __all__ = [
     "safe_load",
     "safe_load_vec_normalize",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``RecurrentTRPO`` is imported on first use: it needs sb3-contrib, an optional dependency (the ``contrib`` extra)."""
+    if name == "RecurrentTRPO":
+        from sb3_trpo_plugin.recurrent import RecurrentTRPO
+
+        return RecurrentTRPO
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,8 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "rollout": {"common"},
     "parallel": {"rollout", "common", "trust_region", "serialization"},
     "trpo": {"trust_region", "critic", "common", "rollout", "parallel", "serialization"},
+    "recurrent": {"trpo", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib, an optional dependency
     "loading": {"trpo", "serialization", "version"},
-    "": {"trpo", "loading", "version"},
+    "": {"trpo", "loading", "version", "recurrent"},
     "cli": {"", "trpo", "loading", "serialization", "version", "envs"},
     "zoo": {"", "trpo"},
     "__main__": {"cli"},

@@ -26,7 +26,7 @@ def load_example(name: str) -> ModuleType:
 
 def test_every_example_is_tested() -> None:
     tested = {"cartpole_quickstart", "ppo_to_trpo_callbacks", "pendulum_gsde", "pixel_cnn", "mujoco_hopper"}
-    tested |= {"tensorboard_custom_scalars", "distributed_cartpole"}
+    tested |= {"tensorboard_custom_scalars", "distributed_cartpole", "recurrent_ppo_to_trpo"}
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -107,3 +107,19 @@ def test_distributed_cartpole_runs_as_a_single_process(
     out = capsys.readouterr().out
     assert "process 0 of 1" in out and "2048 steps over 1 process(es)" in out
     assert TRPO.load(tmp_path / "trpo_cartpole_distributed.zip").num_timesteps == 2048
+
+
+@pytest.mark.parametrize("algo", ["ppo_lstm", "trpo_lstm"])
+def test_recurrent_ppo_script_swapped_to_trpo(tmp_path: Path, algo: str) -> None:
+    from sb3_contrib import RecurrentPPO
+
+    from sb3_trpo_plugin import RecurrentTRPO
+
+    example = load_example("recurrent_ppo_to_trpo")
+    mean_return = example.main(["--algo", algo, "--timesteps", "1024", "--output", str(tmp_path), "--no-progress-bar"])
+    assert 5 <= mean_return <= 500  # CartPole's episodes: about 8 steps at the shortest, 500 at the longest
+    model = {"ppo_lstm": RecurrentPPO, "trpo_lstm": RecurrentTRPO}[algo].load(tmp_path / "model.zip")
+    assert model.num_timesteps == 1024 and model.observation_space.shape == (2,)  # the velocities hidden
+    assert (tmp_path / "vecnormalize.pkl").exists()
+    tensorboard_run = {"ppo_lstm": "RecurrentPPO_1", "trpo_lstm": "RecurrentTRPO_1"}[algo]
+    assert list(tmp_path.glob(f"tensorboard/{tensorboard_run}/events.out.tfevents.*"))

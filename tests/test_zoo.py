@@ -169,3 +169,44 @@ def test_hyperparameter_optimisation(
     attributes = saved_attributes(best_model)
     assert "cg_residual_tol" in attributes
     assert attributes["target_kl"] == pytest.approx(float(trial["params_target_kl"]))
+
+
+def test_register_adds_recurrent_trpo_as_trpo_lstm(zoo_algos: dict) -> None:
+    from rl_zoo3 import train
+
+    assert "trpo_lstm" not in zoo_algos
+    register()
+    assert train.ALGOS["trpo_lstm"] is sb3_trpo_plugin.RecurrentTRPO
+    assert zoo_algos["ppo_lstm"].__name__ == "RecurrentPPO"  # unchanged
+
+
+def test_zoo_trpo_lstm_file_is_accepted() -> None:
+    from sb3_trpo_plugin import RecurrentTRPO
+    from sb3_trpo_plugin.zoo import RECURRENT_HYPERPARAMS
+
+    constructor = set(inspect.signature(RecurrentTRPO.__init__).parameters)
+    for env_id, entry in yaml.safe_load(RECURRENT_HYPERPARAMS.read_text()).items():
+        assert set(entry) - ZOO_OWN_KEYS <= constructor, env_id
+
+
+def test_train_then_enjoy_trpo_lstm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], zoo_algos: dict
+) -> None:
+    train = run_zoo(
+        *("train", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-f", "logs", "-n", "512", "--seed", "1"),
+        *("--eval-freq", "-1", "--hyperparams", "n_steps:32", "n_critic_updates:2"),
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr
+    model_zip = tmp_path / "logs" / "trpo_lstm" / "CartPoleNoVel-v1_1" / "CartPoleNoVel-v1.zip"
+    attributes = saved_attributes(model_zip)
+    # Built by rl-zoo3 from this package's trpo_lstm.yml, plus the overrides.
+    assert (attributes["n_steps"], attributes["gamma"], attributes["n_critic_updates"]) == (32, 0.98, 2)
+    assert "RecurrentActorCriticPolicy" in json.dumps(attributes["policy_class"])
+    assert "cg_residual" in train.stdout
+
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    argv = ["enjoy", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-f", "logs", "--exp-id", "1", "--no-render"]
+    assert main([*argv, "-n", "100"]) == 0
+    assert "Episode Reward:" in capsys.readouterr().out

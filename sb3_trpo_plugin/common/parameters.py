@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 from sb3_trpo_plugin.common.modes import modules_called, training_mode
 
 
-def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+def split_actor_critic(
+    policy: ActorCriticPolicy, distribution_of: Callable[[PyTorchObs], Distribution] | None = None
+) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
     """
     Split the trainable parameters into those that shape the action distribution and the rest.
 
@@ -23,12 +27,14 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Paramet
     (and does not update) its running statistics, Dropout is the identity, a one-sample batch is no problem.
 
     :param policy: the actor-critic policy (a sample of its observation space is the input)
+    :param distribution_of: observations ↦ action distribution, for policies whose ``get_distribution`` takes
+        more inputs (e.g. recurrent states); default ``policy.get_distribution``
     :return: ``(actor_parameters, critic_parameters)``, each in ``policy.parameters()`` order
     """
     trainable = [p for p in policy.parameters() if p.requires_grad]
     observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
     with torch.enable_grad(), training_mode(policy, False):
-        distribution = policy.get_distribution(observation)
+        distribution = (distribution_of or policy.get_distribution)(observation)
         log_prob = distribution.log_prob(distribution.get_actions(deterministic=True).detach())
         grads = torch.autograd.grad(log_prob.sum(), trainable, allow_unused=True)
     actor = [p for p, g in zip(trainable, grads, strict=True) if g is not None]
@@ -38,34 +44,43 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[torch.nn.Paramet
     return actor, critic
 
 
-def values_depend_on(policy: ActorCriticPolicy, parameters: Sequence[torch.nn.Parameter]) -> bool:
+def values_depend_on(
+    policy: ActorCriticPolicy,
+    parameters: Sequence[torch.nn.Parameter],
+    values_of: Callable[[PyTorchObs], torch.Tensor] | None = None,
+) -> bool:
     """
     Whether the critic's value ``V(s)`` depends on any of ``parameters`` in the autograd graph of
     ``policy.predict_values`` (e.g. on the actor's, through a features extractor they share).
 
     :param policy: the actor-critic policy (a sample of its observation space is the input)
     :param parameters: parameters of ``policy`` with ``requires_grad=True``
+    :param values_of: observations ↦ values, for policies whose ``predict_values`` takes more inputs;
+        default ``policy.predict_values``
     :return: whether any of them influences the value
     """
     observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
     with torch.enable_grad(), training_mode(policy, False):
-        values = policy.predict_values(observation)
+        values = (values_of or policy.predict_values)(observation)
         grads = torch.autograd.grad(values.sum(), list(parameters), allow_unused=True)
     return any(g is not None for g in grads)
 
 
-def actor_modules(policy: ActorCriticPolicy) -> list[nn.Module]:
+def actor_modules(
+    policy: ActorCriticPolicy, distribution_of: Callable[[PyTorchObs], Distribution] | None = None
+) -> list[nn.Module]:
     """
     The modules that computing the action distribution calls (``policy.get_distribution``), e.g. a features extractor
     shared with the critic: their mode and statistics belong to the policy step. Traced on one sample observation in
     evaluation mode, without gradients and without side effects.
 
     :param policy: the actor-critic policy
+    :param distribution_of: observations ↦ action distribution, as for :func:`split_actor_critic`
     :return: the modules, in the order of their first call
     """
     observation, _ = policy.obs_to_tensor(policy.observation_space.sample())
     with torch.no_grad(), training_mode(policy, False):
-        return modules_called(policy, lambda: policy.get_distribution(observation))
+        return modules_called(policy, lambda: (distribution_of or policy.get_distribution)(observation))
 
 
 @contextlib.contextmanager

@@ -14,19 +14,21 @@ import dataclasses
 import io
 import math
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import (
     DictRolloutBufferSamples,
     GymEnv,
     MaybeCallback,
+    PyTorchObs,
     RolloutBufferSamples,
     Schedule,
     TensorDict,
@@ -246,9 +248,10 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        self._actor_params, self._critic_params = split_actor_critic(self.policy)
-        self._critic_depends_on_actor = values_depend_on(self.policy, self._actor_params)
-        self._actor_modules = actor_modules(self.policy)
+        distribution_of, values_of = self._policy_functions()
+        self._actor_params, self._critic_params = split_actor_critic(self.policy, distribution_of)
+        self._critic_depends_on_actor = values_depend_on(self.policy, self._actor_params, values_of)
+        self._actor_modules = actor_modules(self.policy, distribution_of)
         if self.ent_coef > 0 and self.use_sde and self.policy.squash_output:
             raise HyperparameterError(
                 f"ent_coef must be 0 with gSDE and squash_output=True (the squashed distribution has no closed-form "
@@ -266,6 +269,13 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             )
         # The critic's optimiser holds the critic's parameters only: the actor moves by the trust-region step alone.
         self.policy.optimizer = critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
+
+    def _policy_functions(self) -> tuple[Callable[[PyTorchObs], Distribution], Callable[[PyTorchObs], torch.Tensor]]:
+        """
+        Observations ↦ action distribution, and ↦ values: what the actor/critic split traces on one observation
+        (:mod:`sb3_trpo_plugin.common.parameters`). Variants whose policies take more inputs (recurrent states) override it.
+        """
+        return self.policy.get_distribution, self.policy.predict_values
 
     def _excluded_save_params(self) -> list[str]:
         return [

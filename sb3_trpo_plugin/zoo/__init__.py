@@ -1,5 +1,5 @@
 """
-rl-zoo3 with this package's TRPO as its ``trpo`` algorithm.
+rl-zoo3 with this package's TRPO as its ``trpo`` algorithm, and RecurrentTRPO as ``trpo_lstm``.
 
 From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's own arguments and its tuned
 ``hyperparams/trpo.yml``, e.g.::
@@ -7,6 +7,10 @@ From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's 
     python -m sb3_trpo_plugin.zoo train --algo trpo --env CartPole-v1 -f logs
     python -m sb3_trpo_plugin.zoo enjoy --algo trpo --env CartPole-v1 -f logs
     python -m sb3_trpo_plugin.zoo train --algo trpo --env Pendulum-v1 -optimize --n-trials 20
+    python -m sb3_trpo_plugin.zoo train --algo trpo_lstm --env CartPoleNoVel-v1 -f logs
+
+rl-zoo3 has no ``trpo_lstm.yml``: unless ``--conf-file`` is given, training ``trpo_lstm`` reads this package's
+(:data:`RECURRENT_HYPERPARAMS`).
 
 From Python, call :func:`register` before running rl-zoo3's code.
 """
@@ -16,12 +20,17 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_trpo_plugin import TRPO
 
 ALGO_NAME = "trpo"
+#: rl-zoo3 calls sb3-contrib's RecurrentPPO ``ppo_lstm``.
+RECURRENT_ALGO_NAME = "trpo_lstm"
+#: The hyperparameters ``trpo_lstm`` reads unless ``--conf-file`` names others.
+RECURRENT_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_lstm.yml"
 
 # rl-zoo3's scripts that take --algo: "module:function". Each is imported only when asked for (the plots need seaborn).
 SCRIPTS: dict[str, str] = {
@@ -29,12 +38,13 @@ SCRIPTS: dict[str, str] = {
     "enjoy": "rl_zoo3.enjoy:enjoy",
 }
 
-__all__ = ["ALGO_NAME", "SCRIPTS", "main", "register"]
+__all__ = ["ALGO_NAME", "RECURRENT_ALGO_NAME", "RECURRENT_HYPERPARAMS", "SCRIPTS", "main", "register"]
 
 
 def register() -> type[BaseAlgorithm] | None:
     """
-    Make rl-zoo3 use ``sb3_trpo_plugin.TRPO`` wherever it uses ``trpo`` (train, enjoy, hyperparameter search).
+    Make rl-zoo3 use ``sb3_trpo_plugin.TRPO`` wherever it uses ``trpo`` (train, enjoy, hyperparameter search), and
+    ``sb3_trpo_plugin.RecurrentTRPO`` as ``trpo_lstm``.
 
     Every rl-zoo3 module imports the one dictionary ``rl_zoo3.utils.ALGOS`` and reads it when it runs (argparse
     takes its keys as ``--algo`` choices at parse time, models are built and loaded through it), so replacing its
@@ -48,8 +58,11 @@ def register() -> type[BaseAlgorithm] | None:
         from rl_zoo3.utils import ALGOS
     except ImportError as error:
         raise ImportError("rl-zoo3 is not installed: pip install 'sb3-trpo-plugin[zoo]'") from error
+    from sb3_trpo_plugin import RecurrentTRPO  # rl-zoo3 depends on sb3-contrib, which it needs
+
     previous = ALGOS.get(ALGO_NAME)
     ALGOS[ALGO_NAME] = TRPO
+    ALGOS[RECURRENT_ALGO_NAME] = RecurrentTRPO
     return previous
 
 
@@ -57,6 +70,16 @@ def _load_script(name: str) -> Callable[[], None]:
     """:return: the function of rl-zoo3's script ``name`` (see :data:`SCRIPTS`)"""
     module_name, function_name = SCRIPTS[name].split(":")
     return getattr(importlib.import_module(module_name), function_name)
+
+
+def _algo_of(arguments: Sequence[str]) -> str | None:
+    """:return: the value of ``--algo`` in rl-zoo3's arguments, if given"""
+    for index, argument in enumerate(arguments):
+        if argument == "--algo" and index + 1 < len(arguments):
+            return arguments[index + 1]
+        if argument.startswith("--algo="):
+            return argument.split("=", 1)[1]
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     script = _load_script(arguments[0])
+    training = arguments[0] == "train" and _algo_of(arguments) == RECURRENT_ALGO_NAME
+    if training and not {"-conf", "--conf-file"} & set(arguments):
+        arguments += ["--conf-file", str(RECURRENT_HYPERPARAMS)]
     # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
     saved_argv = sys.argv
     sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *arguments[1:]]

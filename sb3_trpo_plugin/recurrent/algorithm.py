@@ -1,0 +1,296 @@
+"""
+RecurrentTRPO: TRPO with sb3-contrib's LSTM policies, a drop-in for sb3-contrib's ``RecurrentPPO``.
+
+The update is TRPO's (:class:`~sb3_trpo_plugin.TRPO`): a trust-region step on the actor, then the critic's
+regression. What differs is where the data come from and how the distributions of a batch are computed: the
+rollouts store the LSTM states (:mod:`.rollout`), the batch is a set of padded sequences
+(:class:`~sb3_trpo_plugin.recurrent.sequences.RecurrentPolicyBatch`), the policy step re-runs the actor's LSTM
+over them (:class:`~sb3_trpo_plugin.recurrent.policy_step.RecurrentPolicyStep`), and a critic LSTM is fitted over
+sequence minibatches (:mod:`.critic_fit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, cast
+
+import torch
+from gymnasium import spaces
+from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.common.recurrent.type_aliases import RecurrentDictRolloutBufferSamples, RecurrentRolloutBufferSamples
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+
+from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
+from sb3_trpo_plugin.recurrent.critic_fit import feedforward_critic_regression, fit_critic_over_sequences
+from sb3_trpo_plugin.recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
+from sb3_trpo_plugin.recurrent.policy_step import RecurrentPolicyStep
+from sb3_trpo_plugin.recurrent.rollout import RecurrentRollouts, zero_lstm_states
+from sb3_trpo_plugin.recurrent.sequences import RecurrentPolicyBatch
+from sb3_trpo_plugin.trpo.critic_fit import fit_critic
+from sb3_trpo_plugin.trpo.policy_step import FisherProduct, PolicyBatch, PolicyStep, normalize_advantages
+from sb3_trpo_plugin.trpo.trpo import TRPO
+
+SelfRecurrentTRPO = TypeVar("SelfRecurrentTRPO", bound="RecurrentTRPO")
+RecurrentRollout = RecurrentRolloutBufferSamples | RecurrentDictRolloutBufferSamples
+PairOfStates = tuple[torch.Tensor, torch.Tensor]  # sb3-contrib's annotation of an LSTM's (hidden, cell) states
+
+
+class RecurrentTRPO(RecurrentRollouts, TRPO):
+    """
+    Trust Region Policy Optimization with recurrent (LSTM) policies.
+
+    TRPO (:class:`~sb3_trpo_plugin.TRPO`, the same keywords, meanings and defaults) on sb3-contrib's recurrent API:
+    ``MlpLstmPolicy``, ``CnnLstmPolicy``, ``MultiInputLstmPolicy`` (``RecurrentActorCriticPolicy`` and its
+    ``lstm_hidden_size``, ``n_lstm_layers``, ``shared_lstm``, ``enable_critic_lstm``), its recurrent rollout buffers,
+    and ``predict(observation, state, episode_start, deterministic)`` returning the LSTM states. A ``RecurrentPPO``
+    script needs only its import changed (PPO's own keywords, e.g. ``clip_range`` or ``n_epochs``, have no meaning
+    here and are refused, as by ``TRPO``).
+
+    Each update re-runs the actor's LSTM over the rollout's sequences (cut at episode starts, from the states the
+    rollout held, padded steps excluded) for the surrogate, the KL and the Fisher-vector products; the actor's
+    parameters, its LSTM included (and a shared LSTM), move by the trust-region step only. A separate critic LSTM
+    (``enable_critic_lstm=True``) is the critic's, fitted by the critic's regression over sequence minibatches of
+    ``batch_size`` steps. ``sub_sampling_factor`` selects every k-th sequence, and so does ``fisher_sub_sampling_factor``
+    for the closed-form Fisher products.
+    Data-parallel training (``torchrun``) is not supported and is refused.
+
+    :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy, or a
+        ``RecurrentActorCriticPolicy`` subclass)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate of the critic's optimiser; it can be a function of the
+        current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+        (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel)
+    :param batch_size: Minibatch size (in steps) for the critic's regression
+    :param gamma: Discount factor
+    :param cg_max_steps: Maximum number of conjugate gradient steps (Fisher-vector products) to solve ``F x = g``
+    :param cg_damping: Damping ``λ`` added to the Fisher matrix ``F``
+    :param line_search_shrinking_factor: Step-size reduction factor ``s`` of the backtracking line search
+    :param line_search_max_iter: Maximum number of trial steps of the backtracking line search
+    :param n_critic_updates: Number of epochs of critic regression per policy update
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
+    :param rollout_buffer_class: sb3-contrib's ``RecurrentRolloutBuffer`` or ``RecurrentDictRolloutBuffer`` (or a
+        subclass); ``None`` chooses by the observation space
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param normalize_advantage: Whether to normalise the advantages (z-score over the valid steps of the batch)
+    :param target_kl: Trust-region radius ``δ``: the largest mean KL divergence between the old and the new policy
+    :param sub_sampling_factor: Use every k-th sequence of the batch for the policy step; the critic uses all
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: the verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    :param fisher_product: ``"gauss_newton"`` (closed form ``Jᵀ M J v``, the Jacobian-vector products through the
+        LSTM), ``"kl_hessian"`` (double backpropagation), ``"auto"`` (the closed form where it exists)
+    :param cg_residual_tol: The conjugate gradient stops early once ``‖g - F x‖²`` falls below this
+    :param fisher_sub_sampling_factor: Estimate the Fisher matrix on every k-th sequence of the policy batch
+        (closed form; with ``fisher_product="kl_hessian"``, on every k-th valid step, as TRPO does with states)
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpLstmPolicy": MlpLstmPolicy,
+        "CnnLstmPolicy": CnnLstmPolicy,
+        "MultiInputLstmPolicy": MultiInputLstmPolicy,
+    }
+    policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
+    policy_step_class: ClassVar[type[PolicyStep]] = RecurrentPolicyStep
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 2048,
+        batch_size: int = 128,
+        gamma: float = 0.99,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        n_critic_updates: int = 10,
+        gae_lambda: float = 0.95,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = True,
+        target_kl: float = 0.01,
+        sub_sampling_factor: int = 1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+        fisher_product: FisherProduct = "auto",
+        cg_residual_tol: float = 1e-10,
+        fisher_sub_sampling_factor: int = 1,
+    ):
+        if rollout_buffer_class is not None and not issubclass(
+            rollout_buffer_class, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)
+        ):
+            raise ValueError(
+                "rollout_buffer_class must be sb3-contrib's RecurrentRolloutBuffer or RecurrentDictRolloutBuffer "
+                f"(or a subclass), which store the LSTM states; got {rollout_buffer_class.__name__}"
+            )
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            gamma=gamma,
+            cg_max_steps=cg_max_steps,
+            cg_damping=cg_damping,
+            line_search_shrinking_factor=line_search_shrinking_factor,
+            line_search_max_iter=line_search_max_iter,
+            n_critic_updates=n_critic_updates,
+            gae_lambda=gae_lambda,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            normalize_advantage=normalize_advantage,
+            target_kl=target_kl,
+            sub_sampling_factor=sub_sampling_factor,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=_init_setup_model,
+            fisher_product=fisher_product,
+            cg_residual_tol=cg_residual_tol,
+            fisher_sub_sampling_factor=fisher_sub_sampling_factor,
+        )
+
+    def _setup_model(self) -> None:
+        if self.collectives is not None:
+            raise NotImplementedError(
+                "RecurrentTRPO does not support data-parallel training (torch.distributed with several processes): "
+                "run it in one process"
+            )
+        if self.rollout_buffer_class is None:
+            is_dict = isinstance(self.observation_space, spaces.Dict)
+            self.rollout_buffer_class = RecurrentDictRolloutBuffer if is_dict else RecurrentRolloutBuffer
+        # SB3 builds the buffer before the policy, whose LSTM sets the states' shape: a placeholder shape first,
+        # then the buffer again once the policy exists.
+        caller_kwargs = self.rollout_buffer_kwargs
+        self.rollout_buffer_kwargs = {**caller_kwargs, "hidden_state_shape": (self.n_steps, 1, self.n_envs, 1)}
+        try:
+            super()._setup_model()
+        finally:
+            self.rollout_buffer_kwargs = caller_kwargs
+        lstm = self.policy.lstm_actor
+        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[call-arg]
+            self.n_steps,
+            self.observation_space,  # type: ignore[arg-type]
+            self.action_space,
+            device=self.device,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+            hidden_state_shape=(self.n_steps, lstm.num_layers, self.n_envs, lstm.hidden_size),
+            **self.rollout_buffer_kwargs,
+        )
+        self._last_lstm_states = zero_lstm_states(self.policy, self.n_envs)
+
+    def _policy_functions(self) -> tuple[Callable[[PyTorchObs], Distribution], Callable[[PyTorchObs], torch.Tensor]]:
+        """One observation's distribution and value from zero LSTM states, for the actor/critic split's trace."""
+        if not isinstance(self.policy, RecurrentActorCriticPolicy):
+            raise ValueError(
+                f"RecurrentTRPO needs a RecurrentActorCriticPolicy (e.g. 'MlpLstmPolicy'), got {type(self.policy).__name__}"
+            )
+        policy = self.policy
+        states = zero_lstm_states(policy, 1)
+        actor_states, critic_states = cast(PairOfStates, states.pi), cast(PairOfStates, states.vf)
+        no_start = torch.zeros(1, device=policy.device)
+
+        def distribution_of(observation: PyTorchObs) -> Distribution:
+            return policy.get_distribution(cast(torch.Tensor, observation), actor_states, no_start)[0]
+
+        def values_of(observation: PyTorchObs) -> torch.Tensor:
+            return policy.predict_values(cast(torch.Tensor, observation), critic_states, no_start)
+
+        return distribution_of, values_of
+
+    def _excluded_save_params(self) -> list[str]:
+        # The states of the last rollout belong to its environments, which are not saved either.
+        return [*super()._excluded_save_params(), "_last_lstm_states"]
+
+    def _policy_batch(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> PolicyBatch:
+        """
+        The rollout's padded sequences with the actions, old log-probabilities and advantages of the valid steps
+        (advantages z-scored over them); every ``sub_sampling_factor``-th sequence.
+        """
+        rollout = cast(RecurrentRollout, rollout)
+        mask = rollout.mask > 0.5
+        advantages = rollout.advantages[mask]
+        if self.normalize_advantage:
+            advantages = normalize_advantages(advantages, reductions)
+        actions = rollout.actions[mask]
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        batch = RecurrentPolicyBatch(
+            observations=rollout.observations,
+            actions=actions,
+            old_log_prob=rollout.old_log_prob[mask],
+            advantages=advantages,
+            initial_states=rollout.lstm_states.pi,
+            episode_starts=rollout.episode_starts,
+            mask=mask,
+        )
+        return batch.every(self.sub_sampling_factor) if self.sub_sampling_factor > 1 else batch
+
+    def _fit_critic(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> float:
+        """The critic's regression: over sequence minibatches for a critic LSTM, row by row otherwise (:mod:`.critic_fit`)."""
+        rollout = cast(RecurrentRollout, rollout)
+        if self.policy.lstm_critic is not None:
+            assert isinstance(self.rollout_buffer, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer))
+            return fit_critic_over_sequences(
+                self.policy,
+                self.rollout_buffer,
+                self.policy.optimizer,
+                self._critic_params,
+                self._actor_params,
+                n_epochs=self.n_critic_updates,
+                batch_size=self.batch_size,
+            )
+        return fit_critic(
+            feedforward_critic_regression(self.policy, self._critic_params, rollout),
+            rollout.returns[rollout.mask > 0.5],
+            self.policy.optimizer,
+            self._critic_params,
+            self._actor_params,
+            n_epochs=self.n_critic_updates,
+            batch_size=self.batch_size,
+            reductions=reductions,
+        )
+
+    def learn(
+        self: SelfRecurrentTRPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "RecurrentTRPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfRecurrentTRPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
