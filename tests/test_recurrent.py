@@ -435,6 +435,10 @@ def test_dict_and_image_observations(policy, observation_space):
     with torch.no_grad():
         log_prob = collected.make_policy_step().batch_distribution(batch).log_prob(batch.actions)
     torch.testing.assert_close(log_prob, batch.old_log_prob, rtol=1e-5, atol=1e-5)
+    # Sub-sampled first, then the advantages z-scored over the sub-sample (sb3-contrib's order, as TRPO's).
+    subsampled = whole_batch(collected)
+    assert subsampled.advantages.shape[0] < int(subsampled.mask.numel())
+    assert abs(float(subsampled.advantages.mean())) < 1e-5 and abs(float(subsampled.advantages.std()) - 1) < 1e-3
 
 
 def recurrent_model_from(model: RecurrentTRPO) -> RecurrentTRPO:

@@ -11,6 +11,7 @@ sequence minibatches (:mod:`.critic_fit`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -230,27 +231,28 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
 
     def _policy_batch(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> PolicyBatch:
         """
-        The rollout's padded sequences with the actions, old log-probabilities and advantages of the valid steps
-        (advantages z-scored over them); every ``sub_sampling_factor``-th sequence.
+        The rollout's padded sequences with the actions, old log-probabilities and advantages of the valid steps;
+        every ``sub_sampling_factor``-th sequence, then the advantages z-scored over those (TRPO's order, sb3-contrib's).
         """
         rollout = cast(RecurrentRollout, rollout)
         mask = rollout.mask > 0.5
-        advantages = rollout.advantages[mask]
-        if self.normalize_advantage:
-            advantages = normalize_advantages(advantages, reductions)
         actions = rollout.actions[mask]
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
-        batch = RecurrentPolicyBatch(
+        batch: PolicyBatch = RecurrentPolicyBatch(
             observations=rollout.observations,
             actions=actions,
             old_log_prob=rollout.old_log_prob[mask],
-            advantages=advantages,
+            advantages=rollout.advantages[mask],
             initial_states=rollout.lstm_states.pi,
             episode_starts=rollout.episode_starts,
             mask=mask,
         )
-        return batch.every(self.sub_sampling_factor) if self.sub_sampling_factor > 1 else batch
+        if self.sub_sampling_factor > 1:
+            batch = batch.every(self.sub_sampling_factor)
+        if self.normalize_advantage:
+            batch = dataclasses.replace(batch, advantages=normalize_advantages(batch.advantages, reductions))
+        return batch
 
     def _fit_critic(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> float:
         """The critic's regression: over sequence minibatches for a critic LSTM, row by row otherwise (:mod:`.critic_fit`)."""
