@@ -23,10 +23,11 @@ ALLOWED: dict[str, set[str]] = {
     "rollout": {"common"},
     "parallel": {"rollout", "common", "trust_region"},
     "trpo": {"trust_region", "critic", "common", "rollout", "parallel", "serialization"},
+    "masked": {"trpo", "common"},  # sb3-contrib's action masking; imported lazily by the root (optional extra)
     "loading": {"trpo", "serialization", "version"},
-    "": {"trpo", "loading", "version"},
+    "": {"trpo", "loading", "version", "masked"},
     "cli": {"", "trpo", "loading", "serialization", "version", "envs"},
-    "zoo": {"", "trpo"},
+    "zoo": {"", "trpo", "masked"},
     "__main__": {"cli"},
 }
 

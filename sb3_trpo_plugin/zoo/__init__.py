@@ -1,5 +1,5 @@
 """
-rl-zoo3 with this package's TRPO as its ``trpo`` algorithm.
+rl-zoo3 with this package's TRPO as its ``trpo`` algorithm, and MaskableTRPO as ``trpo_mask``.
 
 From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's own arguments and its tuned
 ``hyperparams/trpo.yml``, e.g.::
@@ -8,12 +8,19 @@ From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's 
     python -m sb3_trpo_plugin.zoo enjoy --algo trpo --env CartPole-v1 -f logs
     python -m sb3_trpo_plugin.zoo train --algo trpo --env Pendulum-v1 -optimize --n-trials 20
 
+``trpo_mask`` (rl-zoo3 names sb3-contrib's masked PPO ``ppo_mask``) takes its hyperparameters from
+:mod:`sb3_trpo_plugin.zoo.trpo_mask` (TRPO's defaults for any environment) unless ``-conf`` names a file;
+rl-zoo3 registers no environment with action masks, so ``--gym-packages`` names the module that registers yours::
+
+    python -m sb3_trpo_plugin.zoo train --algo trpo_mask --env MyMaskedEnv-v0 --gym-packages my_envs -f logs
+
 From Python, call :func:`register` before running rl-zoo3's code.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 
@@ -22,6 +29,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from sb3_trpo_plugin import TRPO
 
 ALGO_NAME = "trpo"
+MASKED_ALGO_NAME = "trpo_mask"
+#: rl-zoo3's ``--conf-file`` for ``trpo_mask`` when none is given (a module with a ``hyperparams`` dictionary).
+MASKED_HYPERPARAMS = "sb3_trpo_plugin.zoo.trpo_mask"
 
 # rl-zoo3's scripts that take --algo: "module:function". Each is imported only when asked for (the plots need seaborn).
 SCRIPTS: dict[str, str] = {
@@ -29,12 +39,13 @@ SCRIPTS: dict[str, str] = {
     "enjoy": "rl_zoo3.enjoy:enjoy",
 }
 
-__all__ = ["ALGO_NAME", "SCRIPTS", "main", "register"]
+__all__ = ["ALGO_NAME", "MASKED_ALGO_NAME", "MASKED_HYPERPARAMS", "SCRIPTS", "main", "register"]
 
 
 def register() -> type[BaseAlgorithm] | None:
     """
-    Make rl-zoo3 use ``sb3_trpo_plugin.TRPO`` wherever it uses ``trpo`` (train, enjoy, hyperparameter search).
+    Make rl-zoo3 use ``sb3_trpo_plugin.TRPO`` wherever it uses ``trpo`` (train, enjoy, hyperparameter search), and
+    ``sb3_trpo_plugin.MaskableTRPO`` as ``trpo_mask``.
 
     Every rl-zoo3 module imports the one dictionary ``rl_zoo3.utils.ALGOS`` and reads it when it runs (argparse
     takes its keys as ``--algo`` choices at parse time, models are built and loaded through it), so replacing its
@@ -48,9 +59,29 @@ def register() -> type[BaseAlgorithm] | None:
         from rl_zoo3.utils import ALGOS
     except ImportError as error:
         raise ImportError("rl-zoo3 is not installed: pip install 'sb3-trpo-plugin[zoo]'") from error
+    from sb3_trpo_plugin.masked import MaskableTRPO  # rl-zoo3 depends on sb3-contrib: it is there
+
     previous = ALGOS.get(ALGO_NAME)
     ALGOS[ALGO_NAME] = TRPO
+    ALGOS[MASKED_ALGO_NAME] = MaskableTRPO
     return previous
+
+
+def with_masked_hyperparams(arguments: Sequence[str]) -> list[str]:
+    """
+    rl-zoo3's arguments, with ``--conf-file`` :data:`MASKED_HYPERPARAMS` added for ``--algo trpo_mask`` when no
+    configuration is given (rl-zoo3 ships no ``trpo_mask.yml``).
+
+    :param arguments: the script's arguments
+    :return: the arguments to pass on
+    """
+    arguments = list(arguments)
+    algo = next((value for flag, value in itertools.pairwise(arguments) if flag == "--algo"), None)
+    algo = algo or next((arg.split("=", 1)[1] for arg in arguments if arg.startswith("--algo=")), None)
+    configured = any(arg.split("=", 1)[0] in ("-conf", "--conf-file") for arg in arguments)
+    if algo == MASKED_ALGO_NAME and not configured:
+        arguments += ["--conf-file", MASKED_HYPERPARAMS]
+    return arguments
 
 
 def _load_script(name: str) -> Callable[[], None]:
@@ -69,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     usage = f"usage: python -m sb3_trpo_plugin.zoo {{{','.join(SCRIPTS)}}} [rl-zoo3's arguments; SCRIPT --help lists them]"
     if arguments[:1] in (["-h"], ["--help"]):
-        print(f"{usage}\n\nrl-zoo3's train and enjoy, with sb3-trpo-plugin's TRPO as --algo trpo.")
+        print(f"{usage}\n\nrl-zoo3's train and enjoy, with sb3-trpo-plugin's TRPO as --algo trpo (MaskableTRPO: trpo_mask).")
         return 0
     if not arguments or arguments[0] not in SCRIPTS:
         problem = f"unknown script {arguments[0]!r}" if arguments else "no script given"
@@ -83,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     script = _load_script(arguments[0])
     # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
     saved_argv = sys.argv
-    sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *arguments[1:]]
+    sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *with_masked_hyperparams(arguments[1:])]
     try:
         script()
     finally:
