@@ -441,3 +441,78 @@ def test_cnn_policy() -> None:
     model.learn(64)
     assert type(model.policy).__name__ == "MaskableActorCriticCnnPolicy" and model._n_updates == 2
     assert (model.rollout_buffer.actions.astype(int) % 2 == 0).all()  # only the even actions are valid
+
+
+# --- data-parallel ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tests/masked_distributed_worker.py`` on 2 gloo ranks on loopback; its output folder."""
+    import socket
+
+    out = tmp_path_factory.mktemp("masked_distributed")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")}
+    base |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    worker = Path(__file__).parent / "masked_distributed_worker.py"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(out)],
+            env=base | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    try:
+        outputs = [process.communicate(timeout=300)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for rank, (process, output) in enumerate(zip(processes, outputs, strict=True)):
+        assert process.returncode == 0, f"rank {rank} failed:\n{output}"
+    return out
+
+
+def test_data_parallel_update_equals_one_process_on_the_union(two_ranks: Path) -> None:
+    """Every step reduced over the ranks, each with its own masks: one process's masked update on the union."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from masked_distributed_worker import BUFFER_FIELDS, KWARGS, N_ENVS, make_env
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
+
+    archives = [np.load(two_ranks / f"rank{rank}.npz") for rank in range(2)]
+
+    def weights(archive, prefix: str) -> dict[str, np.ndarray]:
+        return {key[len(prefix) + 1 :]: archive[key] for key in archive.files if key.startswith(prefix + "/")}
+
+    after = [weights(archive, "after") for archive in archives]
+    for name, value in after[0].items():
+        np.testing.assert_array_equal(value, after[1][name], err_msg=name)
+    assert not np.array_equal(archives[0]["buffer/action_masks"], archives[1]["buffer/action_masks"])
+
+    n_envs = 2 * N_ENVS
+    reference = MaskableTRPO("MlpPolicy", make_vec_env(make_env, n_envs=n_envs), batch_size=32 * n_envs, **KWARGS)
+    reference.set_logger(Logger(folder=None, output_formats=[]))
+    reference.policy.load_state_dict({k: torch.as_tensor(v) for k, v in weights(archives[0], "before").items()})
+    buffer = reference.rollout_buffer
+    for field in BUFFER_FIELDS:
+        setattr(buffer, field, np.concatenate([archive[f"buffer/{field}"] for archive in archives], axis=1))
+    buffer.full, buffer.generator_ready = True, False
+    reference.train()
+    assert reference.logger.name_to_value["train/is_line_search_success"] == 1.0 and float(archives[0]["accepted"]) == 1.0
+    for name, tensor in reference.policy.state_dict().items():
+        np.testing.assert_allclose(after[0][name], tensor.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    # Without the other rank's masks the update would differ: the comparison can fail.
+    buffer.action_masks[:] = 1.0
+    reference.policy.load_state_dict({k: torch.as_tensor(v) for k, v in weights(archives[0], "before").items()})
+    reference.train()
+    assert any(
+        not np.allclose(after[0][name], tensor.numpy(), rtol=1e-5, atol=1e-6)
+        for name, tensor in reference.policy.state_dict().items()
+    )

@@ -28,7 +28,7 @@ from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.masked.on_policy import MaskedOnPolicyAlgorithm
 from sb3_trpo_plugin.masked.policy_step import MaskedPolicyBatch, MaskedPolicyStep
 from sb3_trpo_plugin.trpo import TRPO
-from sb3_trpo_plugin.trpo.policy_step import PolicyStep, PolicyStepStats
+from sb3_trpo_plugin.trpo.policy_step import PolicyStep
 
 SelfMaskableTRPO = TypeVar("SelfMaskableTRPO", bound="MaskableTRPO")
 MaskedRollout = MaskableRolloutBufferSamples | MaskableDictRolloutBufferSamples
@@ -63,6 +63,10 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
     policy_step_class: ClassVar[type[PolicyStep]] = MaskedPolicyStep
     #: The lean inference of ``rollout/`` samples without masks: this algorithm always collects with masks.
     lean_rollout: bool = False
+    #: Data-parallel runs reduce every step of the update over the ranks (each rank's masks stay with its rows). The
+    #: split update (:mod:`sb3_trpo_plugin.parallel.split_update`) is not used: in a two-rank test on MultiDiscrete
+    #: actions its step differed from one process's on the union, with all-valid masks too (see the README).
+    split_update: bool = False
 
     def _setup_model(self) -> None:
         if not isinstance(self.action_space, MASKABLE_ACTION_SPACES):
@@ -80,12 +84,6 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
         plain = super()._policy_batch(rollout, reductions)  # type: ignore[arg-type]
         masks = rollout.action_masks[:: self.sub_sampling_factor]  # the rows PolicyBatch.every selects
         return MaskedPolicyBatch(plain.observations, plain.actions, plain.old_log_prob, plain.advantages, masks)
-
-    def _split_over_processes(self, rollout: MaskedRollout) -> tuple[PolicyStepStats, float]:  # type: ignore[override]
-        """Data-parallel split update: every rank's masks are gathered with the rest of the rollout (``parallel/``)."""
-        assert self.collectives is not None
-        (masks,) = self.collectives.gather_row_blocks([rollout.action_masks])  # rank by rank, as the other fields
-        return super()._split_over_processes(rollout._replace(action_masks=masks))  # type: ignore[arg-type]
 
     def predict(  # type: ignore[override]
         self,

@@ -69,8 +69,8 @@ def register() -> type[BaseAlgorithm] | None:
 
 def with_masked_hyperparams(arguments: Sequence[str]) -> list[str]:
     """
-    rl-zoo3's arguments, with ``--conf-file`` :data:`MASKED_HYPERPARAMS` added for ``--algo trpo_mask`` when no
-    configuration is given (rl-zoo3 ships no ``trpo_mask.yml``).
+    rl-zoo3's ``train`` arguments, with ``--conf-file`` :data:`MASKED_HYPERPARAMS` added for ``--algo trpo_mask`` when
+    no configuration is given (rl-zoo3 ships no ``trpo_mask.yml``).
 
     :param arguments: the script's arguments
     :return: the arguments to pass on
@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     script = _load_script(arguments[0])
     # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
     saved_argv = sys.argv
-    sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *with_masked_hyperparams(arguments[1:])]
+    script_arguments = with_masked_hyperparams(arguments[1:]) if arguments[0] == "train" else arguments[1:]
+    sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *script_arguments]
     try:
         script()
     finally:
