@@ -101,9 +101,10 @@ def fisher_metric(distribution: Distribution, scale: float) -> TensorListMap | N
     """
     The Hessian ``M`` of :func:`kl_per_state` in the parameters of :func:`distribution_parameters`.
 
-    Components are independent, so ``M`` is block diagonal: ``diag(p) - p pᵀ`` per categorical,
-    ``diag(p(1-p)) / d`` for ``d`` Bernoulli logits, ``diag(1/σ², 2/σ²) / d`` for a ``d``-dimensional
-    normal in (μ, σ) (the ``1/d`` of the per-dimension mean, see :func:`averaged_dimensions`).
+    Components are independent, so ``M`` is block diagonal: ``diag(p) - p pᵀ`` per categorical (``/ d`` when the
+    distribution averages its ``d`` components' KL), ``diag(p(1-p)) / d`` for ``d`` Bernoulli logits,
+    ``diag(1/σ², 2/σ²) / d`` for a ``d``-dimensional normal in (μ, σ) (the ``1/d`` of the per-dimension mean,
+    see :func:`averaged_dimensions`).
 
     :param distribution: an SB3 distribution
     :param scale: factor on ``M`` (``1/N`` for the mean KL over ``N`` states)
