@@ -91,7 +91,7 @@ def report(results: Path) -> str:
         reached_steps = [s for s in reached if s is not None]
         median = f"{int(np.median(reached_steps))} ({len(reached_steps)}/{len(records)} seeds)" if reached_steps else "—"
         cpu = np.mean([record["train_cpu_seconds"] for record in records])
-        per_seed = " / ".join(f"{value:.0f}" for value in finals)
+        per_seed = " / ".join(f"{value:.1f}" for value in finals)
         lines.append(
             f"| {label} | {len(records)} | {finals.mean():.1f} ± {finals.std():.1f} | {per_seed} | {median} | {cpu:.0f} s |"
         )
