@@ -20,7 +20,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``RecurrentTRPO`` is imported on first use: it needs sb3-contrib, an optional dependency (the ``contrib`` extra)."""
+    """The variants, imported on first use: they need sb3-contrib, an optional dependency (the ``contrib`` extra)."""
+    if name == "MaskableTRPO":
+        from sb3_trpo_plugin.masked import MaskableTRPO
+
+        return MaskableTRPO
     if name == "RecurrentTRPO":
         from sb3_trpo_plugin.recurrent import RecurrentTRPO
 

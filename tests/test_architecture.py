@@ -23,11 +23,12 @@ ALLOWED: dict[str, set[str]] = {
     "rollout": {"common"},
     "parallel": {"rollout", "common", "trust_region", "serialization"},
     "trpo": {"trust_region", "critic", "common", "rollout", "parallel", "serialization"},
+    "masked": {"trpo", "common"},  # sb3-contrib's action masking; imported lazily by the root (optional extra)
     "recurrent": {"trpo", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib, an optional dependency
     "loading": {"trpo", "serialization", "version"},
-    "": {"trpo", "loading", "version", "recurrent"},
+    "": {"trpo", "loading", "version", "masked", "recurrent"},
     "cli": {"", "trpo", "loading", "serialization", "version", "envs"},
-    "zoo": {"", "trpo"},
+    "zoo": {"", "trpo", "masked"},
     "__main__": {"cli"},
 }
 

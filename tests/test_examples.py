@@ -26,7 +26,7 @@ def load_example(name: str) -> ModuleType:
 
 def test_every_example_is_tested() -> None:
     tested = {"cartpole_quickstart", "ppo_to_trpo_callbacks", "pendulum_gsde", "pixel_cnn", "mujoco_hopper"}
-    tested |= {"tensorboard_custom_scalars", "distributed_cartpole", "recurrent_ppo_to_trpo"}
+    tested |= {"tensorboard_custom_scalars", "distributed_cartpole", "recurrent_ppo_to_trpo", "maskable_ppo_to_trpo"}
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -123,3 +123,17 @@ def test_recurrent_ppo_script_swapped_to_trpo(tmp_path: Path, algo: str) -> None
     assert (tmp_path / "vecnormalize.pkl").exists()
     tensorboard_run = {"ppo_lstm": "RecurrentPPO_1", "trpo_lstm": "RecurrentTRPO_1"}[algo]
     assert list(tmp_path.glob(f"tensorboard/{tensorboard_run}/events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("algo", ["maskable_ppo", "maskable_trpo"])
+def test_maskable_ppo_script_swapped_to_trpo(tmp_path: Path, algo: str) -> None:
+    example = load_example("maskable_ppo_to_trpo")
+    argv = ["--algo", algo, "--timesteps", "4096", "--eval-freq", "2048", "--output", str(tmp_path), "--no-progress-bar"]
+    mean_return = example.main(argv)
+    # 10 of 20 cells valid at each step: about 10 per 100-step episode by chance with masks, 100 at best.
+    assert 50 < mean_return <= 100
+    run_folder = tmp_path / f"{algo}_seed0"
+    assert (run_folder / "evaluations.npz").exists() and (run_folder / "best_model.zip").exists()
+    assert type(example.ALGORITHMS[algo].load(run_folder / "model.zip")).__name__ == {"maskable_ppo": "MaskablePPO"}.get(
+        algo, "MaskableTRPO"
+    )

@@ -209,4 +209,36 @@ def test_train_then_enjoy_trpo_lstm(
     capsys.readouterr()
     argv = ["enjoy", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-f", "logs", "--exp-id", "1", "--no-render"]
     assert main([*argv, "-n", "100"]) == 0
+
+
+def test_train_then_enjoy_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], zoo_algos: dict
+) -> None:
+    """``--algo trpo_mask``: MaskableTRPO with the package's default hyperparameters, on an env given by --gym-packages."""
+    (tmp_path / "masked_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('InvalidActionDiscrete-v0', entry_point='sb3_contrib.common.envs:InvalidActionEnvDiscrete',\n"
+        "             kwargs={'dim': 20, 'n_invalid_actions': 10})\n"
+    )
+    common = ("--algo", "trpo_mask", "--env", "InvalidActionDiscrete-v0", "--gym-packages", "masked_envs", "-f", "logs")
+    train = run_zoo(
+        *("train", *common, "-n", "256", "--seed", "1", "--eval-freq", "-1"),
+        *("--hyperparams", "n_steps:128", "batch_size:128", "n_critic_updates:2"),
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr
+    assert "sb3_trpo_plugin.zoo.trpo_mask" in train.stdout  # the package's hyperparameters (rl-zoo3 has no trpo_mask.yml)
+    model_zip = tmp_path / "logs" / "trpo_mask" / "InvalidActionDiscrete-v0_1" / "InvalidActionDiscrete-v0.zip"
+    attributes = saved_attributes(model_zip)
+    assert (attributes["n_steps"], attributes["n_critic_updates"], attributes["target_kl"]) == (128, 2, 0.01)
+    assert "cg_residual" in train.stdout
+    from sb3_trpo_plugin import MaskableTRPO
+
+    model = MaskableTRPO.load(model_zip)
+    assert model.num_timesteps == 256 and type(model.policy).__name__ == "MaskableActorCriticPolicy"
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capsys.readouterr()
+    assert main(["enjoy", *common, "--exp-id", "1", "--no-render", "-n", "200"]) == 0
     assert "Episode Reward:" in capsys.readouterr().out

@@ -84,22 +84,27 @@ def averaged_dimensions(distribution: Distribution) -> int:
     bounds the KL per action dimension there: the joint KL divided by ``d``. A Categorical has one
     KL per state, and SB3 already sums a MultiCategorical's components.
 
+    A distribution may also say so itself with a ``kl_averaged_dimensions`` attribute (the masked variant's
+    MultiBinary actions, written as ``d`` two-way categoricals): duck typing, so that this module imports no variant.
+
     :param distribution: an SB3 distribution after ``proba_distribution``
-    :return: ``d`` for a Normal or Bernoulli of shape ``(n_states, d)``, else 1
+    :return: ``d`` for a Normal or Bernoulli of shape ``(n_states, d)``, the distribution's own
+        ``kl_averaged_dimensions`` if it has one, else 1
     """
     inner = distribution.distribution
     if isinstance(inner, (Normal, Bernoulli)) and len(inner.batch_shape) > 1:
         return int(inner.batch_shape[-1])
-    return 1
+    return int(getattr(distribution, "kl_averaged_dimensions", 1))
 
 
 def fisher_metric(distribution: Distribution, scale: float) -> TensorListMap | None:
     """
     The Hessian ``M`` of :func:`kl_per_state` in the parameters of :func:`distribution_parameters`.
 
-    Components are independent, so ``M`` is block diagonal: ``diag(p) - p pᵀ`` per categorical,
-    ``diag(p(1-p)) / d`` for ``d`` Bernoulli logits, ``diag(1/σ², 2/σ²) / d`` for a ``d``-dimensional
-    normal in (μ, σ) (the ``1/d`` of the per-dimension mean, see :func:`averaged_dimensions`).
+    Components are independent, so ``M`` is block diagonal: ``diag(p) - p pᵀ`` per categorical (``/ d`` when the
+    distribution averages its ``d`` components' KL), ``diag(p(1-p)) / d`` for ``d`` Bernoulli logits,
+    ``diag(1/σ², 2/σ²) / d`` for a ``d``-dimensional normal in (μ, σ) (the ``1/d`` of the per-dimension mean,
+    see :func:`averaged_dimensions`).
 
     :param distribution: an SB3 distribution
     :param scale: factor on ``M`` (``1/N`` for the mean KL over ``N`` states)
@@ -107,8 +112,9 @@ def fisher_metric(distribution: Distribution, scale: float) -> TensorListMap | N
     """
     inner = distribution.distribution
     if isinstance(inner, list) and all(isinstance(part, Categorical) for part in inner):
+        component_scale = scale / averaged_dimensions(distribution)
         return block_diagonal(
-            [categorical_fisher(part.probs, scale) for part in inner],  # type: ignore[attr-defined]
+            [categorical_fisher(part.probs, component_scale) for part in inner],  # type: ignore[attr-defined]
             [1] * len(inner),
         )
     if isinstance(inner, Categorical):
@@ -135,7 +141,10 @@ def kl_per_state(old: Distribution, new: Distribution) -> torch.Tensor:
     :return: tensor of shape ``(n_states,)``
     """
     kl = kl_divergence(old, new)
-    return kl.mean(dim=-1) if kl.dim() > 1 else kl
+    if kl.dim() > 1:
+        return kl.mean(dim=-1)
+    dimensions = averaged_dimensions(new)
+    return kl / dimensions if dimensions > 1 else kl
 
 
 def mean_action_std(distribution: Distribution) -> float:

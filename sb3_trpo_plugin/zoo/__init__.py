@@ -1,5 +1,6 @@
 """
-rl-zoo3 with this package's TRPO as its ``trpo`` algorithm, and RecurrentTRPO as ``trpo_lstm``.
+rl-zoo3 with this package's TRPO as its ``trpo`` algorithm, RecurrentTRPO as ``trpo_lstm`` and MaskableTRPO as
+``trpo_mask``.
 
 From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's own arguments and its tuned
 ``hyperparams/trpo.yml``, e.g.::
@@ -11,6 +12,12 @@ From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's 
 
 rl-zoo3 has no ``trpo_lstm.yml``: unless ``--conf-file`` is given, training ``trpo_lstm`` reads this package's
 (:data:`RECURRENT_HYPERPARAMS`).
+
+``trpo_mask`` (rl-zoo3 names sb3-contrib's masked PPO ``ppo_mask``) takes its hyperparameters from
+:mod:`sb3_trpo_plugin.zoo.trpo_mask` (TRPO's defaults for any environment) unless ``-conf`` names a file;
+rl-zoo3 registers no environment with action masks, so ``--gym-packages`` names the module that registers yours::
+
+    python -m sb3_trpo_plugin.zoo train --algo trpo_mask --env MyMaskedEnv-v0 --gym-packages my_envs -f logs
 
 From Python, call :func:`register` before running rl-zoo3's code.
 """
@@ -31,6 +38,9 @@ ALGO_NAME = "trpo"
 RECURRENT_ALGO_NAME = "trpo_lstm"
 #: The hyperparameters ``trpo_lstm`` reads unless ``--conf-file`` names others.
 RECURRENT_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_lstm.yml"
+MASKED_ALGO_NAME = "trpo_mask"
+#: rl-zoo3's ``--conf-file`` for ``trpo_mask`` when none is given (a module with a ``hyperparams`` dictionary).
+MASKED_HYPERPARAMS = "sb3_trpo_plugin.zoo.trpo_mask"
 
 # rl-zoo3's scripts that take --algo: "module:function". Each is imported only when asked for (the plots need seaborn).
 SCRIPTS: dict[str, str] = {
@@ -38,13 +48,22 @@ SCRIPTS: dict[str, str] = {
     "enjoy": "rl_zoo3.enjoy:enjoy",
 }
 
-__all__ = ["ALGO_NAME", "RECURRENT_ALGO_NAME", "RECURRENT_HYPERPARAMS", "SCRIPTS", "main", "register"]
+__all__ = [
+    "ALGO_NAME",
+    "MASKED_ALGO_NAME",
+    "MASKED_HYPERPARAMS",
+    "RECURRENT_ALGO_NAME",
+    "RECURRENT_HYPERPARAMS",
+    "SCRIPTS",
+    "main",
+    "register",
+]
 
 
 def register() -> type[BaseAlgorithm] | None:
     """
     Make rl-zoo3 use ``sb3_trpo_plugin.TRPO`` wherever it uses ``trpo`` (train, enjoy, hyperparameter search), and
-    ``sb3_trpo_plugin.RecurrentTRPO`` as ``trpo_lstm``.
+    ``sb3_trpo_plugin.RecurrentTRPO`` as ``trpo_lstm`` and ``sb3_trpo_plugin.MaskableTRPO`` as ``trpo_mask``.
 
     Every rl-zoo3 module imports the one dictionary ``rl_zoo3.utils.ALGOS`` and reads it when it runs (argparse
     takes its keys as ``--algo`` choices at parse time, models are built and loaded through it), so replacing its
@@ -58,12 +77,30 @@ def register() -> type[BaseAlgorithm] | None:
         from rl_zoo3.utils import ALGOS
     except ImportError as error:
         raise ImportError("rl-zoo3 is not installed: pip install 'sb3-trpo-plugin[zoo]'") from error
-    from sb3_trpo_plugin import RecurrentTRPO  # rl-zoo3 depends on sb3-contrib, which it needs
+    from sb3_trpo_plugin import MaskableTRPO, RecurrentTRPO  # rl-zoo3 depends on sb3-contrib, which they need
 
     previous = ALGOS.get(ALGO_NAME)
     ALGOS[ALGO_NAME] = TRPO
     ALGOS[RECURRENT_ALGO_NAME] = RecurrentTRPO
+    ALGOS[MASKED_ALGO_NAME] = MaskableTRPO
     return previous
+
+
+def with_default_hyperparams(arguments: Sequence[str]) -> list[str]:
+    """
+    rl-zoo3's ``train`` arguments, with ``--conf-file`` added for the algorithms rl-zoo3 ships no hyperparameters for
+    (``trpo_lstm``: :data:`RECURRENT_HYPERPARAMS`; ``trpo_mask``: :data:`MASKED_HYPERPARAMS`) when none is given.
+
+    :param arguments: the script's arguments
+    :return: the arguments to pass on
+    """
+    arguments = list(arguments)
+    defaults = {RECURRENT_ALGO_NAME: str(RECURRENT_HYPERPARAMS), MASKED_ALGO_NAME: MASKED_HYPERPARAMS}
+    configured = any(argument.split("=", 1)[0] in ("-conf", "--conf-file") for argument in arguments)
+    algo = _algo_of(arguments)
+    if algo in defaults and not configured:
+        arguments += ["--conf-file", defaults[algo]]
+    return arguments
 
 
 def _load_script(name: str) -> Callable[[], None]:
@@ -92,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     usage = f"usage: python -m sb3_trpo_plugin.zoo {{{','.join(SCRIPTS)}}} [rl-zoo3's arguments; SCRIPT --help lists them]"
     if arguments[:1] in (["-h"], ["--help"]):
-        print(f"{usage}\n\nrl-zoo3's train and enjoy, with sb3-trpo-plugin's TRPO as --algo trpo.")
+        print(
+            f"{usage}\n\nrl-zoo3's train and enjoy, with sb3-trpo-plugin's TRPO as --algo trpo (RecurrentTRPO: trpo_lstm, MaskableTRPO: trpo_mask)."
+        )
         return 0
     if not arguments or arguments[0] not in SCRIPTS:
         problem = f"unknown script {arguments[0]!r}" if arguments else "no script given"
@@ -104,12 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     script = _load_script(arguments[0])
-    training = arguments[0] == "train" and _algo_of(arguments) == RECURRENT_ALGO_NAME
-    if training and not {"-conf", "--conf-file"} & set(arguments):
-        arguments += ["--conf-file", str(RECURRENT_HYPERPARAMS)]
     # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
     saved_argv = sys.argv
-    sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *arguments[1:]]
+    script_arguments = with_default_hyperparams(arguments[1:]) if arguments[0] == "train" else arguments[1:]
+    sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *script_arguments]
     try:
         script()
     finally:
