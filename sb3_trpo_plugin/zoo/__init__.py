@@ -129,9 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     usage = f"usage: python -m sb3_trpo_plugin.zoo {{{','.join(SCRIPTS)}}} [rl-zoo3's arguments; SCRIPT --help lists them]"
     if arguments[:1] in (["-h"], ["--help"]):
-        print(
-            f"{usage}\n\nrl-zoo3's train and enjoy, with sb3-trpo-plugin's TRPO as --algo trpo (RecurrentTRPO: trpo_lstm, MaskableTRPO: trpo_mask)."
-        )
+        algorithms = "TRPO as --algo trpo (RecurrentTRPO: trpo_lstm, MaskableTRPO: trpo_mask)"
+        print(f"{usage}\n\nrl-zoo3's train and enjoy, with sb3-trpo-plugin's {algorithms}.")
         return 0
     if not arguments or arguments[0] not in SCRIPTS:
         problem = f"unknown script {arguments[0]!r}" if arguments else "no script given"
