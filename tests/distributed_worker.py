@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gymnasium import Env
+from sb3_contrib.common.envs import InvalidActionEnvMultiDiscrete
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.running_mean_std import RunningMeanStd
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.parallel import Collectives, is_distributed, world_size
@@ -37,13 +39,30 @@ N_STEPS, N_ENVS = 32, 2
 BUFFER_FIELDS = ("observations", "actions", "rewards", "returns", "episode_starts", "values", "log_probs", "advantages")
 
 
+def multidiscrete_env() -> Env:
+    """MultiDiscrete observations (integers in the rollout buffer, one-hot encoded by the policy) and actions."""
+    return InvalidActionEnvMultiDiscrete(dims=[3, 4], n_invalid_actions=3)
+
+
+#: The environments of the equivalence test (the env id or factory ``make_vec_env`` takes), by name.
+EQUIVALENCE_ENVS = {"cartpole": "CartPole-v1", "multidiscrete": multidiscrete_env}
+
+
 def state(model: TRPO) -> dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.policy.state_dict().items()}
 
 
-def equivalence(out: Path, rank: int, split_update: bool) -> dict:
-    """One rollout per rank, one ``train()`` (split over ranks or averaged): the buffers and the weights before and after."""
-    env = make_vec_env("CartPole-v1", n_envs=N_ENVS)
+def equivalence_env(name: str, n_envs: int) -> VecEnv:
+    """The equivalence test's environment ``name`` (a key of :data:`EQUIVALENCE_ENVS`), ``n_envs`` copies."""
+    return make_vec_env(EQUIVALENCE_ENVS[name], n_envs=n_envs)
+
+
+def equivalence(out: Path, rank: int, env_name: str, split_update: bool) -> dict:
+    """
+    One rollout per rank, one ``train()`` (split over ranks or averaged) in environment ``env_name``: the buffers and
+    the weights before and after, in ``OUT/rank{RANK}_{env_name}_{split|averaged}.npz``.
+    """
+    env = equivalence_env(env_name, N_ENVS)
     model = TRPO("MlpPolicy", env, batch_size=N_STEPS * N_ENVS, **EQUIVALENCE_KWARGS)  # full-batch critic
     model.split_update = split_update
     before = state(model)
@@ -54,7 +73,7 @@ def equivalence(out: Path, rank: int, split_update: bool) -> dict:
     model.train()
     arrays = {f"buffer/{k}": v for k, v in buffer.items()} | {f"before/{k}": v for k, v in before.items()}
     np.savez(
-        out / f"rank{rank}_equivalence_{'split' if split_update else 'averaged'}.npz",
+        out / f"rank{rank}_{env_name}_{'split' if split_update else 'averaged'}.npz",
         **arrays,
         **{f"after/{k}": v for k, v in state(model).items()},
     )
@@ -137,14 +156,33 @@ def running_statistics(rank: int) -> dict:
     mean, std = collectives.mean_std(values[rank])
     union64 = torch.cat(values).double()
     gathered = collectives.gather_rows(torch.full((2, 3), float(rank)))
+    # Blocks of several dtypes gathered in one collective, each exactly (integers first, as a rollout's observations).
+    blocks = [mixed_dtype_blocks(r) for r in range(world)]
+    gathered_blocks = collectives.gather_row_blocks(blocks[rank])
+    expected_blocks = [torch.cat(per_rank) for per_rank in zip(*blocks, strict=True)]
     return {
         "global_mean_error": abs(mean.item() - union64.mean().item()),
         "global_std_relative_error": abs(std.item() - union64.std().item()) / union64.std().item(),
         "gathered_rows": gathered.tolist(),
+        "gathered_blocks_exact": [
+            g.dtype == e.dtype and torch.equal(g, e) for g, e in zip(gathered_blocks, expected_blocks, strict=True)
+        ],
         "merged_mean_error": float(np.max(np.abs(rms.mean - union.mean))),
         "merged_var_error": float(np.max(np.abs(rms.var - union.var))),
         "merged_count_error": float(abs(rms.count - union.count)),
     }
+
+
+def mixed_dtype_blocks(rank: int) -> list[torch.Tensor]:
+    """Rank ``rank``'s rows of a few dtypes: int64 and float32 of several shapes, float64 and bool."""
+    generator = torch.Generator().manual_seed(rank)
+    return [
+        torch.randint(-(2**40), 2**40, (3, 2), generator=generator),
+        torch.randn(3, generator=generator) / 3,
+        torch.randn(3, 2, 2, generator=generator),
+        torch.randn(3, 1, generator=generator, dtype=torch.float64) / 7,
+        torch.rand(3, 3, generator=generator) > 0.5,
+    ]
 
 
 def drift(rank: int) -> dict:
@@ -168,8 +206,10 @@ def main() -> None:
     rank = int(os.environ["RANK"])
     print(f"worker rank {rank}", flush=True)
     results = {"rank": rank}
-    results |= {"averaged": equivalence(out, rank, split_update=False)}
-    results |= equivalence(out, rank, split_update=True)
+    results["equivalence"] = {
+        env_name: {path: equivalence(out, rank, env_name, split_update=path == "split") for path in ("averaged", "split")}
+        for env_name in EQUIVALENCE_ENVS
+    }
     assert is_distributed() and world_size() == int(os.environ["WORLD_SIZE"])
     results |= learning(out, rank)
     results |= callbacks(rank)

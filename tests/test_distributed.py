@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 
 from sb3_trpo_plugin import TRPO, parallel
@@ -28,7 +27,7 @@ from sb3_trpo_plugin.parallel import Collectives
 from sb3_trpo_plugin.trpo.policy_step import normalize_advantages
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distributed_worker import BUFFER_FIELDS, EQUIVALENCE_KWARGS, N_ENVS, N_STEPS
+from distributed_worker import BUFFER_FIELDS, EQUIVALENCE_ENVS, EQUIVALENCE_KWARGS, N_ENVS, N_STEPS, equivalence_env
 
 WORLD_SIZE = 2
 
@@ -122,7 +121,7 @@ def test_single_process_reductions_are_identity():
 
 def test_weights_broadcast_and_rollouts_distinct(ranks):
     out, _ = ranks
-    archives = [np.load(out / f"rank{rank}_equivalence_split.npz") for rank in range(WORLD_SIZE)]
+    archives = [np.load(out / f"rank{rank}_cartpole_split.npz") for rank in range(WORLD_SIZE)]
     before = [_weights(archive, "before") for archive in archives]
     for name, value in before[0].items():
         np.testing.assert_array_equal(value, before[1][name], err_msg=name)
@@ -131,19 +130,23 @@ def test_weights_broadcast_and_rollouts_distinct(ranks):
 
 
 @pytest.mark.parametrize("path", ["split", "averaged"])
-def test_update_equals_single_process_on_union_of_buffers(ranks, path):
-    """Both data-parallel updates (split over ranks, or every step averaged over ranks) equal one process's."""
+@pytest.mark.parametrize("env_name", list(EQUIVALENCE_ENVS))
+def test_update_equals_single_process_on_union_of_buffers(ranks, env_name, path):
+    """
+    Both data-parallel updates (split over ranks, or every step averaged over ranks) equal one process's. With
+    MultiDiscrete spaces the rollout buffer holds integer observations and actions beside float returns and
+    advantages: the split update's gathered rollout must bring every field back exactly (it once cast them all to
+    the observations' integers).
+    """
     out, results = ranks
-    archives = [np.load(out / f"rank{rank}_equivalence_{path}.npz") for rank in range(WORLD_SIZE)]
+    archives = [np.load(out / f"rank{rank}_{env_name}_{path}.npz") for rank in range(WORLD_SIZE)]
     after = [_weights(archive, "after") for archive in archives]
     for name, value in after[0].items():  # every rank took the same step
         np.testing.assert_array_equal(value, after[1][name], err_msg=name)
 
     # One process, the same start, a buffer that is the union of both ranks' (envs side by side): one train().
     n_envs = N_ENVS * WORLD_SIZE
-    reference = TRPO(
-        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs), batch_size=N_STEPS * n_envs, **EQUIVALENCE_KWARGS
-    )
+    reference = TRPO("MlpPolicy", equivalence_env(env_name, n_envs), batch_size=N_STEPS * n_envs, **EQUIVALENCE_KWARGS)
     reference.set_logger(Logger(folder=None, output_formats=[]))
     reference.policy.load_state_dict({k: torch.as_tensor(v) for k, v in _weights(archives[0], "before").items()})
     buffer = reference.rollout_buffer
@@ -159,14 +162,14 @@ def test_update_equals_single_process_on_union_of_buffers(ranks, path):
     assert moved, "the update changed nothing: the comparison would be vacuous"
     assert reference.logger.name_to_value["train/is_line_search_success"] == 1.0
     # Rank 0 logs the statistics of the step it did not compute itself on the split path.
-    logged = results[0]["policy_step_logged"] if path == "split" else results[0]["averaged"]["policy_step_logged"]
+    logged = results[0]["equivalence"][env_name][path]["policy_step_logged"]
     for key in ("train/kl_divergence_loss", "train/policy_objective", "train/value_loss", "train/cg_steps"):
         assert logged[key] == pytest.approx(reference.logger.name_to_value[key], rel=1e-4, abs=1e-7), key
 
 
 def test_global_advantage_normalisation_matches_union(ranks):
     out, _ = ranks
-    advantages = [np.load(out / f"rank{rank}_equivalence_averaged.npz")["buffer/advantages"] for rank in range(WORLD_SIZE)]
+    advantages = [np.load(out / f"rank{rank}_cartpole_averaged.npz")["buffer/advantages"] for rank in range(WORLD_SIZE)]
     union = torch.as_tensor(np.concatenate([a.reshape(-1) for a in advantages]))
     normalised = normalize_advantages(union)
     assert abs(float(normalised.mean())) < 1e-5 and abs(float(normalised.std()) - 1.0) < 1e-5
@@ -187,7 +190,7 @@ def test_several_updates_stay_in_sync(ranks):
         assert result["obs_count"] == pytest.approx(global_steps + WORLD_SIZE * N_ENVS + 1e-4)  # steps, resets, ε
         # Every rank holds every rank's episodes.
         assert result["buffered_episodes"] == sum(r["local_episodes"] for r in results)
-    assert results[0]["num_timesteps_after_one_rollout"] == N_STEPS * N_ENVS * WORLD_SIZE
+    assert results[0]["equivalence"]["cartpole"]["split"]["num_timesteps_after_one_rollout"] == N_STEPS * N_ENVS * WORLD_SIZE
     assert results[0]["verbose"] == 1 and results[1]["verbose"] == 0
     # Per update, split over ranks: sync check (every update here), rollout end, 2 VecNormalize merges (observations,
     # returns), the gathered rollout and the exchange of the new weights: 6 all-reduces.
@@ -236,9 +239,13 @@ def test_destroy_process_group_stops_gloo_threads(ranks):
 
 
 def test_global_moments_and_gathered_rows(ranks):
-    """One collective gives the union's mean and std (far from zero, unequal sizes); rows gather in rank order."""
+    """
+    One collective gives the union's mean and std (far from zero, unequal sizes); rows gather in rank order, blocks of
+    different dtypes bit for bit, each in its own dtype.
+    """
     _, results = ranks
     for result in results:
         assert result["global_mean_error"] < 1e-3  # float32 result of a mean near 1000
         assert result["global_std_relative_error"] < 1e-5
         assert result["gathered_rows"] == [[float(r)] * 3 for r in range(WORLD_SIZE) for _ in range(2)]
+        assert result["gathered_blocks_exact"] == [True] * 5

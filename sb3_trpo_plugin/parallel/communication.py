@@ -209,17 +209,21 @@ class Collectives:
 
     def gather_row_blocks(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """
-        :meth:`gather_rows` of several tensors with the same number of rows, in one collective.
+        :meth:`gather_rows` of several tensors with the same number of rows, in one collective, bit for bit.
 
-        :param tensors: same shapes and dtypes on every rank, equal first dimension; cast to the first one's dtype in transit
-        :return: each tensor's rows of every rank, in rank order
+        The blocks travel as their bytes: a common dtype would change values (a rollout's integer observations
+        first would truncate the float returns and advantages that follow), while bytes summed with zeros come back
+        exactly, whatever each block's dtype.
+
+        :param tensors: same shapes and dtypes on every rank, equal first dimension, any dtypes
+        :return: each tensor's rows of every rank, in rank order, with its dtype
         """
-        n_rows, dtype = tensors[0].shape[0], tensors[0].dtype
-        packed = torch.cat([t.reshape(n_rows, -1).to(dtype) for t in tensors], dim=1)
-        gathered = self._gather_rows(packed, "gather_row_blocks")
-        widths = [t[:1].numel() for t in tensors]
+        n_rows = tensors[0].shape[0]
+        rows_as_bytes = [t.detach().contiguous().reshape(n_rows, -1).view(torch.uint8) for t in tensors]
+        gathered = self._gather_rows(torch.cat(rows_as_bytes, dim=1), "gather_row_blocks")
+        widths = [block.shape[1] for block in rows_as_bytes]
         return [
-            block.reshape(-1, *t.shape[1:]).to(t.dtype)
+            block.contiguous().view(t.dtype).reshape(-1, *t.shape[1:])
             for block, t in zip(gathered.split(widths, dim=1), tensors, strict=True)
         ]
 

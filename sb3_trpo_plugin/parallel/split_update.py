@@ -37,7 +37,8 @@ StepStatistics = TypeVar("StepStatistics", bound=FloatRecord)
 
 def gather_rollout(collectives: Collectives, rollout: Samples) -> Samples:
     """
-    The union of every rank's rollout samples, rank by rank, on every rank, in one collective.
+    The union of every rank's rollout samples, rank by rank, on every rank, in one collective; every field exactly,
+    in its own dtype (the observations and actions of discrete spaces are integers).
 
     :param collectives: the process group's collectives
     :param rollout: this rank's samples (same shapes on every rank)
