@@ -64,8 +64,8 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
     #: The lean inference of ``rollout/`` samples without masks: this algorithm always collects with masks.
     lean_rollout: bool = False
     #: Data-parallel runs reduce every step of the update over the ranks (each rank's masks stay with its rows). The
-    #: split update (:mod:`sb3_trpo_plugin.parallel.split_update`) is not used: in a two-rank test on MultiDiscrete
-    #: actions its step differed from one process's on the union, with all-valid masks too (see the README).
+    #: split update (:mod:`sb3_trpo_plugin.parallel.split_update`) is not used: it gathers the standard rollout fields
+    #: into one batch on every rank, without the masks.
     split_update: bool = False
 
     def _setup_model(self) -> None:
