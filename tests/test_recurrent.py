@@ -297,6 +297,33 @@ def test_a_feed_forward_buffer_is_refused():
         RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", rollout_buffer_class=RolloutBuffer)
 
 
+def test_constructor_takes_trpos_keywords_and_explains_ppos():
+    import inspect
+
+    ours = inspect.signature(RecurrentTRPO.__init__).parameters
+    trpo = inspect.signature(TRPO.__init__).parameters
+    assert list(ours) == list(trpo)  # same keywords, same order
+    assert {name: p.default for name, p in ours.items() if name != "policy"} == {
+        name: p.default for name, p in trpo.items() if name != "policy"
+    }
+    with pytest.raises(TypeError, match=r"'n_epochs': it is PPO's.*n_critic_updates"):
+        RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_epochs=4)
+
+
+def test_entropy_bonus_raises_the_entropy_of_the_step():
+    entropies = []
+    for ent_coef in (0.0, 5.0):
+        env = make_vec_env(lambda: RandomEnv(ACTION_SPACES["discrete"], episode_length=5), n_envs=2, seed=0)
+        kwargs = dict(n_steps=16, batch_size=32, seed=0, ent_coef=ent_coef, policy_kwargs=TINY_LSTM)
+        model = RecurrentTRPO("MlpLstmPolicy", env, **kwargs)
+        model.learn(64)
+        assert model.logger.name_to_value["train/entropy_loss"] < 0  # minus the mean entropy of the last batch
+        batch = whole_batch(recurrent_model_from(model))
+        with torch.no_grad():
+            entropies.append(float(model.make_policy_step().batch_distribution(batch).entropy().mean()))
+    assert entropies[1] > entropies[0]
+
+
 def test_data_parallel_training_is_refused():
     model = RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", _init_setup_model=False)
     model.collectives = object()  # type: ignore[assignment]

@@ -32,6 +32,7 @@ from sb3_trpo_plugin.recurrent.policy_step import RecurrentPolicyStep
 from sb3_trpo_plugin.recurrent.rollout import RecurrentRollouts, zero_lstm_states
 from sb3_trpo_plugin.recurrent.sequences import RecurrentPolicyBatch
 from sb3_trpo_plugin.trpo.critic_fit import fit_critic
+from sb3_trpo_plugin.trpo.hyperparameters import explain_ppo_keywords
 from sb3_trpo_plugin.trpo.policy_step import FisherProduct, PolicyBatch, PolicyStep, normalize_advantages
 from sb3_trpo_plugin.trpo.trpo import TRPO
 
@@ -91,9 +92,11 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     :param fisher_product: ``"gauss_newton"`` (closed form ``Jᵀ M J v``, the Jacobian-vector products through the
         LSTM), ``"kl_hessian"`` (double backpropagation), ``"auto"`` (the closed form where it exists)
-    :param cg_residual_tol: The conjugate gradient stops early once ``‖g - F x‖²`` falls below this
+    :param cg_residual_tol: The conjugate gradient stops early once ``‖g - F x‖² <= cg_residual_tol · ‖g‖²``
     :param fisher_sub_sampling_factor: Estimate the Fisher matrix on every k-th sequence of the policy batch
         (closed form; with ``fisher_product="kl_hessian"``, on every k-th valid step, as TRPO does with states)
+    :param ent_coef: Entropy coefficient ``c``: the step maximises the surrogate plus ``c`` times the mean entropy of
+        the valid steps' action distributions (0, the default: the plain TRPO step)
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -104,6 +107,7 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
     policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
     policy_step_class: ClassVar[type[PolicyStep]] = RecurrentPolicyStep
 
+    @explain_ppo_keywords
     def __init__(
         self,
         policy: str | type[RecurrentActorCriticPolicy],
@@ -135,6 +139,7 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
         fisher_product: FisherProduct = "auto",
         cg_residual_tol: float = 1e-10,
         fisher_sub_sampling_factor: int = 1,
+        ent_coef: float = 0.0,
     ):
         if rollout_buffer_class is not None and not issubclass(
             rollout_buffer_class, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)
@@ -173,6 +178,7 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
             fisher_product=fisher_product,
             cg_residual_tol=cg_residual_tol,
             fisher_sub_sampling_factor=fisher_sub_sampling_factor,
+            ent_coef=ent_coef,
         )
 
     def _setup_model(self) -> None:
