@@ -57,13 +57,14 @@ class RandomEnv(gym.Env[Any, Any]):
         """
         Start an episode.
 
-        :param seed: seeds ``np_random`` and the observation space; ``None`` reseeds the observation
-            space from fresh entropy (gymnasium's behaviour for ``Space.seed(None)``)
+        :param seed: seeds ``np_random`` and the observation space; ``None`` continues their random streams, so
+            a seeded environment is reproducible across the automatic resets of a VecEnv (as gymnasium's envs are)
         :param options: unused
         :return: a random observation and an empty info dict
         """
         super().reset(seed=seed)
-        self.observation_space.seed(seed)
+        if seed is not None:
+            self.observation_space.seed(seed)
         self._t = 0
         return self.observation_space.sample(), {}
 

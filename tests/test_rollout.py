@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -59,17 +58,6 @@ SB3_STEP_LOCALS = {
 }
 
 
-class SeededRandomEnv(RandomEnv):
-    """``RandomEnv`` whose observations depend on the seed only (``RandomEnv`` reseeds from entropy at each auto-reset)."""
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        gym.Env.reset(self, seed=seed)
-        if seed is not None:
-            self.observation_space.seed(seed)
-        self._t = 0
-        return self.observation_space.sample(), {}
-
-
 def make_model(
     action_space: spaces.Space,
     observation_space: spaces.Space | None = None,
@@ -80,7 +68,7 @@ def make_model(
 ) -> TRPO:
     """A TRPO model on ``n_envs`` seeded random environments whose episodes are truncated every ``episode_length`` steps."""
     env = make_vec_env(
-        lambda: SeededRandomEnv(action_space, observation_space, episode_length=episode_length), n_envs=n_envs, seed=1
+        lambda: RandomEnv(action_space, observation_space, episode_length=episode_length), n_envs=n_envs, seed=1
     )
     if normalize:
         env = VecNormalize(env)
