@@ -374,7 +374,8 @@ class PolicyStep:
         else:
             local = self._linearize_in_closed_form(batch, distribution, parameters, metric)
         gradient = self.reductions.mean(local.gradient)
-        objective, entropy = self.reductions.mean_floats(local.objective, local.entropy)
+        # H̄(π_old) for the logs, once here whichever way the local model was built.
+        objective, entropy = self.reductions.mean_floats(local.objective, _mean_entropy_value(local.old_distribution))
         local_product = local.fisher_product
 
         def fisher_product(vector: torch.Tensor) -> torch.Tensor:
@@ -418,7 +419,6 @@ class PolicyStep:
             gradient=gradient,
             fisher_product=gauss_newton_vector_product(linearization, metric, self.settings.cg_damping),
             old_distribution=old_distribution,
-            entropy=_mean_entropy_value(old_distribution),
         )
 
     def _hand_derived_jacobian(self, batch: PolicyBatch, distribution: Distribution) -> JacobianProducts | None:
@@ -452,7 +452,6 @@ class PolicyStep:
             gradient=gradient,
             fisher_product=kl_hessian_vector_product(mean_kl, self.actor_parameters, self.settings.cg_damping),
             old_distribution=old_distribution,
-            entropy=_mean_entropy_value(old_distribution),
         )
 
     def line_search(self, batch: PolicyBatch, model: LinearizedPolicy, full_step: torch.Tensor) -> LineSearchResult:
