@@ -127,7 +127,7 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                 actions = actions.reshape(-1, 1)
 
             # Handle timeout by bootstrapping with value function
-            # see GitHub issue #633
+            # see GitHub issue #633 (inline, as in SB3's loop: callbacks see its `idx` and `done` among the locals)
             for idx, done in enumerate(dones):
                 if (
                     done
