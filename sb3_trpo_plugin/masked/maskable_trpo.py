@@ -24,7 +24,6 @@ from sb3_contrib.ppo_mask.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import MaybeCallback
 
-from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.masked.on_policy import MaskedOnPolicyAlgorithm
 from sb3_trpo_plugin.masked.policy_step import MaskedPolicyBatch, MaskedPolicyStep
 from sb3_trpo_plugin.trpo import TRPO
@@ -79,11 +78,10 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_use_masking"]
 
-    def _policy_batch(self, rollout: MaskedRollout, reductions: BatchReductions = ONE_PROCESS) -> MaskedPolicyBatch:  # type: ignore[override]
-        """TRPO's policy batch (every ``sub_sampling_factor``-th sample, advantages z-scored) with each state's mask."""
-        plain = super()._policy_batch(rollout, reductions)  # type: ignore[arg-type]
-        masks = rollout.action_masks[:: self.sub_sampling_factor]  # the rows PolicyBatch.every selects
-        return MaskedPolicyBatch(plain.observations, plain.actions, plain.old_log_prob, plain.advantages, masks)
+    def _whole_policy_batch(self, rollout: MaskedRollout) -> MaskedPolicyBatch:  # type: ignore[override]
+        """TRPO's policy batch with each state's mask (``MaskedPolicyBatch.every`` sub-samples them alike)."""
+        plain = super()._whole_policy_batch(rollout)  # type: ignore[arg-type]
+        return MaskedPolicyBatch(plain.observations, plain.actions, plain.old_log_prob, plain.advantages, rollout.action_masks)
 
     def predict(  # type: ignore[override]
         self,

@@ -11,7 +11,6 @@ sequence minibatches (:mod:`.critic_fit`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -33,7 +32,7 @@ from sb3_trpo_plugin.recurrent.rollout import RecurrentRollouts, zero_lstm_state
 from sb3_trpo_plugin.recurrent.sequences import RecurrentPolicyBatch
 from sb3_trpo_plugin.trpo.critic_fit import fit_critic
 from sb3_trpo_plugin.trpo.hyperparameters import explain_ppo_keywords
-from sb3_trpo_plugin.trpo.policy_step import FisherProduct, PolicyBatch, PolicyStep, normalize_advantages
+from sb3_trpo_plugin.trpo.policy_step import FisherProduct, PolicyBatch, PolicyStep
 from sb3_trpo_plugin.trpo.trpo import TRPO
 
 SelfRecurrentTRPO = TypeVar("SelfRecurrentTRPO", bound="RecurrentTRPO")
@@ -235,17 +234,17 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
         # The states of the last rollout belong to its environments, which are not saved either.
         return [*super()._excluded_save_params(), "_last_lstm_states"]
 
-    def _policy_batch(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> PolicyBatch:
+    def _whole_policy_batch(self, rollout: Any) -> PolicyBatch:
         """
-        The rollout's padded sequences with the actions, old log-probabilities and advantages of the valid steps;
-        every ``sub_sampling_factor``-th sequence, then the advantages z-scored over those (TRPO's order, sb3-contrib's).
+        The rollout's padded sequences with the actions, old log-probabilities and advantages of the valid steps
+        (``RecurrentPolicyBatch.every`` sub-samples whole sequences).
         """
         rollout = cast(RecurrentRollout, rollout)
         mask = rollout.mask > 0.5
         actions = rollout.actions[mask]
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
-        batch: PolicyBatch = RecurrentPolicyBatch(
+        return RecurrentPolicyBatch(
             observations=rollout.observations,
             actions=actions,
             old_log_prob=rollout.old_log_prob[mask],
@@ -254,11 +253,6 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
             episode_starts=rollout.episode_starts,
             mask=mask,
         )
-        if self.sub_sampling_factor > 1:
-            batch = batch.every(self.sub_sampling_factor)
-        if self.normalize_advantage:
-            batch = dataclasses.replace(batch, advantages=normalize_advantages(batch.advantages, reductions))
-        return batch
 
     def _fit_critic(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> float:
         """The critic's regression: over sequence minibatches for a critic LSTM, row by row otherwise (:mod:`.critic_fit`)."""

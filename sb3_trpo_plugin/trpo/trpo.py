@@ -321,13 +321,20 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
 
     def _policy_batch(self, rollout: Rollout, reductions: BatchReductions = ONE_PROCESS) -> PolicyBatch:
         """Every ``sub_sampling_factor``-th sample of the rollout, then its advantages z-scored (sb3-contrib's order)."""
-        actions = rollout.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else rollout.actions
-        batch = PolicyBatch(rollout.observations, actions, rollout.old_log_prob, rollout.advantages)
+        batch = self._whole_policy_batch(rollout)
         if self.sub_sampling_factor > 1:
             batch = batch.every(self.sub_sampling_factor)
         if self.normalize_advantage:
             batch = dataclasses.replace(batch, advantages=normalize_advantages(batch.advantages, reductions))
         return batch
+
+    def _whole_policy_batch(self, rollout: Rollout) -> PolicyBatch:
+        """
+        The policy step's data from the whole rollout; variants (masks, recurrent sequences) return their
+        :class:`PolicyBatch` subclass, whose ``every`` sub-samples what they add.
+        """
+        actions = rollout.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else rollout.actions
+        return PolicyBatch(rollout.observations, actions, rollout.old_log_prob, rollout.advantages)
 
     def _fit_critic(self, rollout: Rollout, reductions: BatchReductions = ONE_PROCESS) -> float:
         """
