@@ -10,7 +10,11 @@ returns and advantages) must be equal, bit for bit: the lean loop computes what 
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -18,8 +22,19 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CallbackList,
+    ConvertCallback,
+    EvalCallback,
+    EveryNTimesteps,
+    ProgressBarCallback,
+    StopTrainingOnMaxEpisodes,
+    StopTrainingOnNoModelImprovement,
+    StopTrainingOnRewardThreshold,
+)
+from stable_baselines3.common.callbacks import CheckpointCallback as SB3CheckpointCallback
 from stable_baselines3.common.distributions import (
     CategoricalDistribution,
     DiagGaussianDistribution,
@@ -32,9 +47,18 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtr
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.cli.train import SaveVecNormalizeOnBest
+from sb3_trpo_plugin.parallel.elastic import UpdateCheckpointCallback
+from sb3_trpo_plugin.rollout import algorithm as rollout_algorithm
 from sb3_trpo_plugin.rollout import inference as inference_module
+from sb3_trpo_plugin.rollout.batched_outputs import (
+    CALLBACKS_BLIND_TO_STEP_OUTPUTS,
+    callbacks_may_read_step_outputs,
+    fill_values_and_log_probs,
+)
 from sb3_trpo_plugin.rollout.checks import EnvironmentDataCheck, NonFiniteEnvironmentDataError
 from sb3_trpo_plugin.rollout.inference import policy_inference, unrecognised_reason
+from sb3_trpo_plugin.serialization.checkpoints import CheckpointCallback
 from tests.conftest import ACTION_SPACES, RandomEnv
 
 BUFFER_FIELDS = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "returns", "advantages")
@@ -97,7 +121,12 @@ def collect(model: TRPO, lean: bool, n_rollouts: int = 3, callback: BaseCallback
     return snapshots
 
 
-def assert_same_rollouts(lean: list[dict[str, Any]], sb3: list[dict[str, Any]]) -> None:
+#: What the policy computes from the data: with the batched values and log-probabilities equal to float32 rounding.
+DERIVED_FIELDS = ("values", "log_probs", "returns", "advantages")
+
+
+def assert_same_rollouts(lean: list[dict[str, Any]], sb3: list[dict[str, Any]], exact: bool = True) -> None:
+    """The same buffers: bit for bit, or (``exact=False``) with :data:`DERIVED_FIELDS` equal to float32 rounding."""
     assert len(lean) == len(sb3)
     for lean_rollout, sb3_rollout in zip(lean, sb3, strict=True):
         assert (lean_rollout["completed"], lean_rollout["pos"], lean_rollout["num_timesteps"]) == (
@@ -113,19 +142,57 @@ def assert_same_rollouts(lean: list[dict[str, Any]], sb3: list[dict[str, Any]]) 
                     np.testing.assert_array_equal(lean_value[key], sb3_value[key], err_msg=f"{name}[{key!r}]")
             else:
                 assert lean_value.dtype == sb3_value.dtype
-                np.testing.assert_array_equal(lean_value, sb3_value, err_msg=name)
+                if exact or name not in DERIVED_FIELDS:
+                    np.testing.assert_array_equal(lean_value, sb3_value, err_msg=name)
+                else:  # finite where SB3's are (a degenerate distribution may give -inf for NaN), and close there
+                    finite = np.isfinite(sb3_value)
+                    np.testing.assert_array_equal(np.isfinite(lean_value), finite, err_msg=name)
+                    np.testing.assert_allclose(lean_value[finite], sb3_value[finite], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+class StepOutputReader(BaseCallback):
+    """A user's callback: it may read the loop's ``values`` and ``log_probs``, so the lean loop computes them per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value_shapes: list[tuple[int, ...]] = []
+
+    def _on_step(self) -> bool:
+        self.value_shapes.append(tuple(self.locals["values"].shape))
+        return True
 
 
 def compare(make: Callable[[], TRPO], n_rollouts: int = 3) -> list[dict[str, Any]]:
-    """Collect with both loops from identical models; assert the buffers match; return the lean loop's."""
-    lean_model = make()
-    assert policy_inference(lean_model.policy) is not None, unrecognised_reason(lean_model.policy)
-    with mock.patch.object(OnPolicyAlgorithm, "collect_rollouts", autospec=True) as sb3_loop:
-        lean = collect(lean_model, lean=True, n_rollouts=n_rollouts)
-    sb3_loop.assert_not_called()  # the lean loop ran, not SB3's
+    """
+    Collect with SB3's loop and with the lean loop both ways from identical models, and compare the buffers: per step
+    (a callback may read the step's values) bit for bit; batched where the policy allows it (values and
+    log-probabilities computed for the whole rollout at its end) to float32 rounding in what the policy computes.
+    Return the batched lean loop's buffers.
+    """
     sb3 = collect(make(), lean=False, n_rollouts=n_rollouts)
-    assert_same_rollouts(lean, sb3)
-    return lean
+    per_step_model = make()
+    assert policy_inference(per_step_model.policy) is not None, unrecognised_reason(per_step_model.policy)
+    reader = StepOutputReader()
+    with (
+        mock.patch.object(OnPolicyAlgorithm, "collect_rollouts", autospec=True) as sb3_loop,
+        mock.patch.object(rollout_algorithm, "fill_values_and_log_probs", wraps=fill_values_and_log_probs) as fill,
+    ):
+        per_step = collect(per_step_model, lean=True, n_rollouts=n_rollouts, callback=reader)
+        fill.assert_not_called()
+        assert reader.value_shapes[0] == (per_step_model.n_envs, 1)
+        batched_model = make()
+        inference = policy_inference(batched_model.policy)
+        assert inference is not None
+        expect_batched = inference.acts_without_critic and type(batched_model.rollout_buffer) in (
+            RolloutBuffer,
+            DictRolloutBuffer,
+        )
+        batched = collect(batched_model, lean=True, n_rollouts=n_rollouts)
+        assert fill.called == expect_batched
+    sb3_loop.assert_not_called()  # the lean loop ran, not SB3's
+    assert_same_rollouts(per_step, sb3)
+    assert_same_rollouts(batched, sb3, exact=not expect_batched)
+    return batched
 
 
 DICT_SPACE = spaces.Dict(
@@ -201,7 +268,7 @@ def test_custom_buffer_class_gets_the_data_through_add() -> None:
             super().add(*args, **kwargs)
 
     rollouts = compare(lambda: make_model(ACTION_SPACES["box"], rollout_buffer_class=CountingRolloutBuffer), n_rollouts=2)
-    assert CountingRolloutBuffer.n_added == 2 * 16 * 2  # both loops, two rollouts of 16 steps
+    assert CountingRolloutBuffer.n_added == 3 * 2 * 16  # three collections (SB3's loop, the lean one twice) of 2 × 16 steps
     assert rollouts[-1]["pos"] == 16
 
 
@@ -294,9 +361,10 @@ def test_callbacks_see_the_same_calls_and_locals() -> None:
     assert [e[0] for e in sb3_callback.events] == ["rollout_start", *["step"] * 16, "rollout_end"] * 2
     assert_same_events(lean_callback, sb3_callback)
     assert sb3_callback.local_names[0] == SB3_STEP_LOCALS
-    # SB3's loop variables (from the second step on also its time-limit loop's idx, done, ...) and the inference.
+    # SB3's loop variables (from the second step on also its time-limit loop's idx, done, ...), the inference and
+    # whether it is batched (not here: the callback reads the values).
     for lean_names, sb3_names in zip(lean_callback.local_names, sb3_callback.local_names, strict=True):
-        assert lean_names == sb3_names | {"inference"}
+        assert lean_names == sb3_names | {"inference", "batched"}
 
 
 @pytest.mark.parametrize("stop_at", [1, 7, 23])
@@ -310,18 +378,25 @@ def test_callback_returning_false_stops_both_loops_at_the_same_step(stop_at: int
     assert_same_events(lean_callback, sb3_callback)
 
 
+@pytest.mark.parametrize("per_step", [True, False], ids=["per-step", "batched"])
 @pytest.mark.parametrize("action_space", [ACTION_SPACES["discrete"], ACTION_SPACES["box"]], ids=["discrete", "box"])
-def test_short_learn_ends_at_the_same_weights(action_space: spaces.Space) -> None:
-    """The buffers are SB3's bit for bit, so whole updates are too: learn() with either loop ends at the same weights."""
+def test_short_learn_ends_at_the_same_weights(action_space: spaces.Space, per_step: bool) -> None:
+    """
+    Per step the buffers are SB3's bit for bit, so whole updates are too: learn() with either loop ends at the same
+    weights. Batched, the values and log-probabilities differ by rounding, and so do the weights.
+    """
     weights = []
     for lean in (True, False):
         model = make_model(action_space, normalize=True)
         model.lean_rollout = lean
-        model.learn(3 * 16 * 2)
+        model.learn(3 * 16 * 2, callback=StepOutputReader() if per_step else None)
         assert model._n_updates == 3
         weights.append({name: value.clone() for name, value in model.policy.state_dict().items()})
     for name in weights[1]:
-        assert torch.equal(weights[0][name], weights[1][name]), name
+        if per_step:
+            assert torch.equal(weights[0][name], weights[1][name]), name
+        else:
+            torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 class OverridingPolicy(ActorCriticPolicy):
@@ -383,18 +458,23 @@ def test_unrecognised_policies_take_sb3s_loop(change: str) -> None:
     ],
     ids=["discrete", "multidiscrete", "multibinary", "box"],
 )
-def test_invalid_distribution_parameters_raise_sb3s_error(action_space: spaces.Space, parameter: str) -> None:
+@pytest.mark.parametrize("per_step", [True, False], ids=["per-step", "batched"])
+def test_invalid_distribution_parameters_raise_sb3s_error(action_space: spaces.Space, parameter: str, per_step: bool) -> None:
     errors = []
     for lean in (True, False):
         model = make_model(action_space)
         model.lean_rollout = lean
-        _, callback = model._setup_learn(10**6, callback=None)
+        _, callback = model._setup_learn(10**6, callback=StepOutputReader() if per_step else None)
         callback.on_training_start({}, {})  # checks the weights: make them NaN after
         with torch.no_grad():
             model.policy.action_net.bias[0] = float("nan")
-        lean_call = inference_module.PolicyInference.__call__
+        inference_class = inference_module.PolicyInference
+        lean_path = "__call__" if per_step else "actions"
         with (
-            mock.patch.object(inference_module.PolicyInference, "__call__", autospec=True, side_effect=lean_call) as spy,
+            mock.patch.object(
+                inference_class, "_raise_sb3_error", autospec=True, side_effect=inference_class._raise_sb3_error
+            ) as spy,
+            mock.patch.object(inference_class, lean_path, autospec=True, side_effect=getattr(inference_class, lean_path)),
             pytest.raises(ValueError, match=f"Expected parameter {parameter}") as error,
         ):
             model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
@@ -522,3 +602,89 @@ def test_linear_layers_compute_what_nn_linear_computes(in_features: int, out_fea
     x = torch.randn(batch, in_features)
     with torch.no_grad():
         assert torch.equal(lean_layer(x), layer(x))
+
+
+class CheckpointSubclass(CheckpointCallback):
+    """A subclass of a listed callback: it may read anything."""
+
+
+def callback_chains() -> list[tuple[str, Callable[[Path], BaseCallback], bool]]:
+    """(label, the chain given the run folder, whether a callback in it may read the step's values or log-probabilities)."""
+    eval_env = lambda: make_vec_env("CartPole-v1", n_envs=1)  # noqa: E731
+    return [
+        ("environment data check", lambda path: CallbackList([EnvironmentDataCheck()]), False),
+        (
+            "SB3's standard callbacks",
+            lambda path: CallbackList(
+                [
+                    EnvironmentDataCheck(),
+                    ProgressBarCallback(),
+                    SB3CheckpointCallback(10, str(path)),
+                    EvalCallback(
+                        eval_env(),
+                        callback_on_new_best=StopTrainingOnRewardThreshold(1.0),
+                        callback_after_eval=StopTrainingOnNoModelImprovement(3),
+                    ),
+                    EveryNTimesteps(5, StopTrainingOnMaxEpisodes(10)),
+                ]
+            ),
+            False,
+        ),
+        (
+            "this package's callbacks",
+            lambda path: CallbackList(
+                [CheckpointCallback(10, str(path)), UpdateCheckpointCallback(10, path), SaveVecNormalizeOnBest(path)]
+            ),
+            False,
+        ),
+        ("a user's callback", lambda path: CallbackList([EnvironmentDataCheck(), StepOutputReader()]), True),
+        ("a function", lambda path: CallbackList([ConvertCallback(lambda local_names, global_names: True)]), True),
+        ("a subclass of a listed one", lambda path: CallbackList([CheckpointSubclass(10, str(path))]), True),
+        ("called on a new best", lambda path: EvalCallback(eval_env(), callback_on_new_best=StepOutputReader()), True),
+        ("called after evaluations", lambda path: EvalCallback(eval_env(), callback_after_eval=StepOutputReader()), True),
+        ("called every n steps", lambda path: EveryNTimesteps(5, StepOutputReader()), True),
+    ]
+
+
+@pytest.mark.parametrize(("label", "chain", "may_read"), callback_chains(), ids=[c[0] for c in callback_chains()])
+def test_values_are_batched_only_when_no_callback_can_read_them(
+    label: str, chain: Callable[[Path], BaseCallback], may_read: bool, tmp_path: Path
+) -> None:
+    callback = chain(tmp_path)
+    assert callbacks_may_read_step_outputs(callback) is may_read
+    model = make_model(ACTION_SPACES["discrete"])
+    model._setup_learn(10**6)
+    callback.init_callback(model)
+    callback.on_training_start({"total_timesteps": 10**6}, {})
+    with mock.patch.object(rollout_algorithm, "fill_values_and_log_probs", wraps=fill_values_and_log_probs) as fill:
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    callback.on_training_end()
+    assert fill.called is not may_read
+
+
+def class_sources(module_name: str, class_name: str) -> list[str]:
+    """
+    The source of a class and of its bases defined in the same module (up to SB3's ``BaseCallback``), read from the
+    module's file without importing it (importing rl-zoo3 patches gymnasium's ``TimeLimit`` for the whole process).
+    """
+    spec = importlib.util.find_spec(module_name)
+    assert spec is not None and spec.origin is not None, module_name
+    text = Path(spec.origin).read_text()
+    classes = {node.name: node for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ClassDef)}
+    sources, pending = [], [class_name]
+    while pending:
+        node = classes[pending.pop()]
+        sources.append(ast.get_source_segment(text, node) or "")
+        pending += [
+            base.id for base in node.bases if isinstance(base, ast.Name) and base.id in classes and base.id != "BaseCallback"
+        ]
+    return sources
+
+
+@pytest.mark.parametrize("name", sorted(CALLBACKS_BLIND_TO_STEP_OUTPUTS))
+def test_listed_callbacks_read_neither_values_nor_log_probabilities(name: str) -> None:
+    module_name, class_name = name.rsplit(".", 1)
+    for source in class_sources(module_name, class_name):
+        assert not re.search(r"""locals(\[|\.get\()\s*["'](values|log_probs)["']""", source), name
+        assert set(re.findall(r"""locals\[\s*["'](\w+)["']""", source)) <= {"dones", "infos", "total_timesteps"}, name
+        assert set(re.findall(r"""locals\.get\(\s*["'](\w+)["']""", source)) <= {"tb_log_name"}, name

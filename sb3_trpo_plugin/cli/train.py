@@ -39,6 +39,9 @@ class SaveVecNormalizeOnBest(BaseCallback):
     :param save_path: where to write SB3's statistics file (the ``.npz`` gets the same name)
     """
 
+    #: Reads none of the rollout loop's locals (the lean loop may then compute values and log-probabilities batched).
+    reads_step_outputs = False
+
     def __init__(self, save_path: Path):
         super().__init__()
         self.save_path = save_path

@@ -49,6 +49,9 @@ class UpdateCheckpointCallback(CheckpointCallback):
     :param verbose: 2 prints every save
     """
 
+    #: Reads none of the rollout loop's locals (the lean loop may then compute values and log-probabilities batched).
+    reads_step_outputs = False
+
     def __init__(
         self,
         save_every: int,

@@ -5,6 +5,8 @@ Rollout collection: filling SB3's rollout buffer from the environments, and chec
   loop with a lean inference for SB3's standard policies (``lean_rollout = False`` forces SB3's own loop);
 - :mod:`.inference`: that inference, the actions SB3 samples bit for bit without ``nn.Module.__call__`` or
   torch distribution objects, and which policies it recognises;
+- :mod:`.batched_outputs`: the values and log-probabilities of a whole rollout in one batch at its end, when no
+  callback can read them at each step;
 - :mod:`.checks`: non-finite environment data refused with an error that names it.
 """
 

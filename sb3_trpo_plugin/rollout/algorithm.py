@@ -8,6 +8,11 @@ loop, step for step (callbacks, their locals, time-limit bootstrapping, clipping
 replaces only those parts: one :class:`~sb3_trpo_plugin.rollout.inference.PolicyInference` per step
 (actions, values and log-probabilities bit for bit SB3's for a seed), and direct
 writes into the arrays of SB3's own rollout buffers. Policies it cannot prove exact take SB3's loop.
+
+The actions need neither the critic nor the log-probabilities. When no callback can read the step's ``values``
+and ``log_probs`` locals and the policy's features are only flattened, each step samples the actions alone (the
+same actions, from the same random calls) and :mod:`~sb3_trpo_plugin.rollout.batched_outputs` computes the values
+and log-probabilities of the whole rollout at its end, in one batch: the same quantities, to float32 rounding.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs, fill_values_and_log_probs
 from sb3_trpo_plugin.rollout.inference import PolicyInference, obs_as_cpu_tensor, policy_inference
 
 
@@ -32,7 +38,9 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
     action space, gSDE, ``squash_output``) the loop infers actions, values and log-probabilities without
     ``nn.Module.__call__`` and without torch distribution objects, sampling with SB3's random calls: for a
     seed, the rollout buffer holds bit for bit what SB3's loop would put there (observations, actions, rewards,
-    episode starts, values, log-probabilities, and so returns and advantages). Everything else is SB3's loop: the
+    episode starts, values, log-probabilities, and so returns and advantages; when no callback can read the step's
+    values and log-probabilities and the features are only flattened, those two are computed for the whole rollout at
+    its end, equal to float32 rounding, and the rest stays bit for bit SB3's). Everything else is SB3's loop: the
     callbacks get the same calls with the same locals (and ``inference``), ``_update_info_buffer`` is called
     where SB3 calls it, truncated episodes are bootstrapped with SB3's own ``predict_values``. SB3's
     ``RolloutBuffer`` and ``DictRolloutBuffer`` are written directly; buffers of other classes get the data
@@ -64,7 +72,12 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         inference = policy_inference(self.policy) if self.lean_rollout else None
         if inference is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
-        return self._collect_rollouts_lean(env, callback, rollout_buffer, n_rollout_steps, inference)
+        batched = (
+            inference.acts_without_critic
+            and type(rollout_buffer) in (RolloutBuffer, DictRolloutBuffer)
+            and not callbacks_may_read_step_outputs(callback)
+        )
+        return self._collect_rollouts_lean(env, callback, rollout_buffer, n_rollout_steps, inference, batched)
 
     def _collect_rollouts_lean(
         self,
@@ -73,8 +86,13 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         rollout_buffer: RolloutBuffer,
         n_rollout_steps: int,
         inference: PolicyInference,
+        batched: bool,
     ) -> bool:
-        """SB3's ``OnPolicyAlgorithm.collect_rollouts`` with ``inference`` for the policy's forward (same local names)."""
+        """
+        SB3's ``OnPolicyAlgorithm.collect_rollouts`` with ``inference`` for the policy's forward (same local names);
+        with ``batched``, the actions alone at each step, and the values and log-probabilities of the whole rollout
+        at its end (:func:`~sb3_trpo_plugin.rollout.batched_outputs.fill_values_and_log_probs`).
+        """
         assert self._last_obs is not None, "No previous observation was provided"
         # Switch to eval mode (this affects batch norm / dropout)
         self.policy.set_training_mode(False)
@@ -94,7 +112,10 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
 
             # Convert to pytorch tensor or to TensorDict (the inference runs without gradients)
             obs_tensor = obs_as_cpu_tensor(self._last_obs)  # type: ignore[arg-type]
-            actions, values, log_probs = inference(obs_tensor)
+            if batched:
+                actions = inference.actions(obs_tensor)
+            else:
+                actions, values, log_probs = inference(obs_tensor)
 
             # Rescale and perform action
             clipped_actions = actions
@@ -117,6 +138,8 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             # Give access to local variables
             callback.update_locals(locals())
             if not callback.on_step():
+                if batched:
+                    fill_values_and_log_probs(self.policy, rollout_buffer)
                 return False
 
             self._update_info_buffer(infos, dones)
@@ -146,11 +169,14 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                 actions,
                 rewards,
                 self._last_episode_starts,  # type: ignore[arg-type]
-                values,
-                log_probs,
+                None if batched else values,
+                None if batched else log_probs,
             )
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
+
+        if batched:
+            fill_values_and_log_probs(self.policy, rollout_buffer)
 
         with th.no_grad():
             # Compute value for the last timestep
@@ -171,8 +197,8 @@ def add_to_rollout_buffer(
     actions: np.ndarray,
     rewards: np.ndarray,
     episode_starts: np.ndarray,
-    values: th.Tensor,
-    log_probs: th.Tensor,
+    values: th.Tensor | None,
+    log_probs: th.Tensor | None,
 ) -> None:
     """
     ``rollout_buffer.add(...)``: for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer``, the same writes into
@@ -183,11 +209,13 @@ def add_to_rollout_buffer(
     :param actions: the actions (Discrete ones of shape ``(n_envs, 1)``)
     :param rewards: the rewards (with the time-limit bootstrap)
     :param episode_starts: whether each observation starts an episode
-    :param values: the values of the observations, ``(n_envs, 1)``
-    :param log_probs: the log-probabilities of the actions, ``(n_envs,)``
+    :param values: the values of the observations, ``(n_envs, 1)``; ``None`` leaves them to be filled for the whole
+        rollout (SB3's buffers only)
+    :param log_probs: the log-probabilities of the actions, ``(n_envs,)``; ``None`` as for ``values``
     """
     kind = type(rollout_buffer)
     if kind is not RolloutBuffer and kind is not DictRolloutBuffer:
+        assert values is not None and log_probs is not None, "a buffer of another class takes every step's values"
         rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs)  # type: ignore[arg-type]
         return
     position, n_envs = rollout_buffer.pos, rollout_buffer.n_envs
@@ -207,8 +235,9 @@ def add_to_rollout_buffer(
     rollout_buffer.actions[position] = actions.reshape((n_envs, rollout_buffer.action_dim))
     rollout_buffer.rewards[position] = rewards
     rollout_buffer.episode_starts[position] = episode_starts
-    rollout_buffer.values[position] = values.cpu().numpy().ravel()
-    rollout_buffer.log_probs[position] = log_probs.cpu().numpy()
+    if values is not None and log_probs is not None:
+        rollout_buffer.values[position] = values.cpu().numpy().ravel()
+        rollout_buffer.log_probs[position] = log_probs.cpu().numpy()
     rollout_buffer.pos += 1
     if rollout_buffer.pos == rollout_buffer.buffer_size:
         rollout_buffer.full = True

@@ -82,6 +82,9 @@ class EnvironmentDataCheck(BaseCallback):
     at only at steps where an episode ended; the values are described only when one is not finite.
     """
 
+    #: Reads the loop's observations, rewards, dones and infos, never its values or log-probabilities.
+    reads_step_outputs = False
+
     def _on_training_start(self) -> None:
         check_policy(self.model.policy)
         parts = _non_finite_parts("observations", self.model._last_obs)
@@ -110,7 +113,7 @@ class EnvironmentDataCheck(BaseCallback):
 
 
 #: Up to this many values, a Python sum of the values is cheaper than a NumPy reduction (vector observations, rewards).
-_SMALL_ARRAY = 64
+SMALL_ARRAY = 64
 
 
 def _is_finite(values: Any) -> bool:
@@ -125,7 +128,7 @@ def _is_finite(values: Any) -> bool:
     if isinstance(values, np.ndarray):
         kind = values.dtype.kind
         if kind == "f":
-            if values.size <= _SMALL_ARRAY:
+            if values.size <= SMALL_ARRAY:
                 return math.isfinite(sum(values.ravel().tolist()))  # in float64: float32 values cannot overflow
             return bool(np.isfinite(values).all())
         # Integer and boolean arrays cannot hold non-finite values.

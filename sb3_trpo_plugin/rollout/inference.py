@@ -20,6 +20,9 @@ shape, so that a seed gives bit for bit SB3's actions:
   products on the detached exploration matrices and ``TanhBijector`` (no random call: the matrices come from
   ``reset_noise``).
 
+:meth:`PolicyInference.actions` samples the actions alone (the same actions from the same random calls), for the
+loop that computes values and log-probabilities for a whole rollout at once (:mod:`.batched_outputs`).
+
 The values and the log-probabilities are SB3's bit for bit too: the critic runs the same kernels, and the
 log-probabilities are torch's formulas on the same elements, in the same order of operations (a categorical
 one is a plain lookup of the normalised logits, which NumPy does at less cost). So a rollout fills the buffer
@@ -66,9 +69,9 @@ from stable_baselines3.common.utils import obs_as_tensor
 from torch import nn
 from torch.nn.modules import module as torch_module
 
+from sb3_trpo_plugin.rollout.checks import SMALL_ARRAY
+
 Layer = Callable[[Any], Any]
-#: A head: from the output of ``action_net`` (and the actor's latent) to actions and log-probabilities (NumPy).
-Head = Callable[[torch.Tensor, torch.Tensor], tuple[np.ndarray, np.ndarray]]
 
 #: The ``ActorCriticPolicy`` methods whose standard implementation :class:`PolicyInference` replicates:
 #: a policy class that overrides any of them computes something else, and keeps SB3's loop.
@@ -207,6 +210,25 @@ def _features_extractor(module: nn.Module) -> Layer:
     return module.forward
 
 
+def _has_nan(values: np.ndarray) -> bool:
+    """
+    Whether ``values`` holds a NaN; for a few values, a finite Python sum of them answers first (infinities alone
+    are not NaN: the sum then leaves the verdict to NumPy).
+    """
+    if values.size <= SMALL_ARRAY and math.isfinite(sum(values.ravel().tolist())):
+        return False
+    return bool(np.isnan(values).any())
+
+
+def _only_flattens(extractor: nn.Module) -> bool:
+    """Whether a features extractor only flattens (SB3's ``FlattenExtractor``, or a ``CombinedExtractor`` of flattenings)."""
+    if type(extractor) is FlattenExtractor:
+        return True
+    if type(extractor) is CombinedExtractor:
+        return all(type(part) is nn.Flatten for part in extractor.extractors.values())
+    return False
+
+
 def _categorical_sample(normalized_logits: torch.Tensor) -> torch.Tensor:
     """
     ``Categorical(logits=...).sample()`` from the normalised logits (``logits - logits.logsumexp(-1)``).
@@ -235,24 +257,52 @@ class _RowIndex:
         return values.numpy()[rows, indices]
 
 
-class _CategoricalHead:
+class _Head:
+    """
+    A head: from the output of ``action_net`` (and the actor's latent) to actions and their log-probabilities.
+
+    ``head(params, latent_pi)`` returns both (NumPy); :meth:`sample` the actions alone, with whether SB3 would have
+    accepted the distribution's parameters (``False`` sends the step to SB3's own validation).
+    """
+
+    def __call__(self, params: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def sample(self, params: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, bool]:
+        """The actions, and whether the parameters were valid (here: the log-probabilities hold no NaN)."""
+        actions, log_probs = self(params, latent_pi)
+        return actions, not _has_nan(log_probs)
+
+
+class _CategoricalHead(_Head):
     """Discrete actions: SB3's ``CategoricalDistribution``."""
 
     def __init__(self) -> None:
         self.row_index = _RowIndex()
         self._draws = torch.empty(0)  # reused: exponential_ draws the same numbers into any tensor of the same layout
 
-    def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """The normalised logits, and ``probs / q`` (whose argmax is the sample)."""
         normalized = logits - logits.logsumexp(-1, True)  # Categorical(logits=...)
         probs = normalized.softmax(-1)
         if self._draws.shape != probs.shape or self._draws.dtype != probs.dtype:
             self._draws = torch.empty_like(probs)
-        # _categorical_sample's argmax(probs / q), in place; NumPy's argmax takes the first maximum (or NaN) as torch's does.
-        actions = probs.div_(self._draws.exponential_()).numpy().argmax(-1)
+        # _categorical_sample's argmax(probs / q), in place
+        return normalized, probs.div_(self._draws.exponential_()).numpy()
+
+    def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        normalized, scores = self._draw(logits)
+        # NumPy's argmax takes the first maximum (or NaN) as torch's does.
+        actions = scores.argmax(-1)
         return actions, self.row_index.gather(normalized, actions)
 
+    def sample(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, bool]:
+        """The actions alone, and whether the probabilities were valid (NaN ones mean invalid logits)."""
+        _, scores = self._draw(logits)
+        return scores.argmax(-1), not _has_nan(scores)
 
-class _MultiCategoricalHead:
+
+class _MultiCategoricalHead(_Head):
     """MultiDiscrete actions: SB3's ``MultiCategoricalDistribution``, one categorical per part, sampled in order."""
 
     def __init__(self, distribution: MultiCategoricalDistribution) -> None:
@@ -267,7 +317,7 @@ class _MultiCategoricalHead:
         return actions.numpy(), log_probs.sum(dim=1).numpy()
 
 
-class _BernoulliHead:
+class _BernoulliHead(_Head):
     """MultiBinary actions: SB3's ``BernoulliDistribution`` (``torch.bernoulli`` of the sigmoid of the logits)."""
 
     def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -276,7 +326,7 @@ class _BernoulliHead:
         return actions.numpy(), log_probs.numpy()
 
 
-class _DiagGaussianHead:
+class _DiagGaussianHead(_Head):
     """Box actions: SB3's ``DiagGaussianDistribution`` (``Normal(mean, exp(log_std)).rsample()`` and its ``log_prob``)."""
 
     def __init__(self, log_std: torch.Tensor) -> None:
@@ -294,31 +344,47 @@ class _DiagGaussianHead:
             np.isfinite(self._log_std).all() and (self._two_var > 0).all() and np.isfinite(self._two_var).all()
         )
 
-    def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _noise(self, mean: torch.Tensor) -> np.ndarray:
+        """Normal.rsample's draw, ``torch.empty(mean.shape).normal_()``: as randn_like, on a new tensor of the same layout."""
         if self.log_std._version != self._version:
             self._update_std()
-        # Normal.rsample's draw, torch.empty(mean.shape).normal_(): as randn_like, on a new tensor of the same layout.
-        noise = (
+        return (
             torch.randn_like(mean) if mean.is_contiguous() else torch.empty(mean.shape, dtype=mean.dtype).normal_()
         ).numpy()
+
+    def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        noise = self._noise(mean)
         if self._degenerate:
             with np.errstate(all="ignore"):
                 return self._sample(noise, mean)
         return self._sample(noise, mean)
 
+    def sample(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, bool]:
+        """The actions alone, and whether the distribution was valid (finite means, a positive finite deviation)."""
+        noise = self._noise(mean)
+        if self._degenerate:
+            with np.errstate(all="ignore"):
+                return self._actions(noise, mean.numpy()), False
+        actions = self._actions(noise, mean.numpy())
+        return actions, not _has_nan(actions)
+
+    def _actions(self, noise: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """rsample's ``loc + eps * scale`` (``scale = ones * std``: ``eps * std``); IEEE-rounded alike in NumPy and torch."""
+        actions = noise * self._std
+        actions += mean
+        return actions
+
     def _sample(self, noise: np.ndarray, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         # IEEE elementwise operations round alike in NumPy and torch; the sum over the action dimensions stays torch's.
         mean_np = mean.numpy()
-        # rsample's loc + eps * scale (scale = ones * std, so eps * std).
-        actions = noise * self._std
-        actions += mean_np
+        actions = self._actions(noise, mean_np)
         # Normal.log_prob, -((a - mean)²) / (2 std²) - log(std) - log(√(2π)), in torch's order of operations.
         deviations = actions - mean_np
         terms = -(deviations * deviations) / self._two_var - self._log_std - np.float32(_LOG_SQRT_2PI)
         return actions, torch.from_numpy(terms).sum(dim=1).numpy()
 
 
-class _StateDependentNoiseHead:
+class _StateDependentNoiseHead(_Head):
     """
     Box actions with gSDE: SB3's ``StateDependentNoiseDistribution`` (``learn_features=False``), on the same tensors.
 
@@ -332,13 +398,31 @@ class _StateDependentNoiseHead:
         self.log_std = log_std
         self._version = -1  # of log_std when the squared standard deviations were computed from it
         self._std_squared = torch.empty(0)
+        self._finite_std = True
+
+    def _update_std(self) -> None:
+        with torch.no_grad():
+            self._std_squared = self.distribution.get_std(self.log_std) ** 2
+        self._version = self.log_std._version
+        self._finite_std = bool(torch.isfinite(self._std_squared).all())
+
+    def sample(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, bool]:
+        """
+        The actions alone (their standard deviations are not needed: the noise comes from the exploration matrices),
+        and whether the distribution was valid (finite means and standard deviations).
+        """
+        if self.log_std._version != self._version:
+            self._update_std()
+        actions = mean + self._noise(latent_pi)
+        if self.distribution.bijector is not None:
+            actions = self.distribution.bijector.forward(actions)
+        actions_np = actions.numpy()
+        return actions_np, self._finite_std and not _has_nan(actions_np)
 
     def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         distribution = self.distribution
         if self.log_std._version != self._version:
-            with torch.no_grad():
-                self._std_squared = distribution.get_std(self.log_std) ** 2
-            self._version = self.log_std._version
+            self._update_std()
         # proba_distribution: the standard deviation of each action, from the features (torch's kernels: its sqrt and
         # log are not NumPy's to the last bit)
         scale = torch.sqrt(torch.mm(latent_pi**2, self._std_squared) + distribution.epsilon)
@@ -367,7 +451,7 @@ class _StateDependentNoiseHead:
         return -(deviations * deviations) / (2 * (scale * scale)) - log_scale - np.float32(_LOG_SQRT_2PI)
 
 
-def _head(policy: ActorCriticPolicy) -> Head | None:
+def _head(policy: ActorCriticPolicy) -> _Head | None:
     """The head for the policy's action distribution, or ``None`` for a distribution of another class."""
     distribution = policy.action_dist
     kind = type(distribution)
@@ -488,6 +572,11 @@ class PolicyInference:
         self.head = head
         self.action_shape = (-1, *policy.action_space.shape)  # type: ignore[misc]
         self.runs_without_graph = _runs_without_graph(policy)
+        #: Whether :meth:`actions` may run the actor alone: the critic's modules have no effect on the actions or on
+        #: the random stream, and features are only flattened, so that recomputing them for a whole rollout is cheap.
+        self.acts_without_critic = self.mlp_extractor_is_standard and all(
+            _only_flattens(extractor) for extractor in (policy.pi_features_extractor, policy.vf_features_extractor)
+        )
 
     def __call__(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """
@@ -510,6 +599,32 @@ class PolicyInference:
             # NaN distribution parameters, or a standard deviation of 0: SB3's validation may refuse them.
             self._raise_sb3_error(obs_tensor)
         return actions.reshape(self.action_shape), values, torch.from_numpy(log_probs)
+
+    def actions(self, obs_tensor: PyTorchObs) -> np.ndarray:
+        """
+        Sample actions alone: the actor's part of :meth:`__call__`, the same actions from the same random calls, for
+        policies with :attr:`acts_without_critic` (the caller computes values and log-probabilities later, batched).
+
+        :param obs_tensor: the observations as tensors
+        :return: the actions as a NumPy array of shape ``(n, *action_space.shape)``
+        """
+        try:
+            if self.runs_without_graph:
+                actions, valid = self._sample(obs_tensor)
+            else:
+                with torch.no_grad():
+                    actions, valid = self._sample(obs_tensor)
+        except RuntimeError:
+            self._raise_sb3_error(obs_tensor)
+            raise
+        if not valid:
+            self._raise_sb3_error(obs_tensor)
+        return actions.reshape(self.action_shape)
+
+    def _sample(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, bool]:
+        """The actor's part of ``ActorCriticPolicy.forward``: features, the actor's latent, the actions."""
+        latent_pi = self.actor_latent(self.pi_features(self.preprocess(obs_tensor)))
+        return self.head.sample(self.action_net(latent_pi), latent_pi)
 
     def _infer(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         """``ActorCriticPolicy.forward``: features, latents, values, then the actions."""

@@ -44,6 +44,9 @@ class CheckpointCallback(SB3CheckpointCallback):
     last, marks a complete checkpoint. Works with any SB3 algorithm.
     """
 
+    #: Reads none of the rollout loop's locals (the lean loop may then compute values and log-probabilities batched).
+    reads_step_outputs = False
+
     def _on_step(self) -> bool:
         if self.n_calls % self.save_freq != 0:
             return True
