@@ -17,6 +17,9 @@ and log-probabilities of the whole rollout at its end, in one batch: the same qu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -105,8 +108,15 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
 
         callback.on_rollout_start()
 
+        # What SB3's loop looks up at every step, looked up once (callbacks also see these names among the locals)
+        resample_noise_every = self.sde_sample_freq if self.use_sde else 0
+        is_box, is_discrete = isinstance(self.action_space, spaces.Box), isinstance(self.action_space, spaces.Discrete)
+        squashed = is_box and self.policy.squash_output
+        low, high = (self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else (0, 0)
+        add_to_rollout_buffer = rollout_buffer_writer(rollout_buffer)
+
         while n_steps < n_rollout_steps:
-            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+            if resample_noise_every > 0 and n_steps % resample_noise_every == 0:
                 # Sample a new noise matrix
                 self.policy.reset_noise(env.num_envs)
 
@@ -120,16 +130,15 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             # Rescale and perform action
             clipped_actions = actions
 
-            if isinstance(self.action_space, spaces.Box):
-                if self.policy.squash_output:
-                    # Unscale the actions to match env bounds
-                    # if they were previously squashed (scaled in [-1, 1])
-                    clipped_actions = self.policy.unscale_action(clipped_actions)
-                else:
-                    # Otherwise, clip the actions to avoid out of bound error
-                    # as we are sampling from an unbounded Gaussian distribution
-                    # (np.clip is this method behind a wrapper)
-                    clipped_actions = actions.clip(self.action_space.low, self.action_space.high)
+            if squashed:
+                # Unscale the actions to match env bounds
+                # if they were previously squashed (scaled in [-1, 1])
+                clipped_actions = self.policy.unscale_action(clipped_actions)
+            elif is_box:
+                # Otherwise, clip the actions to avoid out of bound error
+                # as we are sampling from an unbounded Gaussian distribution
+                # (np.clip is this method behind a wrapper)
+                clipped_actions = actions.clip(low, high)
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
 
@@ -145,7 +154,7 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             self._update_info_buffer(infos, dones)
             n_steps += 1
 
-            if isinstance(self.action_space, spaces.Discrete):
+            if is_discrete:
                 # Reshape in case of discrete action
                 actions = actions.reshape(-1, 1)
 
@@ -164,7 +173,6 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                     rewards[idx] += self.gamma * terminal_value
 
             add_to_rollout_buffer(
-                rollout_buffer,
                 self._last_obs,  # type: ignore[arg-type]
                 actions,
                 rewards,
@@ -191,53 +199,73 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         return True
 
 
-def add_to_rollout_buffer(
-    rollout_buffer: RolloutBuffer,
-    obs: np.ndarray | dict[str, np.ndarray],
-    actions: np.ndarray,
-    rewards: np.ndarray,
-    episode_starts: np.ndarray,
-    values: th.Tensor | None,
-    log_probs: th.Tensor | None,
-) -> None:
+#: ``rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs)`` for one buffer.
+BufferWriter = Callable[[Any, np.ndarray, np.ndarray, np.ndarray, "th.Tensor | None", "th.Tensor | None"], None]
+
+
+def rollout_buffer_writer(rollout_buffer: RolloutBuffer) -> BufferWriter:
     """
-    ``rollout_buffer.add(...)``: for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer``, the same writes into
-    its arrays without ``add``'s intermediate copies; any other buffer class gets the data through its ``add``.
+    ``rollout_buffer.add``, specialised once per rollout: for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer``,
+    the same writes into its arrays without ``add``'s intermediate copies and per-call checks; any other buffer class
+    gets the data through its ``add``.
+
+    The writer takes the observations the actions were taken in, the actions (Discrete ones of shape
+    ``(n_envs, 1)``), the rewards (with the time-limit bootstrap), whether each observation starts an episode, the
+    values ``(n_envs, 1)`` and the log-probabilities ``(n_envs,)`` (``None`` for both leaves them to be filled for
+    the whole rollout: SB3's buffers only).
 
     :param rollout_buffer: the buffer being filled
-    :param obs: the observations the actions were taken in
-    :param actions: the actions (Discrete ones of shape ``(n_envs, 1)``)
-    :param rewards: the rewards (with the time-limit bootstrap)
-    :param episode_starts: whether each observation starts an episode
-    :param values: the values of the observations, ``(n_envs, 1)``; ``None`` leaves them to be filled for the whole
-        rollout (SB3's buffers only)
-    :param log_probs: the log-probabilities of the actions, ``(n_envs,)``; ``None`` as for ``values``
     """
     kind = type(rollout_buffer)
     if kind is not RolloutBuffer and kind is not DictRolloutBuffer:
-        assert values is not None and log_probs is not None, "a buffer of another class takes every step's values"
-        rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs)  # type: ignore[arg-type]
-        return
-    position, n_envs = rollout_buffer.pos, rollout_buffer.n_envs
+
+        def add_through_add(
+            obs: Any, actions: np.ndarray, rewards: np.ndarray, episode_starts: np.ndarray, values: Any, log_probs: Any
+        ) -> None:
+            assert values is not None and log_probs is not None, "a buffer of another class takes every step's values"
+            rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs)
+
+        return add_through_add
+    buffer, n_envs = rollout_buffer, rollout_buffer.n_envs
+    action_shape = (n_envs, rollout_buffer.action_dim)
     # Reshape needed when using multiple envs with discrete observations (as in add)
-    if isinstance(rollout_buffer, DictRolloutBuffer):
-        assert isinstance(obs, dict)
-        for key, observations in rollout_buffer.observations.items():
-            if isinstance(rollout_buffer.observation_space.spaces[key], spaces.Discrete):
-                observations[position] = np.asarray(obs[key]).reshape((n_envs, *rollout_buffer.obs_shape[key]))
-            else:
-                observations[position] = obs[key]
-    elif isinstance(rollout_buffer.observation_space, spaces.Discrete):
-        rollout_buffer.observations[position] = np.asarray(obs).reshape((n_envs, *rollout_buffer.obs_shape))
+    if isinstance(buffer, DictRolloutBuffer):
+        discrete_shapes = {
+            key: (n_envs, *buffer.obs_shape[key])
+            for key, space in buffer.observation_space.spaces.items()  # type: ignore[attr-defined]
+            if isinstance(space, spaces.Discrete)
+        }
+
+        def write_observations(position: int, obs: Any) -> None:
+            for key, observations in buffer.observations.items():
+                shape = discrete_shapes.get(key)
+                observations[position] = obs[key] if shape is None else np.asarray(obs[key]).reshape(shape)
+
+    elif isinstance(buffer.observation_space, spaces.Discrete):
+        shape = (n_envs, *buffer.obs_shape)
+
+        def write_observations(position: int, obs: Any) -> None:
+            buffer.observations[position] = np.asarray(obs).reshape(shape)
+
     else:
-        rollout_buffer.observations[position] = obs
-    # Reshape to handle multi-dim and discrete action spaces, see GH #970 #1392
-    rollout_buffer.actions[position] = actions.reshape((n_envs, rollout_buffer.action_dim))
-    rollout_buffer.rewards[position] = rewards
-    rollout_buffer.episode_starts[position] = episode_starts
-    if values is not None and log_probs is not None:
-        rollout_buffer.values[position] = values.cpu().numpy().ravel()
-        rollout_buffer.log_probs[position] = log_probs.cpu().numpy()
-    rollout_buffer.pos += 1
-    if rollout_buffer.pos == rollout_buffer.buffer_size:
-        rollout_buffer.full = True
+
+        def write_observations(position: int, obs: Any) -> None:
+            buffer.observations[position] = obs
+
+    def add(
+        obs: Any, actions: np.ndarray, rewards: np.ndarray, episode_starts: np.ndarray, values: Any, log_probs: Any
+    ) -> None:
+        position = buffer.pos
+        write_observations(position, obs)
+        # Reshape to handle multi-dim and discrete action spaces, see GH #970 #1392
+        buffer.actions[position] = actions.reshape(action_shape)
+        buffer.rewards[position] = rewards
+        buffer.episode_starts[position] = episode_starts
+        if values is not None and log_probs is not None:
+            buffer.values[position] = values.cpu().numpy().ravel()
+            buffer.log_probs[position] = log_probs.cpu().numpy()
+        buffer.pos += 1
+        if buffer.pos == buffer.buffer_size:
+            buffer.full = True
+
+    return add
