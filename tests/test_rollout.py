@@ -361,10 +361,11 @@ def test_callbacks_see_the_same_calls_and_locals() -> None:
     assert [e[0] for e in sb3_callback.events] == ["rollout_start", *["step"] * 16, "rollout_end"] * 2
     assert_same_events(lean_callback, sb3_callback)
     assert sb3_callback.local_names[0] == SB3_STEP_LOCALS
-    # SB3's loop variables (from the second step on also its time-limit loop's idx, done, ...), the inference and
-    # whether it is batched (not here: the callback reads the values).
+    # SB3's loop variables (from the second step on also its time-limit loop's idx, done, ...), and the lean loop's own:
+    # the inference, whether it is batched (not here: the callback reads the values), what it looks up once.
+    lean_own = {"inference", "batched", "resample_noise_every", "is_box", "is_discrete", "squashed", "low", "high"}
     for lean_names, sb3_names in zip(lean_callback.local_names, sb3_callback.local_names, strict=True):
-        assert lean_names == sb3_names | {"inference", "batched"}
+        assert lean_names == sb3_names | lean_own | {"add_to_rollout_buffer"}
 
 
 @pytest.mark.parametrize("stop_at", [1, 7, 23])
