@@ -24,6 +24,7 @@ with ``σ' = 1 - h²`` for tanh and ``σ' = [h > 0]`` for ReLU, both read from t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -66,6 +67,18 @@ class MLPRegression:
         self._trained_biases = [
             linear.bias if linear.bias is not None and linear.bias.requires_grad else None for linear in self.linears
         ]
+        # The gradients of the trained parameters live in one flat buffer, each parameter's ``.grad`` a view of it:
+        # each step writes them in place, and one reduction tells whether they are all finite.
+        trained = [p for pair in zip(self._trained_weights, self._trained_biases, strict=True) for p in pair if p is not None]
+        reference = self._weights[0]
+        if any(p.dtype != reference.dtype or p.device != reference.device for p in trained):
+            raise ValueError("the layers' parameters must share one dtype and one device")
+        self._gradient = torch.zeros(sum(p.numel() for p in trained), dtype=reference.dtype, device=reference.device)
+        views = dict(zip(map(id, trained), torch.split(self._gradient, [p.numel() for p in trained]), strict=True))
+        self._weight_grads = [None if w is None else views[id(w)].view_as(w) for w in self._trained_weights]
+        self._bias_grads = [None if b is None else views[id(b)].view_as(b) for b in self._trained_biases]
+        # NumPy's tanh applies to CPU tensors of these dtypes (activations are contiguous: addmm's outputs)
+        self._numpy_tanh = reference.device.type == "cpu" and reference.dtype in (torch.float32, torch.float64)
 
     @classmethod
     def from_layers(cls, layers: Sequence[nn.Module]) -> MLPRegression | None:
@@ -98,6 +111,9 @@ class MLPRegression:
                 return None
         if not linears or len(activations) != len(linears) - 1 or linears[-1].out_features != 1:
             return None
+        parameters = [p for linear in linears for p in linear.parameters()]
+        if any(p.dtype != parameters[0].dtype or p.device != parameters[0].device for p in parameters):
+            return None
         return cls(linears, activations)
 
     def parameters(self) -> list[nn.Parameter]:
@@ -122,10 +138,15 @@ class MLPRegression:
         grad_z = residual.mul_(2.0 / n_samples).view(-1, 1)  # ∂loss/∂z_L
         for k in range(len(self.linears) - 1, -1, -1):
             weight, bias, h_in = self._trained_weights[k], self._trained_biases[k], layer_inputs[k]
-            if weight is not None:
-                weight.grad = grad_z.t().mm(h_in)
-            if bias is not None:
-                bias.grad = grad_z.sum(0)
+            weight_grad, bias_grad = self._weight_grads[k], self._bias_grads[k]
+            if weight is not None and weight_grad is not None:
+                torch.mm(grad_z.t(), h_in, out=weight_grad)
+                if weight.grad is not weight_grad:
+                    weight.grad = weight_grad
+            if bias is not None and bias_grad is not None:
+                torch.sum(grad_z, 0, out=bias_grad)
+                if bias.grad is not bias_grad:
+                    bias.grad = bias_grad
             if k == 0:
                 break
             grad_h = grad_z.mm(self._weights[k])
@@ -134,6 +155,14 @@ class MLPRegression:
             else:
                 grad_z = torch.ops.aten.threshold_backward(grad_h, h_in, 0)
         return loss
+
+    def gradients_are_finite(self) -> bool:
+        """
+        Whether the gradient of the last :meth:`loss_and_gradients` is finite: one sum over all of it (a NaN or an
+        inf anywhere makes it non-finite; so do finite values so large that their sum overflows, which no usable
+        step holds).
+        """
+        return math.isfinite(float(self._gradient.sum()))
 
     def values(self, inputs: torch.Tensor) -> torch.Tensor:
         """
@@ -148,7 +177,15 @@ class MLPRegression:
         hidden = inputs
         for weight, bias, activation in zip(self._weights[:-1], self._biases[:-1], self.activations, strict=True):
             hidden = _affine(hidden, weight, bias)
-            hidden = _tanh_(hidden) if activation == "tanh" else hidden.relu_()
+            if activation != "tanh":
+                hidden = hidden.relu_()
+            elif self._numpy_tanh:
+                # NumPy's SIMD tanh in place on the tensor's memory: faster than torch's CPU kernel on minibatch-sized
+                # activations, as accurate (a few ulp in float32); NumPy's element-wise functions use one thread.
+                activations = hidden.numpy()
+                np.tanh(activations, out=activations)
+            else:
+                hidden = hidden.tanh_()
             if layer_inputs is not None:
                 layer_inputs.append(hidden)
         return hidden
@@ -159,16 +196,3 @@ def _affine(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     if bias is None:
         return inputs.mm(weight.t())
     return torch.addmm(bias, inputs, weight.t())
-
-
-def _tanh_(tensor: torch.Tensor) -> torch.Tensor:
-    """
-    In-place ``tanh``. On the CPU NumPy's SIMD ``tanh`` runs on the tensor's memory: about 6× faster than
-    PyTorch's CPU kernel for a minibatch of activations, and as accurate (a few ulp in float32). NumPy's
-    element-wise functions use one thread, so PyTorch's thread setting stays the only one that matters.
-    """
-    if tensor.device.type == "cpu" and tensor.is_contiguous() and tensor.dtype in (torch.float32, torch.float64):
-        array = tensor.numpy()
-        np.tanh(array, out=array)
-        return tensor
-    return tensor.tanh_()

@@ -134,7 +134,9 @@ def feedforward_critic_regression(
         }:
             hand_derived = regression
             return CriticRegression(
-                latent, lambda inputs, targets: hand_derived.loss_and_gradients(cast(torch.Tensor, inputs), targets)
+                latent,
+                lambda inputs, targets: hand_derived.loss_and_gradients(cast(torch.Tensor, inputs), targets),
+                hand_derived.gradients_are_finite,
             )
 
         def value_of_latent(inputs: PyTorchObs) -> torch.Tensor:

@@ -39,10 +39,13 @@ class CriticRegression:
 
     :param inputs: the states, or their features when the critic's features extractor cannot change
     :param loss_and_gradients: a minibatch's loss, with its gradient written into the critic's parameters
+    :param gradients_are_finite: whether the gradient just written is finite (``None``: every parameter's ``.grad``
+        is checked with :func:`all_finite`)
     """
 
     inputs: PyTorchObs
     loss_and_gradients: LossAndGradients
+    gradients_are_finite: Callable[[], bool] | None = None
 
 
 def critic_optimizer(
@@ -212,7 +215,9 @@ def critic_regression(
             regression = MLPRegression.from_layers([policy.mlp_extractor.value_net, policy.value_net])
             if regression is not None and {id(p) for p in regression.parameters() if p.requires_grad} == critic_ids:
                 return CriticRegression(
-                    features, lambda inputs, targets: regression.loss_and_gradients(cast(torch.Tensor, inputs), targets)
+                    features,
+                    lambda inputs, targets: regression.loss_and_gradients(cast(torch.Tensor, inputs), targets),
+                    regression.gradients_are_finite,
                 )
 
         def value_of_features(features: PyTorchObs) -> torch.Tensor:
@@ -275,6 +280,7 @@ def fit_critic(
     inputs, returns = _gather_observations(regression.inputs, reductions), reductions.gather_rows(returns)
     n_rows = returns.shape[0]
     step = optimizer_step(optimizer)
+    gradients_are_finite = regression.gradients_are_finite or (lambda: all_finite(p.grad for p in critic_parameters))
     losses = []
     with frozen(actor_parameters):
         for _ in range(n_epochs):
@@ -284,7 +290,7 @@ def fit_critic(
                 minibatch = slice(start, start + minibatch_size)
                 loss = regression.loss_and_gradients(index_observations(epoch_inputs, minibatch), epoch_returns[minibatch])
                 losses.append(loss)
-                if math.isfinite(loss) and all_finite(p.grad for p in critic_parameters):
+                if math.isfinite(loss) and gradients_are_finite():
                     step()
     return float(np.mean(losses)) if losses else float("nan")
 
