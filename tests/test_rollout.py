@@ -51,6 +51,7 @@ from sb3_trpo_plugin.cli.train import SaveVecNormalizeOnBest
 from sb3_trpo_plugin.parallel.elastic import UpdateCheckpointCallback
 from sb3_trpo_plugin.rollout import algorithm as rollout_algorithm
 from sb3_trpo_plugin.rollout import inference as inference_module
+from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
 from sb3_trpo_plugin.rollout.batched_outputs import (
     CALLBACKS_BLIND_TO_STEP_OUTPUTS,
     callbacks_may_read_step_outputs,
@@ -689,3 +690,46 @@ def test_listed_callbacks_read_neither_values_nor_log_probabilities(name: str) -
         assert not re.search(r"""locals(\[|\.get\()\s*["'](values|log_probs)["']""", source), name
         assert set(re.findall(r"""locals\[\s*["'](\w+)["']""", source)) <= {"dones", "infos", "total_timesteps"}, name
         assert set(re.findall(r"""locals\.get\(\s*["'](\w+)["']""", source)) <= {"tb_log_name"}, name
+
+
+@pytest.mark.parametrize(("n_steps", "n_envs"), [(1, 1), (37, 2), (64, 8)])
+@pytest.mark.parametrize("buffer_class", [RolloutBuffer, DictRolloutBuffer])
+def test_returns_and_advantages_are_sb3s_bit_for_bit(n_steps: int, n_envs: int, buffer_class: type[RolloutBuffer]) -> None:
+    observation_space = DICT_SPACE if buffer_class is DictRolloutBuffer else spaces.Box(-1, 1, (3,))
+    rng = np.random.default_rng(n_steps)
+    buffers = []
+    for _ in range(2):
+        buffer = buffer_class(n_steps, observation_space, spaces.Discrete(2), n_envs=n_envs, gamma=0.97, gae_lambda=0.9)
+        buffer.rewards[:] = rng.standard_normal(buffer.rewards.shape) * 10.0 ** rng.integers(-3, 4, buffer.rewards.shape)
+        buffer.values[:] = rng.standard_normal(buffer.values.shape)
+        buffer.rewards[0, 0], buffer.values[0, 0] = -0.0, 0.0  # signed zeros survive as in SB3's loop
+        buffer.episode_starts[:] = rng.random(buffer.episode_starts.shape) < 0.2
+        buffers.append(buffer)
+    buffers[1].rewards[:], buffers[1].values[:], buffers[1].episode_starts[:] = (
+        buffers[0].rewards,
+        buffers[0].values,
+        buffers[0].episode_starts,
+    )
+    last_values, dones = torch.randn(n_envs, 1), rng.random(n_envs) < 0.5
+    buffers[0].compute_returns_and_advantage(last_values, dones)
+    compute_returns_and_advantage(buffers[1], last_values, dones)
+    for name in ("advantages", "returns"):
+        expected, computed = getattr(buffers[0], name), getattr(buffers[1], name)
+        assert computed.dtype == expected.dtype == np.float32
+        np.testing.assert_array_equal(computed, expected, err_msg=name)
+        np.testing.assert_array_equal(np.signbit(computed), np.signbit(expected), err_msg=name)
+
+
+def test_returns_and_advantages_of_other_buffers_come_from_their_own_method() -> None:
+    class HalvedAdvantages(RolloutBuffer):
+        def compute_returns_and_advantage(self, last_values: torch.Tensor, dones: np.ndarray) -> None:
+            super().compute_returns_and_advantage(last_values, dones)
+            self.advantages /= 2
+
+    buffer = HalvedAdvantages(4, spaces.Box(-1, 1, (3,)), spaces.Discrete(2), n_envs=1)
+    buffer.rewards[:] = 1.0
+    compute_returns_and_advantage(buffer, torch.zeros(1, 1), np.array([False]))
+    reference = RolloutBuffer(4, spaces.Box(-1, 1, (3,)), spaces.Discrete(2), n_envs=1)
+    reference.rewards[:] = 1.0
+    reference.compute_returns_and_advantage(torch.zeros(1, 1), np.array([False]))
+    np.testing.assert_array_equal(buffer.advantages, reference.advantages / 2)

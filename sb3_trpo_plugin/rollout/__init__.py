@@ -7,6 +7,7 @@ Rollout collection: filling SB3's rollout buffer from the environments, and chec
   torch distribution objects, and which policies it recognises;
 - :mod:`.batched_outputs`: the values and log-probabilities of a whole rollout in one batch at its end, when no
   callback can read them at each step;
+- :mod:`.advantages`: SB3's λ-returns and GAE advantages, bit for bit, with the TD errors vectorised over the steps;
 - :mod:`.checks`: non-finite environment data refused with an error that names it.
 """
 

@@ -13,6 +13,8 @@ The actions need neither the critic nor the log-probabilities. When no callback 
 and ``log_probs`` locals and the policy's features are only flattened, each step samples the actions alone (the
 same actions, from the same random calls) and :mod:`~sb3_trpo_plugin.rollout.batched_outputs` computes the values
 and log-probabilities of the whole rollout at its end, in one batch: the same quantities, to float32 rounding.
+The λ-returns and advantages are SB3's, bit for bit, with the TD errors vectorised over the steps
+(:mod:`~sb3_trpo_plugin.rollout.advantages`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
 from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs, fill_values_and_log_probs
 from sb3_trpo_plugin.rollout.inference import PolicyInference, obs_as_cpu_tensor, policy_inference
 
@@ -190,7 +193,7 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             # Compute value for the last timestep
             values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
 
-        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        compute_returns_and_advantage(rollout_buffer, last_values=values, dones=dones)
 
         callback.update_locals(locals())
 
