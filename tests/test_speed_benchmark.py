@@ -132,7 +132,7 @@ def test_end_to_end_section() -> None:
     assert not any(line.startswith("| HalfCheetah-v5 | PPO") for line in lines)
     assert "- our rollout's overhead ≤ 3× bare env stepping on CartPole-v1: 1.25×, holds" in lines
     assert "- `learn()` ≥ 1.5× sb3-contrib on HalfCheetah-v5: 1.20×, **not reached**" in lines
-    assert "; 3 rounds." in text
+    assert "one update each;\n3 rounds." in text
 
 
 def test_the_end_to_end_section_leaves_the_train_section_alone() -> None:
