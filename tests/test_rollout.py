@@ -610,6 +610,23 @@ class CheckpointSubclass(CheckpointCallback):
     """A subclass of a listed callback: it may read anything."""
 
 
+class CountingCallback(BaseCallback):
+    """A user's callback that says, in its own class body, that it reads neither the step's values nor log-probabilities."""
+
+    reads_step_outputs = False
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class ValueLoggingCallback(CountingCallback):
+    """A subclass that does not repeat the declaration: it may read them."""
+
+    def _on_step(self) -> bool:
+        self.logger.record("rollout/value", float(self.locals["values"].mean()))
+        return True
+
+
 def callback_chains() -> list[tuple[str, Callable[[Path], BaseCallback], bool]]:
     """(label, the chain given the run folder, whether a callback in it may read the step's values or log-probabilities)."""
     eval_env = lambda: make_vec_env("CartPole-v1", n_envs=1)  # noqa: E731
@@ -640,6 +657,8 @@ def callback_chains() -> list[tuple[str, Callable[[Path], BaseCallback], bool]]:
             False,
         ),
         ("a user's callback", lambda path: CallbackList([EnvironmentDataCheck(), StepOutputReader()]), True),
+        ("a user's callback declared blind", lambda path: CallbackList([EnvironmentDataCheck(), CountingCallback()]), False),
+        ("its subclass", lambda path: CallbackList([EnvironmentDataCheck(), ValueLoggingCallback()]), True),
         ("a function", lambda path: CallbackList([ConvertCallback(lambda local_names, global_names: True)]), True),
         ("a subclass of a listed one", lambda path: CallbackList([CheckpointSubclass(10, str(path))]), True),
         ("called on a new best", lambda path: EvalCallback(eval_env(), callback_on_new_best=StepOutputReader()), True),
