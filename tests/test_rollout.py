@@ -242,9 +242,20 @@ def test_same_buffer_with_dict_observations() -> None:
     compare(lambda: make_model(ACTION_SPACES["multidiscrete"], DICT_SPACE, n_steps=8), n_rollouts=2)
 
 
+def test_same_buffer_with_dict_observations_without_images() -> None:
+    vector_and_discrete = spaces.Dict({key: DICT_SPACE[key] for key in ("vector", "discrete")})
+    make = lambda: make_model(ACTION_SPACES["box"], vector_and_discrete, n_steps=8)  # noqa: E731
+    inference = policy_inference(make().policy)
+    assert inference is not None and inference.acts_without_critic  # the batched path runs (compare checks it)
+    compare(make, n_rollouts=2)
+
+
 def test_same_buffer_with_image_observations() -> None:
     image = spaces.Box(0, 255, shape=(36, 36, 1), dtype=np.uint8)  # channel-last: SB3 transposes it
-    compare(lambda: make_model(ACTION_SPACES["discrete"], image, policy="CnnPolicy", n_steps=8), n_rollouts=2)
+    make = lambda: make_model(ACTION_SPACES["discrete"], image, policy="CnnPolicy", n_steps=8)  # noqa: E731
+    inference = policy_inference(make().policy)
+    assert inference is not None and not inference.acts_without_critic  # CNN features: values per step
+    compare(make, n_rollouts=2)
 
 
 def test_same_buffer_with_vec_normalize_and_separate_extractors() -> None:
