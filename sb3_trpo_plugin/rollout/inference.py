@@ -23,16 +23,16 @@ shape, so that a seed gives bit for bit SB3's actions:
 :meth:`PolicyInference.actions` samples the actions alone (the same actions from the same random calls), for the
 loop that computes values and log-probabilities for a whole rollout at once (:mod:`.batched_outputs`).
 
-The values and the log-probabilities are SB3's bit for bit too: the critic runs the same kernels, and the
-log-probabilities are torch's formulas on the same elements, in the same order of operations (a categorical
-one is a plain lookup of the normalised logits, which NumPy does at less cost). So a rollout fills the buffer
-exactly as SB3's loop would, and training from it takes exactly the same steps. (A NumPy critic was measured
-too: no faster in the loop, and rounded differently, which makes training drift from SB3's chaotically.)
+When called (:meth:`PolicyInference.__call__`), the values and the log-probabilities are SB3's bit for bit too: the
+critic runs the same kernels, and the log-probabilities are torch's formulas on the same elements, in the same order
+of operations (a categorical one is a plain lookup of the normalised logits, which NumPy does at less cost). So a
+rollout fills the buffer exactly as SB3's loop would, and training from it takes exactly the same steps.
 
 Argument validation: where SB3's distributions would reject their parameters (NaN logits or means, a
-standard deviation of 0), the lean computation gives a NaN log-probability or a torch error; the step is
-then run again through the policy's own ``forward`` on a copy of the generator state, so that SB3's
-error is the one raised; when SB3 raises none, the lean results stand (they are what SB3 computes).
+standard deviation of 0), the lean computation gives a NaN log-probability (or, sampling alone, NaN
+probabilities or actions) or a torch error; the step is then run again through the policy's own ``forward`` on a
+copy of the generator state, so that SB3's error is the one raised; when SB3 raises none, the lean results stand
+(they are what SB3 computes).
 
 :func:`policy_inference` recognises a policy, or returns ``None`` (the caller then uses SB3's loop;
 :func:`unrecognised_reason` says why): an ``ActorCriticPolicy`` on the CPU (``MlpPolicy``, ``CnnPolicy``,
