@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
 
 import numpy as np
 import torch
@@ -29,12 +28,12 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch.nn import functional as F
 
 from sb3_trpo_plugin.common.parameters import frozen
-from sb3_trpo_plugin.critic import MLPRegression
 from sb3_trpo_plugin.recurrent.sequences import LSTMStates, run_over_sequences, valid_rows
 from sb3_trpo_plugin.trpo.critic_fit import (
     CriticRegression,
     all_finite,
     autograd_loss_and_gradients,
+    head_regression,
     optimizer_step,
 )
 
@@ -128,21 +127,7 @@ def feedforward_critic_regression(
         with torch.no_grad():
             features = BaseModel.extract_features(policy, rollout.observations, policy.pi_features_extractor)
             latent = run_over_sequences(policy.lstm_actor, features, rollout.lstm_states.pi, rollout.episode_starts)[mask]
-        regression = MLPRegression.from_layers([policy.mlp_extractor.value_net, policy.value_net])
-        if regression is not None and {id(p) for p in regression.parameters() if p.requires_grad} == {
-            id(p) for p in critic_parameters
-        }:
-            hand_derived = regression
-            return CriticRegression(
-                latent,
-                lambda inputs, targets: hand_derived.loss_and_gradients(cast(torch.Tensor, inputs), targets),
-                hand_derived.gradients_are_finite,
-            )
-
-        def value_of_latent(inputs: PyTorchObs) -> torch.Tensor:
-            return policy.value_net(policy.mlp_extractor.forward_critic(cast(torch.Tensor, inputs)))
-
-        return CriticRegression(latent, autograd_loss_and_gradients(value_of_latent, critic_parameters))
+        return head_regression(policy, critic_parameters, latent)
 
     assert policy.critic is not None
     critic_ids = {id(p) for p in critic_parameters}

@@ -211,20 +211,38 @@ def critic_regression(
     if extractor_is_constant and type(policy).predict_values is ActorCriticPolicy.predict_values:
         with torch.no_grad():
             features = cast(torch.Tensor, policy.extract_features(observations, policy.vf_features_extractor))
-        if type(policy.mlp_extractor).forward_critic is MlpExtractor.forward_critic and features.dim() == 2:
-            regression = MLPRegression.from_layers([policy.mlp_extractor.value_net, policy.value_net])
-            if regression is not None and {id(p) for p in regression.parameters() if p.requires_grad} == critic_ids:
-                return CriticRegression(
-                    features,
-                    lambda inputs, targets: regression.loss_and_gradients(cast(torch.Tensor, inputs), targets),
-                    regression.gradients_are_finite,
-                )
-
-        def value_of_features(features: PyTorchObs) -> torch.Tensor:
-            return policy.value_net(policy.mlp_extractor.forward_critic(cast(torch.Tensor, features)))
-
-        return CriticRegression(features, autograd_loss_and_gradients(value_of_features, critic_parameters))
+        return head_regression(policy, critic_parameters, features)
     return CriticRegression(observations, autograd_loss_and_gradients(policy.predict_values, critic_parameters))
+
+
+def head_regression(
+    policy: ActorCriticPolicy, critic_parameters: Sequence[torch.nn.Parameter], inputs: torch.Tensor
+) -> CriticRegression:
+    """
+    The regression of the critic's head (``mlp_extractor.forward_critic`` then ``value_net``) on inputs that cannot
+    change during it (features, or a recurrent policy's latents): its gradient derived by hand when the head is SB3's
+    plain MLP and holds exactly the parameters that move, else by autograd.
+
+    :param policy: the actor-critic policy
+    :param critic_parameters: the parameters the regression moves (exactly those of the critic's optimiser)
+    :param inputs: what the head is fed, one row per state
+    """
+    if type(policy.mlp_extractor).forward_critic is MlpExtractor.forward_critic and inputs.dim() == 2:
+        regression = MLPRegression.from_layers([policy.mlp_extractor.value_net, policy.value_net])
+        if regression is not None and {id(p) for p in regression.parameters() if p.requires_grad} == {
+            id(p) for p in critic_parameters
+        }:
+            hand_derived = regression
+            return CriticRegression(
+                inputs,
+                lambda batch, targets: hand_derived.loss_and_gradients(cast(torch.Tensor, batch), targets),
+                hand_derived.gradients_are_finite,
+            )
+
+    def value_of(batch: PyTorchObs) -> torch.Tensor:
+        return policy.value_net(policy.mlp_extractor.forward_critic(cast(torch.Tensor, batch)))
+
+    return CriticRegression(inputs, autograd_loss_and_gradients(value_of, critic_parameters))
 
 
 def autograd_loss_and_gradients(
