@@ -63,20 +63,19 @@ class MLPRegression:
         # record no graph. Build the regression again if the parameters themselves are replaced.
         self._weights = [linear.weight.detach() for linear in self.linears]
         self._biases = [None if linear.bias is None else linear.bias.detach() for linear in self.linears]
-        self._trained_weights = [linear.weight if linear.weight.requires_grad else None for linear in self.linears]
-        self._trained_biases = [
-            linear.bias if linear.bias is not None and linear.bias.requires_grad else None for linear in self.linears
-        ]
+        trained_weights = [linear.weight if linear.weight.requires_grad else None for linear in self.linears]
+        trained_biases = [linear.bias if linear.bias is not None and linear.bias.requires_grad else None for linear in linears]
         # The gradients of the trained parameters live in one flat buffer, each parameter's ``.grad`` a view of it:
         # each step writes them in place, and one reduction tells whether they are all finite.
-        trained = [p for pair in zip(self._trained_weights, self._trained_biases, strict=True) for p in pair if p is not None]
+        trained = [p for pair in zip(trained_weights, trained_biases, strict=True) for p in pair if p is not None]
         reference = self._weights[0]
         if any(p.dtype != reference.dtype or p.device != reference.device for p in trained):
             raise ValueError("the layers' parameters must share one dtype and one device")
         self._gradient = torch.zeros(sum(p.numel() for p in trained), dtype=reference.dtype, device=reference.device)
         views = dict(zip(map(id, trained), torch.split(self._gradient, [p.numel() for p in trained]), strict=True))
-        self._weight_grads = [None if w is None else views[id(w)].view_as(w) for w in self._trained_weights]
-        self._bias_grads = [None if b is None else views[id(b)].view_as(b) for b in self._trained_biases]
+        #: Per layer, the trained weight (bias) with its view of the flat gradient; ``None`` when it is frozen.
+        self._weight_grads = [None if w is None else (w, views[id(w)].view_as(w)) for w in trained_weights]
+        self._bias_grads = [None if b is None else (b, views[id(b)].view_as(b)) for b in trained_biases]
         # NumPy's tanh applies to CPU tensors of these dtypes (activations are contiguous: addmm's outputs)
         self._numpy_tanh = reference.device.type == "cpu" and reference.dtype in (torch.float32, torch.float64)
 
@@ -137,13 +136,14 @@ class MLPRegression:
 
         grad_z = residual.mul_(2.0 / n_samples).view(-1, 1)  # ∂loss/∂z_L
         for k in range(len(self.linears) - 1, -1, -1):
-            weight, bias, h_in = self._trained_weights[k], self._trained_biases[k], layer_inputs[k]
-            weight_grad, bias_grad = self._weight_grads[k], self._bias_grads[k]
-            if weight is not None and weight_grad is not None:
+            h_in, trained_weight, trained_bias = layer_inputs[k], self._weight_grads[k], self._bias_grads[k]
+            if trained_weight is not None:
+                weight, weight_grad = trained_weight
                 torch.mm(grad_z.t(), h_in, out=weight_grad)
                 if weight.grad is not weight_grad:
                     weight.grad = weight_grad
-            if bias is not None and bias_grad is not None:
+            if trained_bias is not None:
+                bias, bias_grad = trained_bias
                 torch.sum(grad_z, 0, out=bias_grad)
                 if bias.grad is not bias_grad:
                     bias.grad = bias_grad
