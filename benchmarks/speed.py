@@ -786,9 +786,122 @@ def time_end_to_end(config: EndToEndConfig, timesteps: int, rounds: int) -> dict
     return summary
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Masked: MaskableTRPO's learn() with the lean rollout, with sb3-contrib's rollout loop, and MaskablePPO's
+
+
+#: The masked implementations: MaskableTRPO with the lean rollout, MaskableTRPO with ``lean_rollout = False``
+#: (sb3-contrib's ``MaskablePPO`` loop, mirrored: MaskableTRPO's rollout before the lean one), and MaskablePPO.
+MASKED_IMPLEMENTATIONS = ("lean", "contrib_loop", "maskable_ppo")
+MASKED_LABELS = {
+    "lean": "MaskableTRPO",
+    "contrib_loop": "MaskableTRPO, sb3-contrib's rollout loop",
+    "maskable_ppo": "MaskablePPO (sb3-contrib)",
+}
+MASKED_DESCRIPTION = (
+    "sb3-contrib's `InvalidActionEnvDiscrete` (70 cells, 55 invalid at each step), 2 envs × 512 steps per update; "
+    "MaskableTRPO with a batch of 1024 and its defaults otherwise (64×64 networks, 10 critic epochs), MaskablePPO with "
+    "its defaults (10 epochs of minibatches of 64)"
+)
+
+
+def time_masked_learn(implementation: str, seed: int, timesteps: int) -> LearnTiming:
+    """
+    One ``learn()`` of a fresh masked model on fresh envs, with its rollout and update timed apart.
+
+    :param implementation: one of :data:`MASKED_IMPLEMENTATIONS`
+    :param seed: seeds the model and the envs
+    :param timesteps: the budget
+    """
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+    from sb3_trpo_plugin import MaskableTRPO
+
+    env = make_vec_env(lambda: InvalidActionEnvDiscrete(dim=70, n_invalid_actions=55), n_envs=2, seed=seed)
+    model: OnPolicyAlgorithm
+    if implementation == "maskable_ppo":
+        model = MaskablePPO("MlpPolicy", env, n_steps=512, seed=seed)
+    else:
+        model = MaskableTRPO("MlpPolicy", env, n_steps=512, batch_size=1024, seed=seed)
+        model.lean_rollout = implementation == "lean"
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    totals = instrument(model)
+    gc.collect()
+    start = time.perf_counter()
+    model.learn(timesteps)
+    wall = time.perf_counter() - start
+    env.close()
+    return LearnTiming(wall, totals["rollout"], totals["update"], model.num_timesteps)
+
+
+def time_masked(rounds: int, timesteps: int) -> dict[str, Any]:
+    """
+    ``rounds`` alternating rounds of the masked implementations (order rotated each round), after a warm-up round.
+
+    :return: per implementation the median steps per second and rollout µs per env step, and the medians of the
+        per-round ratios of the lean MaskableTRPO's steps per second to each other implementation's
+    """
+    for implementation in MASKED_IMPLEMENTATIONS:
+        time_masked_learn(implementation, 0, 1024)
+    runs: list[dict[str, LearnTiming]] = []
+    for round_index in range(rounds):
+        runs.append(
+            {name: time_masked_learn(name, round_index, timesteps) for name in rotated(MASKED_IMPLEMENTATIONS, round_index)}
+        )
+    result: dict[str, Any] = {"rounds": rounds, "timesteps": timesteps, "implementations": {}, "runs": []}
+    for name in MASKED_IMPLEMENTATIONS:
+        timings = [run[name] for run in runs]
+        result["implementations"][name] = {
+            "steps_per_s": statistics.median(t.timesteps / t.wall_s for t in timings),
+            "rollout_us_per_step": statistics.median(microseconds_per_step(t.rollout_s, t.timesteps) for t in timings),
+            "rollout_share": sum(t.rollout_s for t in timings) / sum(t.wall_s for t in timings),
+        }
+        if name != "lean":
+            result["implementations"][name]["lean_speed_up"] = median_ratio(
+                [run[name].wall_s for run in runs], [run["lean"].wall_s for run in runs]
+            )
+    result["runs"] = [{name: dataclasses.asdict(timing) for name, timing in run.items()} for run in runs]
+    return result
+
+
+def masked_markdown(result: Mapping[str, Any], command: str) -> str:
+    """The masked ``learn()`` section of ``docs/benchmarks.md``."""
+    lines = [
+        "## Speed: MaskableTRPO's `learn()`, lean rollout against sb3-contrib's loop and MaskablePPO",
+        "",
+        f"Command: `{command}`  ",
+        machine(),
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"{MASKED_DESCRIPTION}; {result['timesteps']} steps per run, {result['rounds']} rounds, each running every",
+        "implementation once in an order rotated from round to round (after a discarded warm-up round). Steps/s and",
+        "rollout µs per env step: medians over rounds; speed-up of the lean MaskableTRPO: median of per-round ratios.",
+        "",
+        "| implementation | steps/s | share of time in the rollout | rollout µs per env step | lean MaskableTRPO's speed-up |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name in MASKED_IMPLEMENTATIONS:
+        row = result["implementations"][name]
+        speed_up = f"**{row['lean_speed_up']:.2f}×**" if "lean_speed_up" in row else "—"
+        lines.append(
+            f"| {MASKED_LABELS[name]} | {row['steps_per_s']:.0f} | {_percent(row['rollout_share'])} | "
+            f"{row['rollout_us_per_step']:.1f} | {speed_up} |"
+        )
+    lines += [
+        "",
+        "The lean rollout samples the same actions as sb3-contrib's loop for a seed (bit for bit; "
+        "`tests/test_masked_rollout.py`), so the two MaskableTRPO rows train the same policy; MaskablePPO's update "
+        "is different work (10 epochs of minibatches), shown for scale.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("train", "end-to-end", "recurrent"), help="run only this part (default: all)")
+    parser.add_argument(
+        "--only", choices=("train", "end-to-end", "recurrent", "masked"), help="run only this part (default: all)"
+    )
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS), help="train() configurations")
     parser.add_argument("--repeats", type=int, default=7, help="timed train() calls per algorithm and configuration")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
@@ -805,6 +918,8 @@ def main() -> None:
         + ", ".join(f"{name}={config.timesteps}" for name, config in E2E_CONFIGS.items())
         + ")",
     )
+    parser.add_argument("--masked-rounds", type=int, default=5, help="rounds of the masked learn() comparison")
+    parser.add_argument("--masked-timesteps", type=int, default=4 * 1024, help="learn() steps per masked run")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write raw results to this file")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
@@ -835,6 +950,10 @@ def main() -> None:
         results["recurrent"] = time_recurrent_train(args.repeats)
         print("recurrent", json.dumps(results["recurrent"]), flush=True)
         section_texts["speed_recurrent"] = recurrent_markdown(results["recurrent"], command)
+    if args.only in (None, "masked"):
+        results["masked"] = time_masked(args.masked_rounds, args.masked_timesteps)
+        print("masked", json.dumps({k: v for k, v in results["masked"].items() if k != "runs"}), flush=True)
+        section_texts["speed_masked"] = masked_markdown(results["masked"], command)
     if args.only in (None, "end-to-end"):
         load = "/".join(f"{value:.1f}" for value in os.getloadavg())
         date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

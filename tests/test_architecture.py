@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "rollout": {"common"},
     "parallel": {"rollout", "common", "trust_region", "serialization"},
     "trpo": {"trust_region", "critic", "common", "rollout", "parallel", "serialization"},
-    "masked": {"trpo", "common"},  # sb3-contrib's action masking; imported lazily by the root (optional extra)
+    "masked": {"trpo", "rollout", "common"},  # sb3-contrib's action masking; imported lazily by the root (optional extra)
     "recurrent": {"trpo", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib, an optional dependency
     "loading": {"trpo", "serialization", "version"},
     "": {"trpo", "loading", "version", "masked", "recurrent"},

@@ -21,11 +21,16 @@ from sb3_contrib.common.maskable.buffers import (
 )
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.ppo_mask.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_trpo_plugin.masked.inference import masked_lean_rollout
 from sb3_trpo_plugin.masked.on_policy import MaskedOnPolicyAlgorithm
 from sb3_trpo_plugin.masked.policy_step import MaskedPolicyBatch, MaskedPolicyStep
+from sb3_trpo_plugin.rollout.algorithm import LeanRollout
 from sb3_trpo_plugin.trpo import TRPO
 from sb3_trpo_plugin.trpo.policy_step import PolicyStep
 
@@ -60,12 +65,14 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
     policy: MaskableActorCriticPolicy  # type: ignore[assignment]
     rollout_buffer: MaskableRolloutBuffer | MaskableDictRolloutBuffer  # type: ignore[assignment]
     policy_step_class: ClassVar[type[PolicyStep]] = MaskedPolicyStep
-    #: The lean inference of ``rollout/`` samples without masks: this algorithm always collects with masks.
-    lean_rollout: bool = False
     #: Data-parallel runs reduce every step of the update over the ranks (each rank's masks stay with its rows). The
     #: split update (:mod:`sb3_trpo_plugin.parallel.split_update`) is not used: it gathers the standard rollout fields
     #: into one batch on every rank, without the masks.
     split_update: bool = False
+
+    def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
+        """The lean loop's parts with masks (:func:`~sb3_trpo_plugin.masked.inference.masked_lean_rollout`)."""
+        return masked_lean_rollout(self.policy, env, callback, rollout_buffer, self._use_masking)
 
     def _setup_model(self) -> None:
         if not isinstance(self.action_space, MASKABLE_ACTION_SPACES):

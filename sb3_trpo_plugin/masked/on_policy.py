@@ -2,13 +2,14 @@
 The ``OnPolicyAlgorithm`` parts that masks change: the model's setup and the rollouts, as sb3-contrib's ``MaskablePPO``.
 
 :class:`MaskedOnPolicyAlgorithm` builds sb3-contrib's maskable policy (which takes no ``use_sde``) and rollout buffer.
-Its ``collect_rollouts`` is SB3's ``OnPolicyAlgorithm.collect_rollouts`` loop (callbacks with its locals,
-time-limit bootstrapping, the info buffer) plus masks: before each step it asks the environments for their
-``action_masks()`` (``get_action_masks``), samples from the masked policy and stores the masks in the maskable
-rollout buffer, where ``train()`` finds them. It sits below the package's rollout classes in the method
+Its ``collect_rollouts`` is sb3-contrib's ``MaskablePPO`` loop, SB3's ``OnPolicyAlgorithm.collect_rollouts`` (callbacks
+with its locals, time-limit bootstrapping, the info buffer) plus masks: before each step it asks the environments
+for their ``action_masks()`` (``get_action_masks``), samples from the masked policy and stores the masks in the
+maskable rollout buffer, where ``train()`` finds them. It sits below the package's rollout classes in the method
 resolution order of :class:`~sb3_trpo_plugin.masked.MaskableTRPO`, so the data-parallel wrapping
-(:mod:`sb3_trpo_plugin.parallel`) runs around it unchanged; the lean inference (:mod:`sb3_trpo_plugin.rollout`)
-does not apply masks and is not used.
+(:mod:`sb3_trpo_plugin.parallel`) runs around it unchanged. It collects for the maskable policies the lean rollout
+(:mod:`sb3_trpo_plugin.rollout`, with the masked parts of :mod:`sb3_trpo_plugin.masked.inference`) does not
+recognise, and with ``lean_rollout = False``: the lean rollout fills the buffer as this loop does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_trpo_plugin.masked.inference import NO_MASKS_MESSAGE
 
 
 class MaskedOnPolicyAlgorithm(OnPolicyAlgorithm):
@@ -73,10 +76,7 @@ class MaskedOnPolicyAlgorithm(OnPolicyAlgorithm):
         assert isinstance(rollout_buffer, (MaskableRolloutBuffer, MaskableDictRolloutBuffer)), "checked by _setup_model"
         use_masking = self._use_masking
         if use_masking and not is_masking_supported(env):
-            raise ValueError(
-                "Environment does not support action masking (no action_masks() method): wrap it in "
-                "sb3_contrib.common.wrappers.ActionMasker, or learn(..., use_masking=False)"
-            )
+            raise ValueError(NO_MASKS_MESSAGE)
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
         n_steps = 0

@@ -20,6 +20,7 @@ The λ-returns and advantages are SB3's, bit for bit, with the TD errors vectori
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,30 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
 from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs, fill_values_and_log_probs
 from sb3_trpo_plugin.rollout.inference import PolicyInference, obs_as_cpu_tensor, policy_inference
+
+#: ``rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs, action_masks)`` for one buffer.
+BufferWriter = Callable[
+    [Any, np.ndarray, np.ndarray, np.ndarray, "th.Tensor | None", "th.Tensor | None", "np.ndarray | None"], None
+]
+
+
+@dataclass(frozen=True)
+class LeanRollout:
+    """
+    What the lean loop uses for one rollout, beside SB3's loop itself (:meth:`LeanRolloutAlgorithm._lean_rollout`).
+
+    :param inference: the policy's lean inference
+    :param write: writes one step into the rollout buffer
+    :param fill_values_and_log_probs: computes the values and log-probabilities of the whole rollout at its end
+        (the steps then sample actions alone); ``None``: every step computes them (callbacks may read them)
+    :param action_masks: the current step's action masks, asked of the environments before each step;
+        ``None``: the policy acts without masks
+    """
+
+    inference: PolicyInference
+    write: BufferWriter
+    fill_values_and_log_probs: Callable[[], None] | None = None
+    action_masks: Callable[[], np.ndarray] | None = None
 
 
 class LeanRolloutAlgorithm(OnPolicyAlgorithm):
@@ -55,7 +80,9 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
     A policy whose forward cannot be proved to be replicated exactly (a class that overrides how it acts, an
     unknown action distribution, hooks, another device: see
     :func:`~sb3_trpo_plugin.rollout.inference.unrecognised_reason`) makes the algorithm use SB3's loop unchanged,
-    and so does :attr:`lean_rollout` set to ``False``.
+    and so does :attr:`lean_rollout` set to ``False``. Variants change the loop's parts, not the loop, through
+    :meth:`_lean_rollout` (``MaskableTRPO``: masked heads, the step's masks, a buffer writer that stores them); their
+    own loop (``super().collect_rollouts``) takes the policies they do not recognise.
     """
 
     #: Collect rollouts with the lean loop when the policy is recognised; ``False`` (on the class or an
@@ -75,29 +102,45 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         :return: True if function returned with at least `n_rollout_steps` collected, False if callback
             terminated rollout prematurely.
         """
-        inference = policy_inference(self.policy) if self.lean_rollout else None
-        if inference is None:
+        lean = self._lean_rollout(env, callback, rollout_buffer) if self.lean_rollout else None
+        if lean is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        return self._collect_rollouts_lean(env, callback, rollout_buffer, n_rollout_steps, lean)
+
+    def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
+        """
+        The lean loop's parts for this rollout, or ``None`` for SB3's loop (the policy is not recognised).
+
+        The seam of the variants: ``MaskableTRPO`` returns an inference that samples with masks, the masks of each
+        step and a buffer writer that stores them.
+
+        :param env: the training environment
+        :param callback: the callback of the rollout (may it read the step's values and log-probabilities?)
+        :param rollout_buffer: the buffer to fill
+        """
+        inference = policy_inference(self.policy)
+        if inference is None:
+            return None
         batched = (
             inference.acts_without_critic
             and type(rollout_buffer) in (RolloutBuffer, DictRolloutBuffer)
             and not callbacks_may_read_step_outputs(callback)
         )
-        return self._collect_rollouts_lean(env, callback, rollout_buffer, n_rollout_steps, inference, batched)
+        policy = self.policy
+        return LeanRollout(
+            inference,
+            rollout_buffer_writer(rollout_buffer),
+            (lambda: fill_values_and_log_probs(policy, rollout_buffer)) if batched else None,
+        )
 
     def _collect_rollouts_lean(
-        self,
-        env: VecEnv,
-        callback: BaseCallback,
-        rollout_buffer: RolloutBuffer,
-        n_rollout_steps: int,
-        inference: PolicyInference,
-        batched: bool,
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int, lean: LeanRollout
     ) -> bool:
         """
-        SB3's ``OnPolicyAlgorithm.collect_rollouts`` with ``inference`` for the policy's forward (same local names);
-        with ``batched``, the actions alone at each step, and the values and log-probabilities of the whole rollout
-        at its end (:func:`~sb3_trpo_plugin.rollout.batched_outputs.fill_values_and_log_probs`).
+        SB3's ``OnPolicyAlgorithm.collect_rollouts`` with ``lean.inference`` for the policy's forward (same local
+        names); with ``lean.fill_values_and_log_probs``, the actions alone at each step, and the values and
+        log-probabilities of the whole rollout at its end; with ``lean.action_masks``, the step's masks (as
+        ``MaskablePPO``'s loop: asked of the environments before the step, stored with it).
         """
         assert self._last_obs is not None, "No previous observation was provided"
         # Switch to eval mode (this affects batch norm / dropout)
@@ -116,7 +159,14 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         is_box, is_discrete = isinstance(self.action_space, spaces.Box), isinstance(self.action_space, spaces.Discrete)
         squashed = is_box and self.policy.squash_output
         low, high = (self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else (0, 0)
-        add_to_rollout_buffer = rollout_buffer_writer(rollout_buffer)
+        inference, add_to_rollout_buffer, fill_batched, masks_of_step = (
+            lean.inference,
+            lean.write,
+            lean.fill_values_and_log_probs,
+            lean.action_masks,
+        )
+        batched = fill_batched is not None
+        action_masks = None
 
         while n_steps < n_rollout_steps:
             if resample_noise_every > 0 and n_steps % resample_noise_every == 0:
@@ -125,10 +175,12 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
 
             # Convert to pytorch tensor or to TensorDict (the inference runs without gradients)
             obs_tensor = obs_as_cpu_tensor(self._last_obs)  # type: ignore[arg-type]
+            if masks_of_step is not None:
+                action_masks = masks_of_step()
             if batched:
-                actions = inference.actions(obs_tensor)
+                actions = inference.actions(obs_tensor, action_masks)
             else:
-                actions, values, log_probs = inference(obs_tensor)
+                actions, values, log_probs = inference(obs_tensor, action_masks)
 
             # Rescale and perform action
             clipped_actions = actions
@@ -150,8 +202,8 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             # Give access to local variables
             callback.update_locals(locals())
             if not callback.on_step():
-                if batched:
-                    fill_values_and_log_probs(self.policy, rollout_buffer)
+                if fill_batched is not None:
+                    fill_batched()
                 return False
 
             self._update_info_buffer(infos, dones)
@@ -182,12 +234,13 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                 self._last_episode_starts,  # type: ignore[arg-type]
                 None if batched else values,
                 None if batched else log_probs,
+                action_masks,
             )
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
-        if batched:
-            fill_values_and_log_probs(self.policy, rollout_buffer)
+        if fill_batched is not None:
+            fill_batched()
 
         with th.no_grad():
             # Compute value for the last timestep
@@ -202,10 +255,6 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         return True
 
 
-#: ``rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs)`` for one buffer.
-BufferWriter = Callable[[Any, np.ndarray, np.ndarray, np.ndarray, "th.Tensor | None", "th.Tensor | None"], None]
-
-
 def rollout_buffer_writer(rollout_buffer: RolloutBuffer) -> BufferWriter:
     """
     ``rollout_buffer.add``, specialised once per rollout: for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer``,
@@ -215,20 +264,42 @@ def rollout_buffer_writer(rollout_buffer: RolloutBuffer) -> BufferWriter:
     The writer takes the observations the actions were taken in, the actions (Discrete ones of shape
     ``(n_envs, 1)``), the rewards (with the time-limit bootstrap), whether each observation starts an episode, the
     values ``(n_envs, 1)`` and the log-probabilities ``(n_envs,)`` (``None`` for both leaves them to be filled for
-    the whole rollout: SB3's buffers only).
+    the whole rollout: SB3's buffers only), and the step's action masks (``None`` without masking; given, they go
+    to ``add`` as its ``action_masks`` keyword, as sb3-contrib's maskable buffers take them).
 
     :param rollout_buffer: the buffer being filled
     """
     kind = type(rollout_buffer)
-    if kind is not RolloutBuffer and kind is not DictRolloutBuffer:
+    if kind is RolloutBuffer or kind is DictRolloutBuffer:
+        return direct_buffer_writer(rollout_buffer)
 
-        def add_through_add(
-            obs: Any, actions: np.ndarray, rewards: np.ndarray, episode_starts: np.ndarray, values: Any, log_probs: Any
-        ) -> None:
-            assert values is not None and log_probs is not None, "a buffer of another class takes every step's values"
+    def add_through_add(
+        obs: Any,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        episode_starts: np.ndarray,
+        values: Any,
+        log_probs: Any,
+        action_masks: np.ndarray | None,
+    ) -> None:
+        assert values is not None and log_probs is not None, "a buffer of another class takes every step's values"
+        if action_masks is None:
             rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs)
+        else:
+            rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs, action_masks=action_masks)  # type: ignore[call-arg]
 
-        return add_through_add
+    return add_through_add
+
+
+def direct_buffer_writer(rollout_buffer: RolloutBuffer) -> BufferWriter:
+    """
+    ``RolloutBuffer.add`` (or ``DictRolloutBuffer.add``) as direct writes into the buffer's arrays, without ``add``'s
+    intermediate copies and per-call checks, for a buffer with the arrays of SB3's (see :func:`rollout_buffer_writer`
+    for the writer's arguments). Action masks are refused: a buffer that stores them wraps this writer.
+
+    :param rollout_buffer: SB3's ``RolloutBuffer`` or ``DictRolloutBuffer``, or a subclass whose ``add`` adds fields
+        of its own to SB3's
+    """
     buffer, n_envs = rollout_buffer, rollout_buffer.n_envs
     action_shape = (n_envs, rollout_buffer.action_dim)
     # Reshape needed when using multiple envs with discrete observations (as in add)
@@ -256,8 +327,16 @@ def rollout_buffer_writer(rollout_buffer: RolloutBuffer) -> BufferWriter:
             buffer.observations[position] = obs
 
     def add(
-        obs: Any, actions: np.ndarray, rewards: np.ndarray, episode_starts: np.ndarray, values: Any, log_probs: Any
+        obs: Any,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        episode_starts: np.ndarray,
+        values: Any,
+        log_probs: Any,
+        action_masks: np.ndarray | None,
     ) -> None:
+        if action_masks is not None:
+            raise ValueError(f"{type(buffer).__name__}'s writer does not store action masks")
         position = buffer.pos
         write_observations(position, obs)
         # Reshape to handle multi-dim and discrete action spaces, see GH #970 #1392

@@ -22,8 +22,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import obs_as_tensor
 
-#: Callbacks of SB3 and rl-zoo3 that read neither ``values`` nor ``log_probs`` from the loop's locals (exact classes,
-#: by qualified name, so that rl-zoo3 need not be installed; a subclass may read them, and is not listed).
+#: Callbacks of SB3, sb3-contrib and rl-zoo3 that read neither ``values`` nor ``log_probs`` from the loop's locals (exact
+#: classes, by qualified name, so that neither extra need be installed; a subclass may read them, and is not listed).
 CALLBACKS_BLIND_TO_STEP_OUTPUTS = frozenset(
     {
         "stable_baselines3.common.callbacks.CallbackList",
@@ -35,6 +35,7 @@ CALLBACKS_BLIND_TO_STEP_OUTPUTS = frozenset(
         "stable_baselines3.common.callbacks.StopTrainingOnMaxEpisodes",
         "stable_baselines3.common.callbacks.StopTrainingOnNoModelImprovement",
         "stable_baselines3.common.callbacks.StopTrainingOnRewardThreshold",
+        "sb3_contrib.common.maskable.callbacks.MaskableEvalCallback",
         "rl_zoo3.callbacks.RawStatisticsCallback",
         "rl_zoo3.callbacks.SaveVecNormalizeCallback",
         "rl_zoo3.callbacks.TrialEvalCallback",
@@ -49,10 +50,10 @@ def callbacks_may_read_step_outputs(callback: BaseCallback | None) -> bool:
     """
     Whether a callback, or one it calls, may read the ``values`` or ``log_probs`` locals of the rollout loop.
 
-    ``False`` only for callbacks known not to: SB3's and rl-zoo3's listed in :data:`CALLBACKS_BLIND_TO_STEP_OUTPUTS`,
-    and classes that say so in their own body with ``reads_step_outputs = False`` (this package's callbacks), and
-    then only if every callback they call is known too. Any other callback (a function, a class of the user's,
-    a subclass of a listed one) may read them.
+    ``False`` only for callbacks known not to: SB3's, sb3-contrib's and rl-zoo3's listed in
+    :data:`CALLBACKS_BLIND_TO_STEP_OUTPUTS`, and classes that say so in their own body with ``reads_step_outputs = False``
+    (this package's callbacks), and then only if every callback they call is known too. Any other callback (a function,
+    a class of the user's, a subclass of a listed one) may read them.
 
     :param callback: the callback handed to ``collect_rollouts``
     """
@@ -64,7 +65,9 @@ def callbacks_may_read_step_outputs(callback: BaseCallback | None) -> bool:
     return any(callbacks_may_read_step_outputs(child) for child in children if child is not None)
 
 
-def fill_values_and_log_probs(policy: ActorCriticPolicy, rollout_buffer: RolloutBuffer) -> None:
+def fill_values_and_log_probs(
+    policy: ActorCriticPolicy, rollout_buffer: RolloutBuffer, action_masks: np.ndarray | None = None
+) -> None:
     """
     Write the values of the stored observations and the log-probabilities of the stored actions, for every step
     the buffer holds, with the policy's ``evaluate_actions`` over all of them at once (without gradients).
@@ -72,6 +75,8 @@ def fill_values_and_log_probs(policy: ActorCriticPolicy, rollout_buffer: Rollout
     :param policy: the policy that acted (in the mode it acted in)
     :param rollout_buffer: SB3's ``RolloutBuffer`` or ``DictRolloutBuffer``, filled up to ``pos`` except for
         ``values`` and ``log_probs``
+    :param action_masks: ``(buffer_size, n_envs, mask_dims)``, the masks each step acted with, for sb3-contrib's
+        maskable policies (their ``evaluate_actions`` takes them); ``None``: the policy acted without masks
     """
     steps = rollout_buffer.buffer_size if rollout_buffer.full else rollout_buffer.pos
     if steps == 0:
@@ -87,7 +92,8 @@ def fill_values_and_log_probs(policy: ActorCriticPolicy, rollout_buffer: Rollout
     actions = th.as_tensor(rows(rollout_buffer.actions).astype(np.float32, copy=False), device=policy.device)
     if isinstance(policy.action_space, spaces.Discrete):
         actions = actions.long().flatten()
+    masks = {} if action_masks is None else {"action_masks": th.as_tensor(rows(action_masks), device=policy.device)}
     with th.no_grad():
-        values, log_probs, _ = policy.evaluate_actions(obs_as_tensor(obs, policy.device), actions)  # type: ignore[arg-type]
+        values, log_probs, _ = policy.evaluate_actions(obs_as_tensor(obs, policy.device), actions, **masks)  # type: ignore[arg-type]
     rollout_buffer.values[:steps] = values.cpu().numpy().reshape(steps, n_envs)
     rollout_buffer.log_probs[:steps] = log_probs.cpu().numpy().reshape(steps, n_envs)

@@ -38,9 +38,11 @@ copy of the generator state, so that SB3's error is the one raised; when SB3 rai
 :func:`unrecognised_reason` says why): an ``ActorCriticPolicy`` on the CPU (``MlpPolicy``, ``CnnPolicy``,
 ``MultiInputPolicy``) whose class does not override how actions, values or features are computed, with
 one of SB3's five action distributions, and without hooks (on a module, or global), compiled modules, or
-methods replaced on an instance. The inference is built at the start of each rollout: the modules and
-their parameters are looked up then (changes in place are seen; parameters replaced during a rollout
-are not).
+methods replaced on an instance. Both take the policy class and the heads of its distributions as parameters:
+:mod:`sb3_trpo_plugin.masked.inference` passes sb3-contrib's ``MaskableActorCriticPolicy`` (the same modules and
+forward) and heads (:class:`ActionHead` subclasses) that sample with the step's action masks. The inference is built
+at the start of each rollout: the modules and their parameters are looked up then (changes in place are seen;
+parameters replaced during a rollout are not).
 """
 
 from __future__ import annotations
@@ -229,7 +231,7 @@ def _only_flattens(extractor: nn.Module) -> bool:
     return False
 
 
-def _categorical_sample(normalized_logits: torch.Tensor) -> torch.Tensor:
+def categorical_sample(normalized_logits: torch.Tensor) -> torch.Tensor:
     """
     ``Categorical(logits=...).sample()`` from the normalised logits (``logits - logits.logsumexp(-1)``).
 
@@ -237,12 +239,15 @@ def _categorical_sample(normalized_logits: torch.Tensor) -> torch.Tensor:
     ``q = empty_like(probs).exponential_(1)`` (λ = 1, the default): the same random call on a tensor of the same shape gives
     the same sample. Its checks of ``probs`` (NaN, inf, negative, zero sum) are left out: invalid logits
     give NaN log-probabilities, which :class:`PolicyInference` hands to SB3's own validation.
+
+    :param normalized_logits: ``(n, k)``, the logits less their ``logsumexp`` over the last dimension
+    :return: ``(n,)``, one category per row
     """
     probs = normalized_logits.softmax(-1)
     return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
 
 
-class _RowIndex:
+class RowIndex:
     """``np.arange(n)`` for the batch sizes seen so far (the row index of ``Categorical.log_prob``'s ``gather``)."""
 
     def __init__(self) -> None:
@@ -257,28 +262,37 @@ class _RowIndex:
         return values.numpy()[rows, indices]
 
 
-class _Head:
+class ActionHead:
     """
     A head: from the output of ``action_net`` (and the actor's latent) to actions and their log-probabilities.
 
-    ``head(params, latent_pi)`` returns both (NumPy); :meth:`sample` the actions alone, with whether SB3 would have
-    accepted the distribution's parameters (``False`` sends the step to SB3's own validation).
+    ``head(params, latent_pi, masks)`` returns both (NumPy); :meth:`sample` the actions alone, with whether the
+    policy's distribution would have accepted its parameters (``False`` sends the step to the policy's own
+    validation). ``masks`` are the step's action masks, for heads that mask (:attr:`masks_actions`; sb3-contrib's
+    masked distributions, in :mod:`sb3_trpo_plugin.masked.inference`), else ``None``.
     """
 
-    def __call__(self, params: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    #: Whether the head samples with action masks (the inference refuses masks for a head that does not).
+    masks_actions: bool = False
+
+    def __call__(
+        self, params: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def sample(self, params: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, bool]:
+    def sample(
+        self, params: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, bool]:
         """The actions, and whether the parameters were valid (here: the log-probabilities hold no NaN)."""
-        actions, log_probs = self(params, latent_pi)
+        actions, log_probs = self(params, latent_pi, masks)
         return actions, not _has_nan(log_probs)
 
 
-class _CategoricalHead(_Head):
+class _CategoricalHead(ActionHead):
     """Discrete actions: SB3's ``CategoricalDistribution``."""
 
     def __init__(self) -> None:
-        self.row_index = _RowIndex()
+        self.row_index = RowIndex()
         self._draws = torch.empty(0)  # reused: exponential_ draws the same numbers into any tensor of the same layout
 
     def _draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -287,46 +301,54 @@ class _CategoricalHead(_Head):
         probs = normalized.softmax(-1)
         if self._draws.shape != probs.shape or self._draws.dtype != probs.dtype:
             self._draws = torch.empty_like(probs)
-        # _categorical_sample's argmax(probs / q), in place
+        # categorical_sample's argmax(probs / q), in place
         return normalized, probs.div_(self._draws.exponential_()).numpy()
 
-    def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, logits: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         normalized, scores = self._draw(logits)
         # NumPy's argmax takes the first maximum (or NaN) as torch's does.
         actions = scores.argmax(-1)
         return actions, self.row_index.gather(normalized, actions)
 
-    def sample(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, bool]:
+    def sample(
+        self, logits: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, bool]:
         """The actions alone, and whether the probabilities were valid (NaN ones mean invalid logits)."""
         _, scores = self._draw(logits)
         return scores.argmax(-1), not _has_nan(scores)
 
 
-class _MultiCategoricalHead(_Head):
+class _MultiCategoricalHead(ActionHead):
     """MultiDiscrete actions: SB3's ``MultiCategoricalDistribution``, one categorical per part, sampled in order."""
 
     def __init__(self, distribution: MultiCategoricalDistribution) -> None:
         self.action_dims = list(distribution.action_dims)
 
-    def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, logits: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         parts = [split - split.logsumexp(-1, True) for split in torch.split(logits, self.action_dims, dim=1)]
-        actions = torch.stack([_categorical_sample(part) for part in parts], dim=1)
+        actions = torch.stack([categorical_sample(part) for part in parts], dim=1)
         # MultiCategoricalDistribution.log_prob: each part's Categorical.log_prob (a gather), stacked and summed.
         per_part = [part.gather(-1, action[:, None])[:, 0] for part, action in zip(parts, actions.T, strict=True)]
         log_probs = torch.stack(per_part, dim=1)
         return actions.numpy(), log_probs.sum(dim=1).numpy()
 
 
-class _BernoulliHead(_Head):
+class _BernoulliHead(ActionHead):
     """MultiBinary actions: SB3's ``BernoulliDistribution`` (``torch.bernoulli`` of the sigmoid of the logits)."""
 
-    def __call__(self, logits: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, logits: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         actions = torch.bernoulli(torch.sigmoid(logits))
         log_probs = -F.binary_cross_entropy_with_logits(logits, actions, reduction="none").sum(dim=1)
         return actions.numpy(), log_probs.numpy()
 
 
-class _DiagGaussianHead(_Head):
+class _DiagGaussianHead(ActionHead):
     """Box actions: SB3's ``DiagGaussianDistribution`` (``Normal(mean, exp(log_std)).rsample()`` and its ``log_prob``)."""
 
     def __init__(self, log_std: torch.Tensor) -> None:
@@ -352,14 +374,16 @@ class _DiagGaussianHead(_Head):
             torch.randn_like(mean) if mean.is_contiguous() else torch.empty(mean.shape, dtype=mean.dtype).normal_()
         ).numpy()
 
-    def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, mean: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         noise = self._noise(mean)
         if self._degenerate:
             with np.errstate(all="ignore"):
                 return self._sample(noise, mean)
         return self._sample(noise, mean)
 
-    def sample(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, bool]:
+    def sample(self, mean: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
         """The actions alone, and whether the distribution was valid (finite means, a positive finite deviation)."""
         noise = self._noise(mean)
         if self._degenerate:
@@ -384,7 +408,7 @@ class _DiagGaussianHead(_Head):
         return actions, torch.from_numpy(terms).sum(dim=1).numpy()
 
 
-class _StateDependentNoiseHead(_Head):
+class _StateDependentNoiseHead(ActionHead):
     """
     Box actions with gSDE: SB3's ``StateDependentNoiseDistribution`` (``learn_features=False``), on the same tensors.
 
@@ -406,7 +430,7 @@ class _StateDependentNoiseHead(_Head):
         self._version = self.log_std._version
         self._finite_std = bool(torch.isfinite(self._std_squared).all())
 
-    def sample(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, bool]:
+    def sample(self, mean: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
         """
         The actions alone (their standard deviations are not needed: the noise comes from the exploration matrices),
         and whether the distribution was valid (finite means and standard deviations).
@@ -419,7 +443,9 @@ class _StateDependentNoiseHead(_Head):
         actions_np = actions.numpy()
         return actions_np, self._finite_std and not _has_nan(actions_np)
 
-    def __call__(self, mean: torch.Tensor, latent_pi: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, mean: torch.Tensor, latent_pi: torch.Tensor, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         distribution = self.distribution
         if self.log_std._version != self._version:
             self._update_std()
@@ -451,7 +477,7 @@ class _StateDependentNoiseHead(_Head):
         return -(deviations * deviations) / (2 * (scale * scale)) - log_scale - np.float32(_LOG_SQRT_2PI)
 
 
-def _head(policy: ActorCriticPolicy) -> _Head | None:
+def _head(policy: ActorCriticPolicy) -> ActionHead | None:
     """The head for the policy's action distribution, or ``None`` for a distribution of another class."""
     distribution = policy.action_dist
     kind = type(distribution)
@@ -468,29 +494,39 @@ def _head(policy: ActorCriticPolicy) -> _Head | None:
     return None
 
 
-def unrecognised_reason(policy: nn.Module) -> str | None:
+#: The head of a policy's action distribution, or ``None`` for a distribution the head factory does not know.
+HeadFactory = Callable[[Any], "ActionHead | None"]
+
+
+def unrecognised_reason(
+    policy: nn.Module, base: type[nn.Module] = ActorCriticPolicy, head_of: HeadFactory | None = None
+) -> str | None:
     """
     Why :class:`PolicyInference` cannot replicate ``policy``'s forward exactly, or ``None`` when it can.
 
     :param policy: the algorithm's policy
+    :param base: the policy class whose forward is replicated (SB3's ``ActorCriticPolicy``; sb3-contrib's
+        ``MaskableActorCriticPolicy`` has the same modules and the same forward, with masks)
+    :param head_of: the heads of ``base``'s action distributions (default: SB3's five)
     :return: e.g. ``"MyPolicy overrides forward"``; ``None`` for a recognised policy
     """
-    if not isinstance(policy, ActorCriticPolicy):
-        return f"{type(policy).__name__} is not an ActorCriticPolicy"
-    if policy.device.type != "cpu":
+    heads: HeadFactory = _head if head_of is None else head_of
+    if not isinstance(policy, base):
+        return f"{type(policy).__name__} is not an {base.__name__}"
+    if policy.device.type != "cpu":  # type: ignore[attr-defined]
         # Rollouts of small networks are bound by per-call overhead on the CPU; elsewhere SB3's loop is kept.
-        return f"the policy is on {policy.device}, the lean inference runs on the CPU only"
+        return f"the policy is on {policy.device}, the lean inference runs on the CPU only"  # type: ignore[attr-defined]
     mro = type(policy).__mro__
-    base = mro.index(ActorCriticPolicy)
-    if mro[base:] != ActorCriticPolicy.__mro__:
-        return f"{type(policy).__name__} mixes a class into ActorCriticPolicy's bases"
-    for cls in mro[:base]:
+    base_index = mro.index(base)
+    if mro[base_index:] != base.__mro__:
+        return f"{type(policy).__name__} mixes a class into {base.__name__}'s bases"
+    for cls in mro[:base_index]:
         overridden = [name for name in REPLICATED_METHODS if name in vars(cls)]
         if overridden:
             return f"{cls.__name__} overrides {', '.join(overridden)}"
     distribution = policy.action_dist
-    if _head(policy) is None:
-        return f"the action distribution {type(distribution).__name__} is not one of SB3's five"
+    if heads(policy) is None:
+        return f"the action distribution {type(distribution).__name__} is not one the lean inference replicates"
     bijector = getattr(distribution, "bijector", None)
     if bijector is not None and type(bijector) is not TanhBijector:
         return f"the bijector {type(bijector).__name__} is not SB3's TanhBijector"
@@ -531,28 +567,37 @@ def obs_as_cpu_tensor(obs: np.ndarray | dict[str, np.ndarray]) -> PyTorchObs:
     return obs_as_tensor(obs, torch.device("cpu"))
 
 
-def policy_inference(policy: nn.Module) -> PolicyInference | None:
+def policy_inference(
+    policy: nn.Module, base: type[nn.Module] = ActorCriticPolicy, head_of: HeadFactory | None = None
+) -> PolicyInference | None:
     """
     The lean inference of ``policy``, or ``None`` when it cannot be proved exact (see :func:`unrecognised_reason`).
 
     Build it at the start of each rollout: hooks, the policy's modules and its parameters are looked up then.
 
     :param policy: the algorithm's policy
+    :param base: the policy class whose forward is replicated (see :func:`unrecognised_reason`)
+    :param head_of: the heads of ``base``'s action distributions (default: SB3's five)
     """
-    if unrecognised_reason(policy) is not None:
+    heads: HeadFactory = _head if head_of is None else head_of
+    if unrecognised_reason(policy, base, heads) is not None:
         return None
-    return PolicyInference(policy)  # type: ignore[arg-type]
+    head = heads(policy)
+    assert head is not None, "unrecognised_reason() checked it"
+    return PolicyInference(policy, head)  # type: ignore[arg-type]
 
 
 class PolicyInference:
     """
     ``policy(obs_tensor)`` of a recognised ``ActorCriticPolicy``, bit for bit: actions, values and log-probabilities
-    (see the module's documentation). Build it with :func:`policy_inference`.
+    (see the module's documentation). Build it with :func:`policy_inference`. With a masking head, ``policy(obs_tensor,
+    action_masks=masks)`` of sb3-contrib's ``MaskableActorCriticPolicy`` (:mod:`sb3_trpo_plugin.masked.inference`).
 
     :param policy: a policy for which :func:`unrecognised_reason` is ``None``
+    :param head: the head of its action distribution
     """
 
-    def __init__(self, policy: ActorCriticPolicy) -> None:
+    def __init__(self, policy: ActorCriticPolicy, head: ActionHead) -> None:
         self.policy = policy
         self.preprocess = _preprocessor(policy.observation_space, policy.normalize_images)
         self.share_features_extractor = policy.share_features_extractor
@@ -567,8 +612,6 @@ class PolicyInference:
             self.actor_latent, self.critic_latent = mlp_extractor.forward_actor, mlp_extractor.forward_critic
         self.value_net = _chain(torch_layers(policy.value_net))
         self.action_net = _chain(torch_layers(policy.action_net))
-        head = _head(policy)
-        assert head is not None, "policy_inference() builds PolicyInference for recognised policies only"
         self.head = head
         self.action_shape = (-1, *policy.action_space.shape)  # type: ignore[misc]
         self.runs_without_graph = _runs_without_graph(policy)
@@ -578,55 +621,63 @@ class PolicyInference:
             _only_flattens(extractor) for extractor in (policy.pi_features_extractor, policy.vf_features_extractor)
         )
 
-    def __call__(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """
         Sample actions for a batch of observations, with their values and log-probabilities.
 
         :param obs_tensor: the observations as tensors (``obs_as_tensor`` of the environment's observations)
+        :param action_masks: the step's action masks (a masking head only; ``None``: no masking)
         :return: what SB3's loop makes of ``policy(obs_tensor)``: the actions as a NumPy array of shape
             ``(n, *action_space.shape)``, the values ``(n, 1)`` and the log-probabilities ``(n,)`` as CPU tensors
         """
+        if action_masks is not None and not self.head.masks_actions:
+            raise ValueError(f"{type(self.policy).__name__} does not take action masks")
         try:
             if self.runs_without_graph:
-                actions, values, log_probs = self._infer(obs_tensor)
+                actions, values, log_probs = self._infer(obs_tensor, action_masks)
             else:
                 with torch.no_grad():
-                    actions, values, log_probs = self._infer(obs_tensor)
+                    actions, values, log_probs = self._infer(obs_tensor, action_masks)
         except RuntimeError:
-            self._raise_sb3_error(obs_tensor)  # SB3's error if its validation refuses these parameters
+            self._raise_sb3_error(obs_tensor, action_masks)  # SB3's error if its validation refuses these parameters
             raise
         if np.isnan(log_probs).any():
             # NaN distribution parameters, or a standard deviation of 0: SB3's validation may refuse them.
-            self._raise_sb3_error(obs_tensor)
+            self._raise_sb3_error(obs_tensor, action_masks)
         return actions.reshape(self.action_shape), values, torch.from_numpy(log_probs)
 
-    def actions(self, obs_tensor: PyTorchObs) -> np.ndarray:
+    def actions(self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None = None) -> np.ndarray:
         """
         Sample actions alone: the actor's part of :meth:`__call__`, the same actions from the same random calls, for
         policies with :attr:`acts_without_critic` (the caller computes values and log-probabilities later, batched).
 
         :param obs_tensor: the observations as tensors
+        :param action_masks: the step's action masks (a masking head only; ``None``: no masking)
         :return: the actions as a NumPy array of shape ``(n, *action_space.shape)``
         """
+        if action_masks is not None and not self.head.masks_actions:
+            raise ValueError(f"{type(self.policy).__name__} does not take action masks")
         try:
             if self.runs_without_graph:
-                actions, valid = self._sample(obs_tensor)
+                actions, valid = self._sample(obs_tensor, action_masks)
             else:
                 with torch.no_grad():
-                    actions, valid = self._sample(obs_tensor)
+                    actions, valid = self._sample(obs_tensor, action_masks)
         except RuntimeError:
-            self._raise_sb3_error(obs_tensor)
+            self._raise_sb3_error(obs_tensor, action_masks)
             raise
         if not valid:
-            self._raise_sb3_error(obs_tensor)
+            self._raise_sb3_error(obs_tensor, action_masks)
         return actions.reshape(self.action_shape)
 
-    def _sample(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, bool]:
+    def _sample(self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None) -> tuple[np.ndarray, bool]:
         """The actor's part of ``ActorCriticPolicy.forward``: features, the actor's latent, the actions."""
         latent_pi = self.actor_latent(self.pi_features(self.preprocess(obs_tensor)))
-        return self.head.sample(self.action_net(latent_pi), latent_pi)
+        return self.head.sample(self.action_net(latent_pi), latent_pi, action_masks)
 
-    def _infer(self, obs_tensor: PyTorchObs) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    def _infer(self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         """``ActorCriticPolicy.forward``: features, latents, values, then the actions."""
         preprocessed = self.preprocess(obs_tensor)
         pi_features = self.pi_features(preprocessed)
@@ -637,10 +688,13 @@ class PolicyInference:
         else:
             latent_pi, latent_vf = self.policy.mlp_extractor.forward(pi_features)
         values = self.value_net(latent_vf)
-        actions, log_probs = self.head(self.action_net(latent_pi), latent_pi)
+        actions, log_probs = self.head(self.action_net(latent_pi), latent_pi, action_masks)
         return actions, values, log_probs
 
-    def _raise_sb3_error(self, obs_tensor: PyTorchObs) -> None:
+    def _raise_sb3_error(self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None) -> None:
         """Run the policy's own ``forward`` (which validates its distributions) on a copy of the generator state."""
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            self.policy(obs_tensor)
+            if action_masks is None:
+                self.policy(obs_tensor)
+            else:
+                self.policy(obs_tensor, action_masks=action_masks)  # type: ignore[call-arg]
