@@ -229,7 +229,11 @@ def description_of(path: pathlib.Path) -> dict[str, Any]:
         (lambda d: d["hyperparameters"].update(target_kl=-1.0), r"not valid TRPO settings \(target_kl must be > 0"),
         (lambda d: d["state"].update(num_timesteps="1"), r"'state' entry must map known counters to numbers"),
         (lambda d: d.update(format="other/9"), r"unknown description format 'other/9'"),
-        (lambda d: d.update(algorithm="PPO"), r"holds a 'PPO' model, not TRPO"),
+        (lambda d: d.update(algorithm="PPO"), r"holds a 'PPO' model, not one of TRPO, MaskableTRPO, RecurrentTRPO"),
+        (
+            lambda d: d.update(policy_class={"class": "sb3_contrib.common.maskable.policies:MaskableActorCriticPolicy"}),
+            r"policy_class = 'sb3_contrib.common.maskable.policies:MaskableActorCriticPolicy': safe loading only restores",
+        ),
         (lambda d: d.update(observation_space={"type": "Tuple"}), r"space type 'Tuple' is not supported"),
     ],
 )

@@ -5,9 +5,9 @@ Load a model file without unpickling anything.
 objects from the file, so opening a model someone sent you can run their code. :func:`safe_load`
 reads only:
 
-* in files this package's :meth:`TRPO.save <sb3_trpo_plugin.TRPO.save>` wrote: the JSON description it
-  adds to the zip (settings, spaces, class references resolved from an allow-list); SB3's ``data`` entry,
-  where the pickles live, is never read;
+* in files this package's :meth:`TRPO.save <sb3_trpo_plugin.TRPO.save>` wrote (``TRPO``, ``MaskableTRPO``,
+  ``RecurrentTRPO``): the JSON description it adds to the zip (settings, spaces, class references resolved from an
+  allow-list); SB3's ``data`` entry, where the pickles live, is never read;
 * in files SB3 or sb3-contrib wrote (TRPO, PPO, A2C): the fields of ``data`` that are plain JSON and the
   readable attributes SB3 stores next to each pickle (:mod:`sb3_trpo_plugin.loading.sb3_file`), never the
   pickles themselves;
@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import check_for_correct_spaces, get_device
 
@@ -53,7 +54,41 @@ def _refuse(path: Any, reason: str) -> UnsafeModelFileError:
     return UnsafeModelFileError(f"safe_load refuses {path}: {reason}")
 
 
-def _decoded(description: Mapping[str, Any], key: str, custom_objects: Mapping[str, Any], path: Any) -> Any:
+#: The algorithms of this package's files: the description's ``algorithm`` name, the role of its policy class among
+#: :data:`~sb3_trpo_plugin.serialization.description.ALLOWED_CLASS_MODULES`.
+POLICY_ROLES = {"TRPO": "policy_class", "MaskableTRPO": "maskable_policy_class", "RecurrentTRPO": "recurrent_policy_class"}
+
+
+def _algorithm(name: str, path: Any) -> tuple[type[TRPO], type]:
+    """
+    The class of a described algorithm, and the base its policy class must have (the variants need sb3-contrib).
+
+    :param name: the description's ``algorithm``
+    :param path: the file, for the error
+    """
+    if name == "TRPO":
+        return TRPO, ActorCriticPolicy
+    try:
+        if name == "MaskableTRPO":
+            from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+
+            from sb3_trpo_plugin.masked import MaskableTRPO
+
+            return MaskableTRPO, MaskableActorCriticPolicy
+        if name == "RecurrentTRPO":
+            from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+            from sb3_trpo_plugin.recurrent import RecurrentTRPO
+
+            return RecurrentTRPO, RecurrentActorCriticPolicy
+    except ImportError as error:
+        raise _refuse(path, f"it holds a {name} model, which needs sb3-contrib ({error})") from error
+    raise _refuse(path, f"it holds a {name!r} model, not one of {', '.join(POLICY_ROLES)}")
+
+
+def _decoded(
+    description: Mapping[str, Any], key: str, custom_objects: Mapping[str, Any], path: Any, policy_role: str = "policy_class"
+) -> Any:
     """The value of a top-level description entry, or the caller's replacement for it."""
     if key in custom_objects:
         return custom_objects[key]
@@ -68,7 +103,7 @@ def _decoded(description: Mapping[str, Any], key: str, custom_objects: Mapping[s
         if key == "learning_rate":
             return decode_learning_rate(encoded)
         if key == "policy_class":
-            return decode_class(encoded["class"], "policy_class")
+            return decode_class(encoded["class"], policy_role)
         return decode_value(encoded, key)
     except (UnsupportedValueError, KeyError, TypeError, ValueError) as error:
         raise _refuse(path, f"{key}: {error}") from error
@@ -122,9 +157,11 @@ def safe_load(
 
     Safe to call on files from untrusted sources: settings come from JSON, classes only from an
     allow-list (SB3's actor-critic policies and feature extractors, ``torch.nn`` activations,
-    ``torch.optim`` optimisers, SB3's rollout buffers), tensors through ``torch.load(weights_only=True)``.
+    ``torch.optim`` optimisers, SB3's rollout buffers; sb3-contrib's maskable and recurrent policies and buffers
+    for the variants), tensors through ``torch.load(weights_only=True)``.
 
-    * Files of this package's ``TRPO.save``: a :class:`~sb3_trpo_plugin.TRPO`, from the JSON description.
+    * Files of this package's ``save``: a :class:`~sb3_trpo_plugin.TRPO`, ``MaskableTRPO`` or ``RecurrentTRPO`` (the
+      last two need sb3-contrib), from the JSON description; the policy class must be one the algorithm takes.
     * Files of sb3-contrib's TRPO (or of this TRPO saved by SB3's ``BaseAlgorithm.save``): a
       :class:`~sb3_trpo_plugin.TRPO`; files of SB3's PPO and A2C: a ``PPO`` or ``A2C``. Each from the plain
       JSON fields of SB3's ``data`` entry and the readable attributes SB3 stores next to its pickles:
@@ -146,7 +183,7 @@ def safe_load(
         ``"learning_rate"``, ``"policy_kwargs"``, ``"policy_class"``, ``"observation_space"``,
         ``"action_space"``, ``"rollout_buffer_class"``; for SB3 files also ``"clip_range"``,
         ``"clip_range_vf"`` and any other ``data`` field); only pass values you trust
-    :return: the model: a :class:`~sb3_trpo_plugin.TRPO`, or SB3's ``PPO`` or ``A2C``
+    :return: the model: a :class:`~sb3_trpo_plugin.TRPO` (or ``MaskableTRPO``, ``RecurrentTRPO``), or SB3's ``PPO`` or ``A2C``
     :raises UnsafeModelFileError: when the file is not a model of an allowed algorithm, references a
         class outside the allow-list, holds non-tensor objects in a state dict, holds non-finite weights,
         or describes something that needs pickle to rebuild
@@ -170,8 +207,8 @@ def safe_load(
         if not isinstance(description, dict) or description.get("format") != DESCRIPTION_FORMAT:
             found = description.get("format") if isinstance(description, dict) else None
             raise _refuse(path, f"unknown description format {found!r} (expected {DESCRIPTION_FORMAT!r})")
-        if description.get("algorithm") != TRPO.__name__:
-            raise _refuse(path, f"it holds a {description.get('algorithm')!r} model, not TRPO")
+        algorithm_name = description.get("algorithm")
+        algorithm, policy_base = _algorithm(algorithm_name if isinstance(algorithm_name, str) else repr(algorithm_name), path)
 
         device = get_device(device)
         try:
@@ -179,7 +216,9 @@ def safe_load(
         except FileRefusal as refusal:
             raise _refuse(path, str(refusal)) from refusal
 
-    policy_class = _decoded(description, "policy_class", custom_objects, path)
+    policy_class = _decoded(description, "policy_class", custom_objects, path, POLICY_ROLES[algorithm.__name__])
+    if not (isinstance(policy_class, type) and issubclass(policy_class, policy_base)):
+        raise _refuse(path, f"policy_class {policy_class!r} is not a {policy_base.__name__}, as {algorithm.__name__} needs")
     observation_space = _decoded(description, "observation_space", custom_objects, path)
     action_space = _decoded(description, "action_space", custom_objects, path)
     learning_rate = _decoded(description, "learning_rate", custom_objects, path)
@@ -189,7 +228,7 @@ def safe_load(
         policy_kwargs = dict(custom_objects["policy_kwargs"])
     else:
         policy_kwargs = _decoded_mapping(description, "policy_kwargs", None, path)
-    hyperparameters = _decoded_mapping(description, "hyperparameters", hyperparameter_names(TRPO), path)
+    hyperparameters = _decoded_mapping(description, "hyperparameters", hyperparameter_names(algorithm), path)
     state = description.get("state", {})
     if not isinstance(state, dict) or any(
         name not in STATE or isinstance(value, bool) or not isinstance(value, (int, float)) for name, value in state.items()
@@ -197,11 +236,11 @@ def safe_load(
         raise _refuse(path, "the 'state' entry must map known counters to numbers")
 
     if env is not None:
-        env = TRPO._wrap_env(env, verbose=int(hyperparameters.get("verbose", 0)))
+        env = algorithm._wrap_env(env, verbose=int(hyperparameters.get("verbose", 0)))
         check_for_correct_spaces(env, observation_space, action_space)
     try:
-        model = TRPO(
-            policy=policy_class,
+        model = algorithm(
+            policy=policy_class,  # type: ignore[arg-type]
             env=env,  # type: ignore[arg-type]
             learning_rate=learning_rate,
             rollout_buffer_class=rollout_buffer_class,
@@ -212,7 +251,7 @@ def safe_load(
             **hyperparameters,
         )
     except (TypeError, ValueError) as error:
-        raise _refuse(path, f"its settings are not valid TRPO settings ({error})") from error
+        raise _refuse(path, f"its settings are not valid {algorithm.__name__} settings ({error})") from error
     model.observation_space = observation_space
     model.action_space = action_space
     if env is None:

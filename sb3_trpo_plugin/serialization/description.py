@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
@@ -70,9 +70,13 @@ HYPERPARAMETER_ATTRIBUTES = {"stats_window_size": "_stats_window_size"}
 #: Counters restored on loading, so training resumes where it stopped (all integers or floats).
 STATE = ("num_timesteps", "_n_updates", "_episode_num", "_total_timesteps", "_num_timesteps_at_start")
 
-#: Which modules a class reference may come from, and which base class it must have, per role.
+#: Which modules a class reference may come from, and which base class it must have, per role. The policies of
+#: MaskableTRPO and RecurrentTRPO are sb3-contrib's (an optional extra, imported only when a file names them; the
+#: loader then checks the algorithm's own policy base), and so are their rollout buffers.
 ALLOWED_CLASS_MODULES: dict[str, tuple[tuple[str, ...], type]] = {
     "policy_class": (("stable_baselines3.common.policies", "sb3_trpo_plugin.trpo.policies"), ActorCriticPolicy),
+    "maskable_policy_class": (("sb3_contrib.common.maskable.policies", "sb3_contrib.ppo_mask.policies"), BasePolicy),
+    "recurrent_policy_class": (("sb3_contrib.common.recurrent.policies", "sb3_contrib.ppo_recurrent.policies"), BasePolicy),
     "activation_fn": (("torch.nn.modules.activation", "torch.nn"), torch.nn.Module),
     "optimizer_class": (
         (
@@ -90,7 +94,10 @@ ALLOWED_CLASS_MODULES: dict[str, tuple[tuple[str, ...], type]] = {
         torch.optim.Optimizer,
     ),
     "features_extractor_class": (("stable_baselines3.common.torch_layers",), BaseFeaturesExtractor),
-    "rollout_buffer_class": (("stable_baselines3.common.buffers",), RolloutBuffer),
+    "rollout_buffer_class": (
+        ("stable_baselines3.common.buffers", "sb3_contrib.common.maskable.buffers", "sb3_contrib.common.recurrent.buffers"),
+        RolloutBuffer,
+    ),
 }
 
 
@@ -126,7 +133,13 @@ def decode_class(reference: str, role: str) -> type:
             f"{role} = {reference!r}: safe loading only restores classes from {', '.join(modules)}; "
             f"pass the value in custom_objects if you trust it"
         )
-    cls = getattr(importlib.import_module(module_name), name, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UnsupportedValueError(
+            f"{role} = {reference!r} needs {module_name}, which cannot be imported ({error})"
+        ) from error
+    cls = getattr(module, name, None)
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise UnsupportedValueError(f"{role} = {reference!r} is not a subclass of {base.__name__}")
     return cls
