@@ -2,28 +2,26 @@
 The ``OnPolicyAlgorithm`` parts that masks change: the model's setup and the rollouts, as sb3-contrib's ``MaskablePPO``.
 
 :class:`MaskedOnPolicyAlgorithm` builds sb3-contrib's maskable policy (which takes no ``use_sde``) and rollout buffer.
-Its ``collect_rollouts`` is sb3-contrib's ``MaskablePPO`` loop, SB3's ``OnPolicyAlgorithm.collect_rollouts`` (callbacks
-with its locals, time-limit bootstrapping, the info buffer) plus masks: before each step it asks the environments
-for their ``action_masks()`` (``get_action_masks``), samples from the masked policy and stores the masks in the
-maskable rollout buffer, where ``train()`` finds them. It sits below the package's rollout classes in the method
-resolution order of :class:`~sb3_trpo_plugin.masked.MaskableTRPO`, so the data-parallel wrapping
-(:mod:`sb3_trpo_plugin.parallel`) runs around it unchanged. It collects for the maskable policies the lean rollout
-(:mod:`sb3_trpo_plugin.rollout`, with the masked parts of :mod:`sb3_trpo_plugin.masked.inference`) does not
-recognise, and with ``lean_rollout = False``: the lean rollout fills the buffer as this loop does.
+Its ``collect_rollouts`` is sb3-contrib's ``MaskablePPO.collect_rollouts`` itself (called on this algorithm): SB3's
+loop (callbacks with its locals, time-limit bootstrapping, the info buffer) plus masks, asked of the environments
+before each step (``get_action_masks``), given to the masked policy and stored in the maskable rollout buffer, where
+``train()`` finds them. It sits below the package's rollout classes in the method resolution order of
+:class:`~sb3_trpo_plugin.masked.MaskableTRPO`, so the data-parallel wrapping (:mod:`sb3_trpo_plugin.parallel`) runs
+around it unchanged. It collects for the maskable policies that the lean rollout (:mod:`sb3_trpo_plugin.rollout`,
+with the masked parts of :mod:`sb3_trpo_plugin.masked.inference`) does not recognise, and with
+``lean_rollout = False``; the lean rollout fills the buffer as this loop does (tested).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer, MaskableRolloutBuffer
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+from sb3_contrib.common.maskable.utils import is_masking_supported
+from sb3_contrib.ppo_mask import MaskablePPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_plugin.masked.inference import NO_MASKS_MESSAGE
@@ -65,7 +63,7 @@ class MaskedOnPolicyAlgorithm(OnPolicyAlgorithm):
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
         """
-        Collect ``n_rollout_steps`` steps per environment into a maskable rollout buffer (SB3's semantics, plus masks).
+        Collect ``n_rollout_steps`` steps per environment into a maskable rollout buffer: ``MaskablePPO``'s own loop.
 
         :param env: The training environment; with masking, it must expose ``action_masks()``
         :param callback: Callback called at each step (and at the beginning and end of the rollout)
@@ -74,59 +72,14 @@ class MaskedOnPolicyAlgorithm(OnPolicyAlgorithm):
         :return: True if all steps were collected, False if a callback stopped the rollout
         """
         assert isinstance(rollout_buffer, (MaskableRolloutBuffer, MaskableDictRolloutBuffer)), "checked by _setup_model"
-        use_masking = self._use_masking
-        if use_masking and not is_masking_supported(env):
-            raise ValueError(NO_MASKS_MESSAGE)
-        assert self._last_obs is not None, "No previous observation was provided"
-        self.policy.set_training_mode(False)
-        n_steps = 0
-        action_masks = None
-        rollout_buffer.reset()
-        callback.on_rollout_start()
-
-        while n_steps < n_rollout_steps:
-            with th.no_grad():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                if use_masking:
-                    action_masks = get_action_masks(env)
-                actions, values, log_probs = self.policy(obs_tensor, action_masks=action_masks)  # type: ignore[call-arg]
-            actions = actions.cpu().numpy()
-            new_obs, rewards, dones, infos = env.step(actions)
-            self.num_timesteps += env.num_envs
-
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-            self._update_info_buffer(infos, dones)
-            n_steps += 1
-
-            if isinstance(self.action_space, spaces.Discrete):  # the buffer keeps one column
-                actions = actions.reshape(-1, 1)
-            self._bootstrap_truncated(rewards, dones, infos)
-            rollout_buffer.add(
-                self._last_obs,  # type: ignore[arg-type]
-                actions,
-                rewards,
-                self._last_episode_starts,  # type: ignore[arg-type]
-                values,
-                log_probs,
-                action_masks=action_masks,
-            )
-            self._last_obs = new_obs  # type: ignore[assignment]
-            self._last_episode_starts = dones
-
-        with th.no_grad():
-            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
-        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
-        callback.update_locals(locals())
-        callback.on_rollout_end()
-        return True
-
-    def _bootstrap_truncated(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
-        """``r ← r + γ V(s_T)`` for episodes cut by a time limit (their last state is not terminal), in place."""
-        for index, done in enumerate(dones):
-            terminal_observation = infos[index].get("terminal_observation")
-            if done and terminal_observation is not None and infos[index].get("TimeLimit.truncated", False):
-                terminal_obs = self.policy.obs_to_tensor(terminal_observation)[0]
-                with th.no_grad():
-                    rewards[index] += self.gamma * self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
+        if self._use_masking and not is_masking_supported(env):
+            raise ValueError(NO_MASKS_MESSAGE)  # says more than sb3-contrib's message
+        # The loop reads only OnPolicyAlgorithm's attributes: sb3-contrib's code itself, not a copy of it.
+        return MaskablePPO.collect_rollouts(
+            self,  # type: ignore[arg-type]
+            env,
+            callback,
+            rollout_buffer,
+            n_rollout_steps,
+            use_masking=self._use_masking,
+        )
