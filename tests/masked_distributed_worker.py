@@ -1,7 +1,9 @@
 """
 One rank of MaskableTRPO's data-parallel test, launched (twice) by ``tests/test_maskable.py`` with ``RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set: one rollout with masks and one ``train()`` (every step of the
-update reduced over the ranks); the buffers and the weights before and after go to ``OUT/rank{RANK}.npz``.
+``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set: one rollout with masks and one ``train()``, for each update
+path (``split``: the critic on rank 0, the policy step on rank 1, both on the gathered union, masks included;
+``averaged``: every step of the update reduced over the ranks); the buffers and the weights before and after go to
+``OUT/rank{RANK}_{PATH}.npz``.
 
 Usage: ``python tests/masked_distributed_worker.py OUT``
 """
@@ -34,9 +36,14 @@ def state(model: MaskableTRPO) -> dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.policy.state_dict().items()}
 
 
-def one_update(out: Path, rank: int) -> None:
+#: The update paths: whether the update is split over the ranks (MaskableTRPO's default) or reduced step by step.
+UPDATE_PATHS = {"split": True, "averaged": False}
+
+
+def one_update(out: Path, rank: int, path: str) -> None:
     model = MaskableTRPO("MlpPolicy", make_vec_env(make_env, n_envs=N_ENVS), batch_size=32 * N_ENVS, **KWARGS)
-    assert model.collectives is not None and not model.splits_update(critic_depends_on_actor=False)
+    model.split_update = UPDATE_PATHS[path]
+    assert model.collectives is not None and model.splits_update(critic_depends_on_actor=False) == UPDATE_PATHS[path]
     before = state(model)
     _, callback = model._setup_learn(model.n_steps * model.n_envs, callback=None)
     callback.on_training_start(locals(), globals())
@@ -46,11 +53,12 @@ def one_update(out: Path, rank: int) -> None:
     arrays = {f"buffer/{k}": v for k, v in buffer.items()} | {f"before/{k}": v for k, v in before.items()}
     arrays |= {f"after/{k}": v for k, v in state(model).items()}
     arrays["accepted"] = np.array(model.logger.name_to_value.get("train/is_line_search_success", -1.0))
-    np.savez(out / f"rank{rank}.npz", **arrays)
+    np.savez(out / f"rank{rank}_{path}.npz", **arrays)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
-    one_update(Path(sys.argv[1]), rank)
+    for update_path in UPDATE_PATHS:
+        one_update(Path(sys.argv[1]), rank, update_path)
     torch.distributed.destroy_process_group()

@@ -479,14 +479,18 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_data_parallel_update_equals_one_process_on_the_union(two_ranks: Path) -> None:
-    """Every step reduced over the ranks, each with its own masks: one process's masked update on the union."""
+@pytest.mark.parametrize("update_path", ["split", "averaged"])
+def test_data_parallel_update_equals_one_process_on_the_union(two_ranks: Path, update_path: str) -> None:
+    """
+    Split over the ranks on the gathered union (masks gathered with their rows), or every step reduced over the ranks,
+    each with its own masks: one process's masked update on the union.
+    """
     sys.path.insert(0, str(Path(__file__).parent))
     from masked_distributed_worker import BUFFER_FIELDS, KWARGS, N_ENVS, make_env
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import Logger
 
-    archives = [np.load(two_ranks / f"rank{rank}.npz") for rank in range(2)]
+    archives = [np.load(two_ranks / f"rank{rank}_{update_path}.npz") for rank in range(2)]
 
     def weights(archive, prefix: str) -> dict[str, np.ndarray]:
         return {key[len(prefix) + 1 :]: archive[key] for key in archive.files if key.startswith(prefix + "/")}

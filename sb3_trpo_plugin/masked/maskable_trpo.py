@@ -65,10 +65,6 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
     policy: MaskableActorCriticPolicy  # type: ignore[assignment]
     rollout_buffer: MaskableRolloutBuffer | MaskableDictRolloutBuffer  # type: ignore[assignment]
     policy_step_class: ClassVar[type[PolicyStep]] = MaskedPolicyStep
-    #: Data-parallel runs reduce every step of the update over the ranks (each rank's masks stay with its rows). The
-    #: split update (:mod:`sb3_trpo_plugin.parallel.split_update`) is not used: it gathers the standard rollout fields
-    #: into one batch on every rank, without the masks.
-    split_update: bool = False
 
     def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
         """The lean loop's parts with masks (:func:`~sb3_trpo_plugin.masked.inference.masked_lean_rollout`)."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import torch
-from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, PyTorchObs, RolloutBufferSamples
+from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, RolloutBufferSamples
 
 from sb3_trpo_plugin.parallel.communication import Collectives
 from sb3_trpo_plugin.parallel.reductions import WholeBatchOnThisRank
@@ -38,27 +38,26 @@ StepStatistics = TypeVar("StepStatistics", bound=FloatRecord)
 def gather_rollout(collectives: Collectives, rollout: Samples) -> Samples:
     """
     The union of every rank's rollout samples, rank by rank, on every rank, in one collective; every field exactly,
-    in its own dtype (the observations and actions of discrete spaces are integers).
+    in its own dtype (the observations and actions of discrete spaces are integers). Every tensor field of the samples
+    travels, so a buffer's extra fields (sb3-contrib's action masks) come along with their rows.
 
     :param collectives: the process group's collectives
     :param rollout: this rank's samples (same shapes on every rank)
     :return: the same fields with every rank's rows
     """
-    observations = rollout.observations
-    others = [rollout.actions, rollout.old_values, rollout.old_log_prob, rollout.advantages, rollout.returns]
-    keys = sorted(observations) if isinstance(observations, dict) else []
-    observation_blocks = [observations[key] for key in keys] if isinstance(observations, dict) else [observations]
-    gathered = collectives.gather_row_blocks([*observation_blocks, *others])
-    union_observations: PyTorchObs = dict(zip(keys, gathered, strict=False)) if keys else gathered[0]
-    actions, old_values, old_log_prob, advantages, returns = gathered[len(observation_blocks) :]
-    return rollout._replace(  # type: ignore[return-value]
-        observations=union_observations,  # type: ignore[arg-type]
-        actions=actions,
-        old_values=old_values,
-        old_log_prob=old_log_prob,
-        advantages=advantages,
-        returns=returns,
-    )
+    blocks: list[torch.Tensor] = []
+    layout: list[tuple[str, list[str] | None]] = []  # each field, with its keys when it is a dict of tensors
+    for name, value in zip(rollout._fields, rollout, strict=True):
+        if isinstance(value, dict):
+            keys = sorted(value)
+            blocks += [value[key] for key in keys]
+            layout.append((name, keys))
+        elif isinstance(value, torch.Tensor):
+            blocks.append(value)
+            layout.append((name, None))
+    gathered = iter(collectives.gather_row_blocks(blocks))
+    union = {name: next(gathered) if keys is None else {key: next(gathered) for key in keys} for name, keys in layout}
+    return rollout._replace(**union)  # type: ignore[return-value, arg-type]
 
 
 def split_update(
