@@ -28,6 +28,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch.nn import functional as F
 
 from sb3_trpo_plugin.common.parameters import frozen
+from sb3_trpo_plugin.recurrent.minibatches import critic_minibatches
 from sb3_trpo_plugin.recurrent.sequences import LSTMStates, run_over_sequences, valid_rows
 from sb3_trpo_plugin.trpo.critic_fit import (
     CriticRegression,
@@ -76,7 +77,8 @@ def fit_critic_over_sequences(
     ``n_epochs`` epochs of ``min_φ mean_{valid t} (V_φ(s_0..s_t) - R̂_t)²`` over the buffer's sequence minibatches.
 
     Each epoch draws the buffer's minibatches afresh (sb3-contrib's ``get``: the steps rotated at a random index,
-    split into runs of ``batch_size`` steps, cut into sequences); a non-finite loss or gradient skips its minibatch.
+    split into runs of ``batch_size`` steps, cut into sequences; built by :func:`.minibatches.critic_minibatches`,
+    the same minibatches at less cost); a non-finite loss or gradient skips its minibatch.
 
     :param policy: a recurrent policy with its own critic LSTM
     :param rollout_buffer: the filled recurrent rollout buffer
@@ -91,10 +93,10 @@ def fit_critic_over_sequences(
     losses = []
     with frozen(actor_parameters):
         for _ in range(n_epochs):
-            for samples in rollout_buffer.get(batch_size):
+            for samples in critic_minibatches(rollout_buffer, batch_size):
                 mask = samples.mask > 0.5
                 values = critic_values_over_sequences(
-                    policy, samples.observations, samples.lstm_states.vf, samples.episode_starts, mask
+                    policy, samples.observations, samples.lstm_states_vf, samples.episode_starts, mask
                 )
                 loss = F.mse_loss(values, samples.returns[mask])
                 for parameter in critic_parameters:
