@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "parallel": {"rollout", "common", "trust_region", "serialization"},
     "trpo": {"trust_region", "critic", "common", "rollout", "parallel", "serialization"},
     "masked": {"trpo", "rollout", "common"},  # sb3-contrib's action masking; imported lazily by the root (optional extra)
-    "recurrent": {"trpo", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib, an optional dependency
+    "recurrent": {"trpo", "rollout", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib, an optional dependency
     "loading": {"trpo", "masked", "recurrent", "serialization", "version"},  # the variants lazily, for their files
     "": {"trpo", "loading", "version", "masked", "recurrent"},
     "cli": {"", "trpo", "loading", "serialization", "version", "envs"},

@@ -24,6 +24,8 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_trpo_plugin.recurrent.inference import recurrent_policy_inference
+
 
 def zero_lstm_states(policy: RecurrentActorCriticPolicy, n_envs: int) -> RNNStates:
     """
@@ -52,6 +54,9 @@ class RecurrentRollouts(OnPolicyAlgorithm):
 
     policy: RecurrentActorCriticPolicy
     _last_lstm_states: RNNStates | None = None
+    #: Act through the lean inference when the policy is recognised (:mod:`.inference`); ``False`` (on the class or an
+    #: instance) always calls the policy's own forward.
+    lean_rollout: bool = True
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
@@ -83,6 +88,8 @@ class RecurrentRollouts(OnPolicyAlgorithm):
 
         callback.on_rollout_start()
 
+        # The lean inference for sb3-contrib's recurrent policies (bit for bit their forward), else the forward itself
+        inference = recurrent_policy_inference(self.policy) if self.lean_rollout else None
         lstm_states = self._last_lstm_states
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
@@ -93,8 +100,12 @@ class RecurrentRollouts(OnPolicyAlgorithm):
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                 episode_starts = torch.tensor(self._last_episode_starts, dtype=torch.float32, device=self.device)
                 # The states are reset to zero where an episode starts, inside the forward.
-                actions_tensor, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
-            actions = actions_tensor.cpu().numpy()
+                if inference is None:
+                    actions_tensor, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
+                    actions = actions_tensor.cpu().numpy()
+                else:
+                    any_start = bool(np.any(self._last_episode_starts))
+                    actions, values, log_probs, lstm_states = inference(obs_tensor, lstm_states, episode_starts, any_start)
 
             # Rescale and perform action
             clipped_actions = actions

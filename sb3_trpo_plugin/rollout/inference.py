@@ -499,7 +499,10 @@ HeadFactory = Callable[[Any], "ActionHead | None"]
 
 
 def unrecognised_reason(
-    policy: nn.Module, base: type[nn.Module] = ActorCriticPolicy, head_of: HeadFactory | None = None
+    policy: nn.Module,
+    base: type[nn.Module] = ActorCriticPolicy,
+    head_of: HeadFactory | None = None,
+    methods: Sequence[str] = REPLICATED_METHODS,
 ) -> str | None:
     """
     Why :class:`PolicyInference` cannot replicate ``policy``'s forward exactly, or ``None`` when it can.
@@ -508,6 +511,7 @@ def unrecognised_reason(
     :param base: the policy class whose forward is replicated (SB3's ``ActorCriticPolicy``; sb3-contrib's
         ``MaskableActorCriticPolicy`` has the same modules and the same forward, with masks)
     :param head_of: the heads of ``base``'s action distributions (default: SB3's five)
+    :param methods: the methods of ``base`` whose computation is replicated (a subclass must not override them)
     :return: e.g. ``"MyPolicy overrides forward"``; ``None`` for a recognised policy
     """
     heads: HeadFactory = _head if head_of is None else head_of
@@ -521,7 +525,7 @@ def unrecognised_reason(
     if mro[base_index:] != base.__mro__:
         return f"{type(policy).__name__} mixes a class into {base.__name__}'s bases"
     for cls in mro[:base_index]:
-        overridden = [name for name in REPLICATED_METHODS if name in vars(cls)]
+        overridden = [name for name in methods if name in vars(cls)]
         if overridden:
             return f"{cls.__name__} overrides {', '.join(overridden)}"
     distribution = policy.action_dist
@@ -568,7 +572,10 @@ def obs_as_cpu_tensor(obs: np.ndarray | dict[str, np.ndarray]) -> PyTorchObs:
 
 
 def policy_inference(
-    policy: nn.Module, base: type[nn.Module] = ActorCriticPolicy, head_of: HeadFactory | None = None
+    policy: nn.Module,
+    base: type[nn.Module] = ActorCriticPolicy,
+    head_of: HeadFactory | None = None,
+    methods: Sequence[str] = REPLICATED_METHODS,
 ) -> PolicyInference | None:
     """
     The lean inference of ``policy``, or ``None`` when it cannot be proved exact (see :func:`unrecognised_reason`).
@@ -578,9 +585,10 @@ def policy_inference(
     :param policy: the algorithm's policy
     :param base: the policy class whose forward is replicated (see :func:`unrecognised_reason`)
     :param head_of: the heads of ``base``'s action distributions (default: SB3's five)
+    :param methods: the methods of ``base`` whose computation is replicated (see :func:`unrecognised_reason`)
     """
     heads: HeadFactory = _head if head_of is None else head_of
-    if unrecognised_reason(policy, base, heads) is not None:
+    if unrecognised_reason(policy, base, heads, methods) is not None:
         return None
     head = heads(policy)
     assert head is not None, "unrecognised_reason() checked it"
