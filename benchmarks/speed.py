@@ -787,70 +787,133 @@ def time_end_to_end(config: EndToEndConfig, timesteps: int, rounds: int) -> dict
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Masked: MaskableTRPO's learn() with the lean rollout, with sb3-contrib's rollout loop, and MaskablePPO's
+# Variants: MaskableTRPO's and RecurrentTRPO's learn() with the lean rollout, with their peer's loop, and the peer
 
 
-#: The masked implementations: MaskableTRPO with the lean rollout, MaskableTRPO with ``lean_rollout = False``
-#: (sb3-contrib's ``MaskablePPO`` loop, mirrored: MaskableTRPO's rollout before the lean one), and MaskablePPO.
-MASKED_IMPLEMENTATIONS = ("lean", "contrib_loop", "maskable_ppo")
-MASKED_LABELS = {
-    "lean": "MaskableTRPO",
-    "contrib_loop": "MaskableTRPO, sb3-contrib's rollout loop",
-    "maskable_ppo": "MaskablePPO (sb3-contrib)",
-}
-MASKED_DESCRIPTION = (
-    "sb3-contrib's `InvalidActionEnvDiscrete` (70 cells, 55 invalid at each step), 2 envs × 512 steps per update; "
-    "MaskableTRPO with a batch of 1024 and its defaults otherwise (64×64 networks, 10 critic epochs), MaskablePPO with "
-    "its defaults (10 epochs of minibatches of 64)"
-)
-
-
-def time_masked_learn(implementation: str, seed: int, timesteps: int) -> LearnTiming:
+@dataclass(frozen=True)
+class VariantComparison:
     """
-    One ``learn()`` of a fresh masked model on fresh envs, with its rollout and update timed apart.
+    ``learn()`` of a variant with its lean rollout, with ``lean_rollout = False`` (its peer's rollout loop: what the
+    variant's rollouts cost before the lean one), and the sb3-contrib algorithm it stands in for.
 
-    :param implementation: one of :data:`MASKED_IMPLEMENTATIONS`
-    :param seed: seeds the model and the envs
-    :param timesteps: the budget
+    :param name: the command-line key and the section's suffix (``speed_<name>``)
+    :param title: the section's title
+    :param labels: the three implementations' names in the report (lean, peer's loop, peer)
+    :param description: the environment and settings, in words
+    :param make: a fresh model of an implementation (``"lean"``, ``"peer_loop"``, ``"peer"``) for a seed
+    :param note: the paragraph under the table
     """
+
+    name: str
+    title: str
+    labels: tuple[str, str, str]
+    description: str
+    make: Callable[[str, int], OnPolicyAlgorithm]
+    note: str
+
+
+#: The implementations of a variant comparison, in the order of :attr:`VariantComparison.labels`.
+VARIANT_IMPLEMENTATIONS = ("lean", "peer_loop", "peer")
+
+
+def _masked_model(implementation: str, seed: int) -> OnPolicyAlgorithm:
     from sb3_contrib import MaskablePPO
     from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 
     from sb3_trpo_plugin import MaskableTRPO
 
     env = make_vec_env(lambda: InvalidActionEnvDiscrete(dim=70, n_invalid_actions=55), n_envs=2, seed=seed)
-    model: OnPolicyAlgorithm
-    if implementation == "maskable_ppo":
-        model = MaskablePPO("MlpPolicy", env, n_steps=512, seed=seed)
-    else:
-        model = MaskableTRPO("MlpPolicy", env, n_steps=512, batch_size=1024, seed=seed)
-        model.lean_rollout = implementation == "lean"
+    if implementation == "peer":
+        return MaskablePPO("MlpPolicy", env, n_steps=512, seed=seed)
+    model = MaskableTRPO("MlpPolicy", env, n_steps=512, batch_size=1024, seed=seed)
+    model.lean_rollout = implementation == "lean"
+    return model
+
+
+def _recurrent_model(implementation: str, seed: int) -> OnPolicyAlgorithm:
+    from rl_zoo3.wrappers import MaskVelocityWrapper
+    from sb3_contrib import RecurrentPPO
+    from torch import nn
+
+    from sb3_trpo_plugin import RecurrentTRPO
+
+    policy_kwargs = dict(
+        ortho_init=False, activation_fn=nn.ReLU, lstm_hidden_size=64, enable_critic_lstm=True, net_arch=dict(pi=[64], vf=[64])
+    )
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed, wrapper_class=MaskVelocityWrapper)
+    shared = dict(n_steps=128, batch_size=256, gamma=0.98, gae_lambda=0.8, seed=seed, policy_kwargs=policy_kwargs)
+    if implementation == "peer":
+        return RecurrentPPO("MlpLstmPolicy", env, n_epochs=20, **shared)  # type: ignore[arg-type]
+    model = RecurrentTRPO("MlpLstmPolicy", env, **shared)  # type: ignore[arg-type]
+    model.lean_rollout = implementation == "lean"
+    return model
+
+
+VARIANTS = {
+    "masked": VariantComparison(
+        "masked",
+        "MaskableTRPO's `learn()`, lean rollout against sb3-contrib's loop and MaskablePPO",
+        ("MaskableTRPO", "MaskableTRPO, sb3-contrib's rollout loop", "MaskablePPO (sb3-contrib)"),
+        "sb3-contrib's `InvalidActionEnvDiscrete` (70 cells, 55 invalid at each step), 2 envs × 512 steps per update; "
+        "MaskableTRPO with a batch of 1024 and its defaults otherwise (64×64 networks, 10 critic epochs), MaskablePPO "
+        "with its defaults (10 epochs of minibatches of 64)",
+        _masked_model,
+        "The lean rollout samples the same actions as sb3-contrib's loop for a seed (bit for bit; "
+        "`tests/test_masked_rollout.py`), so the two MaskableTRPO rows train the same policy; MaskablePPO's update "
+        "is different work (10 epochs of minibatches), shown for scale.",
+    ),
+    "recurrent_learn": VariantComparison(
+        "recurrent_learn",
+        "RecurrentTRPO's `learn()`, lean rollout against the policy's forward and RecurrentPPO",
+        ("RecurrentTRPO", "RecurrentTRPO, the policy's own forward", "RecurrentPPO (sb3-contrib)"),
+        "CartPole-v1 without velocities (rl-zoo3's `MaskVelocityWrapper` and its RecurrentPPO settings: 8 envs × 128 "
+        "steps, LSTM 64 for the actor and the critic, minibatches of 256 steps); RecurrentTRPO with its defaults "
+        "otherwise (10 critic epochs), RecurrentPPO with rl-zoo3's 20 epochs",
+        _recurrent_model,
+        "The lean inference computes the policy's forward bit for bit (`tests/test_recurrent_rollout.py`), so the two "
+        "RecurrentTRPO rows train the same policy; RecurrentPPO's update is different work (20 epochs of "
+        "minibatches), shown for scale.",
+    ),
+}
+
+
+def time_variant_learn(comparison: VariantComparison, implementation: str, seed: int, timesteps: int) -> LearnTiming:
+    """
+    One ``learn()`` of a fresh model of a variant comparison on fresh envs, with its rollout and update timed apart.
+
+    :param comparison: the comparison
+    :param implementation: one of :data:`VARIANT_IMPLEMENTATIONS`
+    :param seed: seeds the model and the envs
+    :param timesteps: the budget
+    """
+    model = comparison.make(implementation, seed)
     model.set_logger(Logger(folder=None, output_formats=[]))
     totals = instrument(model)
     gc.collect()
     start = time.perf_counter()
     model.learn(timesteps)
     wall = time.perf_counter() - start
-    env.close()
+    assert model.env is not None
+    model.env.close()
     return LearnTiming(wall, totals["rollout"], totals["update"], model.num_timesteps)
 
 
-def time_masked(rounds: int, timesteps: int) -> dict[str, Any]:
+def time_variant(comparison: VariantComparison, rounds: int, timesteps: int) -> dict[str, Any]:
     """
-    ``rounds`` alternating rounds of the masked implementations (order rotated each round), after a warm-up round.
+    ``rounds`` alternating rounds of a comparison's implementations (order rotated each round), after a warm-up round
+    of one update each.
 
     :return: per implementation the median steps per second and rollout µs per env step, and the medians of the
-        per-round ratios of the lean MaskableTRPO's steps per second to each other implementation's
+        per-round ratios of the lean variant's steps per second to each other implementation's
     """
-    for implementation in MASKED_IMPLEMENTATIONS:
-        time_masked_learn(implementation, 0, 1024)
+    for implementation in VARIANT_IMPLEMENTATIONS:
+        time_variant_learn(comparison, implementation, 0, 1)
     runs: list[dict[str, LearnTiming]] = []
     for round_index in range(rounds):
-        runs.append(
-            {name: time_masked_learn(name, round_index, timesteps) for name in rotated(MASKED_IMPLEMENTATIONS, round_index)}
-        )
+        order = rotated(VARIANT_IMPLEMENTATIONS, round_index)
+        runs.append({name: time_variant_learn(comparison, name, round_index, timesteps) for name in order})
     result: dict[str, Any] = {"rounds": rounds, "timesteps": timesteps, "implementations": {}, "runs": []}
-    for name in MASKED_IMPLEMENTATIONS:
+    for name in VARIANT_IMPLEMENTATIONS:
         timings = [run[name] for run in runs]
         result["implementations"][name] = {
             "steps_per_s": statistics.median(t.timesteps / t.wall_s for t in timings),
@@ -865,42 +928,41 @@ def time_masked(rounds: int, timesteps: int) -> dict[str, Any]:
     return result
 
 
-def masked_markdown(result: Mapping[str, Any], command: str) -> str:
-    """The masked ``learn()`` section of ``docs/benchmarks.md``."""
+def variant_markdown(comparison: VariantComparison, result: Mapping[str, Any], command: str) -> str:
+    """A variant comparison's section of ``docs/benchmarks.md``."""
+    lean_label = comparison.labels[0]
     lines = [
-        "## Speed: MaskableTRPO's `learn()`, lean rollout against sb3-contrib's loop and MaskablePPO",
+        f"## Speed: {comparison.title}",
         "",
         f"Command: `{command}`  ",
         machine(),
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        f"{MASKED_DESCRIPTION}; {result['timesteps']} steps per run, {result['rounds']} rounds, each running every",
+        f"{comparison.description}; {result['timesteps']} steps per run, {result['rounds']} rounds, each running every",
         "implementation once in an order rotated from round to round (after a discarded warm-up round). Steps/s and",
-        "rollout µs per env step: medians over rounds; speed-up of the lean MaskableTRPO: median of per-round ratios.",
+        f"rollout µs per env step: medians over rounds; speed-up of the lean {lean_label}: median of per-round ratios.",
         "",
-        "| implementation | steps/s | share of time in the rollout | rollout µs per env step | lean MaskableTRPO's speed-up |",
+        "| implementation | steps/s | share of time in the rollout | rollout µs per env step "
+        f"| lean {lean_label}'s speed-up |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for name in MASKED_IMPLEMENTATIONS:
+    for name, label in zip(VARIANT_IMPLEMENTATIONS, comparison.labels, strict=True):
         row = result["implementations"][name]
         speed_up = f"**{row['lean_speed_up']:.2f}×**" if "lean_speed_up" in row else "—"
         lines.append(
-            f"| {MASKED_LABELS[name]} | {row['steps_per_s']:.0f} | {_percent(row['rollout_share'])} | "
+            f"| {label} | {row['steps_per_s']:.0f} | {_percent(row['rollout_share'])} | "
             f"{row['rollout_us_per_step']:.1f} | {speed_up} |"
         )
-    lines += [
-        "",
-        "The lean rollout samples the same actions as sb3-contrib's loop for a seed (bit for bit; "
-        "`tests/test_masked_rollout.py`), so the two MaskableTRPO rows train the same policy; MaskablePPO's update "
-        "is different work (10 epochs of minibatches), shown for scale.",
-    ]
+    lines += ["", comparison.note]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--only", choices=("train", "end-to-end", "recurrent", "masked"), help="run only this part (default: all)"
+        "--only",
+        choices=("train", "end-to-end", "recurrent", *VARIANTS),
+        help="run only this part (default: all)",
     )
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS), help="train() configurations")
     parser.add_argument("--repeats", type=int, default=7, help="timed train() calls per algorithm and configuration")
@@ -918,8 +980,8 @@ def main() -> None:
         + ", ".join(f"{name}={config.timesteps}" for name, config in E2E_CONFIGS.items())
         + ")",
     )
-    parser.add_argument("--masked-rounds", type=int, default=5, help="rounds of the masked learn() comparison")
-    parser.add_argument("--masked-timesteps", type=int, default=4 * 1024, help="learn() steps per masked run")
+    parser.add_argument("--variant-rounds", type=int, default=5, help="rounds of each variant's learn() comparison")
+    parser.add_argument("--variant-timesteps", type=int, default=4 * 1024, help="learn() steps per variant run")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write raw results to this file")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
@@ -950,10 +1012,11 @@ def main() -> None:
         results["recurrent"] = time_recurrent_train(args.repeats)
         print("recurrent", json.dumps(results["recurrent"]), flush=True)
         section_texts["speed_recurrent"] = recurrent_markdown(results["recurrent"], command)
-    if args.only in (None, "masked"):
-        results["masked"] = time_masked(args.masked_rounds, args.masked_timesteps)
-        print("masked", json.dumps({k: v for k, v in results["masked"].items() if k != "runs"}), flush=True)
-        section_texts["speed_masked"] = masked_markdown(results["masked"], command)
+    for name, comparison in VARIANTS.items():
+        if args.only in (None, name):
+            results[name] = time_variant(comparison, args.variant_rounds, args.variant_timesteps)
+            print(name, json.dumps({k: v for k, v in results[name].items() if k != "runs"}), flush=True)
+            section_texts[f"speed_{name}"] = variant_markdown(comparison, results[name], command)
     if args.only in (None, "end-to-end"):
         load = "/".join(f"{value:.1f}" for value in os.getloadavg())
         date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -212,31 +212,43 @@ def test_synthetic_envs_give_standard_normal_rewards_and_200_step_episodes() -> 
     assert not dones_array[:-1].any() and dones_array[-1].all()
 
 
-def test_masked_comparison_rotates_the_implementations_and_takes_medians_of_per_round_ratios(
+def test_variant_comparison_rotates_the_implementations_and_takes_medians_of_per_round_ratios(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    walls = {"lean": [1.0, 2.0, 1.0], "contrib_loop": [2.0, 3.0, 3.0], "maskable_ppo": [4.0, 4.0, 2.5]}
+    walls = {"lean": [1.0, 2.0, 1.0], "peer_loop": [2.0, 3.0, 3.0], "peer": [4.0, 4.0, 2.5]}
     calls: list[tuple[str, int, int]] = []
+    comparison = sb.VARIANTS["masked"]
 
-    def fake_learn(implementation: str, seed: int, timesteps: int) -> Any:
+    def fake_learn(given: Any, implementation: str, seed: int, timesteps: int) -> Any:
+        assert given is comparison
         calls.append((implementation, seed, timesteps))
-        if timesteps == 1024:  # the warm-up round
-            return timing(1.0, 0.5, 0.5, steps=timesteps)
+        if timesteps == 1:  # the warm-up round: one update each
+            return timing(1.0, 0.5, 0.5, steps=1024)
         wall = walls[implementation][seed]
         return timing(wall, wall / 2, wall / 2, steps=timesteps)
 
-    monkeypatch.setattr(sb, "time_masked_learn", fake_learn)
-    result = sb.time_masked(rounds=3, timesteps=4096)
+    monkeypatch.setattr(sb, "time_variant_learn", fake_learn)
+    result = sb.time_variant(comparison, rounds=3, timesteps=4096)
     timed = [(name, seed) for name, seed, steps in calls if steps == 4096]
-    assert timed == [(name, r) for r in range(3) for name in sb.rotated(sb.MASKED_IMPLEMENTATIONS, r)]
+    assert timed == [(name, r) for r in range(3) for name in sb.rotated(sb.VARIANT_IMPLEMENTATIONS, r)]
     rows = result["implementations"]
-    # Per-round ratios contrib_loop / lean: 2, 1.5, 3 -> 2; maskable_ppo / lean: 4, 2, 2.5 -> 2.5.
-    assert rows["contrib_loop"]["lean_speed_up"] == pytest.approx(2.0)
-    assert rows["maskable_ppo"]["lean_speed_up"] == pytest.approx(2.5)
+    # Per-round ratios peer_loop / lean: 2, 1.5, 3 -> 2; peer / lean: 4, 2, 2.5 -> 2.5.
+    assert rows["peer_loop"]["lean_speed_up"] == pytest.approx(2.0)
+    assert rows["peer"]["lean_speed_up"] == pytest.approx(2.5)
     assert "lean_speed_up" not in rows["lean"]
     assert rows["lean"]["steps_per_s"] == pytest.approx(4096 / 1.0)
     assert rows["lean"]["rollout_us_per_step"] == pytest.approx(0.5 / 4096 * 1e6)
     assert rows["lean"]["rollout_share"] == pytest.approx(0.5)
-    text = sb.masked_markdown(result, "python benchmarks/speed.py --only masked")
+    text = sb.variant_markdown(comparison, result, "python benchmarks/speed.py --only masked")
     assert "| MaskableTRPO, sb3-contrib's rollout loop | 1365 | 50% | 366.2 | **2.00×** |" in text
     assert "| MaskableTRPO | 4096 | 50% | 122.1 | — |" in text
+    assert "| MaskablePPO (sb3-contrib) | 1024 | 50% | 488.3 | **2.50×** |" in text
+
+
+@pytest.mark.parametrize("name", sorted(sb.VARIANTS))
+def test_variant_models_are_the_announced_implementations(name: str) -> None:
+    comparison = sb.VARIANTS[name]
+    models = {implementation: comparison.make(implementation, 0) for implementation in sb.VARIANT_IMPLEMENTATIONS}
+    assert models["lean"].lean_rollout is True and models["peer_loop"].lean_rollout is False
+    assert type(models["lean"]) is type(models["peer_loop"]) and type(models["peer"]).__module__.startswith("sb3_contrib")
+    assert models["lean"].n_steps == models["peer"].n_steps and models["lean"].n_envs == models["peer"].n_envs
