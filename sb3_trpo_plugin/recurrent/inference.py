@@ -27,7 +27,6 @@ from sb3_trpo_plugin.rollout.inference import (
     REPLICATED_METHODS,
     PolicyInference,
     policy_inference,
-    torch_layers,
     unrecognised_reason,
 )
 
@@ -112,16 +111,8 @@ class RecurrentPolicyInference:
         self.lstm_actor = policy.lstm_actor
         self.lstm_critic = policy.lstm_critic
         self.shared_lstm = policy.shared_lstm
-        critic_layers = torch_layers(policy.critic) if policy.critic is not None else []
-        self.critic: Callable[[Any], Any] | None = None
-        if policy.critic is not None:
-
-            def critic(x: Any) -> Any:
-                for layer in critic_layers:
-                    x = layer(x)
-                return x
-
-            self.critic = critic
+        # A critic without an LSTM is a linear layer: its own forward, as the policy calls it (no hooks: recognised)
+        self.critic: Callable[[Any], Any] | None = None if policy.critic is None else policy.critic.forward
 
     def __call__(
         self, obs_tensor: PyTorchObs, lstm_states: RNNStates, episode_starts: torch.Tensor, any_start: bool
