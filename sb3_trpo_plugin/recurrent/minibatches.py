@@ -117,5 +117,5 @@ def critic_minibatches(
             returns=_as_tensor(_padded(rollout_buffer.returns, rows, valid).reshape(-1), device),
             lstm_states_vf=states,
             episode_starts=_as_tensor(_padded(rollout_buffer.episode_starts, rows, valid).reshape(-1), device),
-            mask=_as_tensor(_padded(np.ones_like(rollout_buffer.returns), rows, valid).reshape(-1), device),
+            mask=_as_tensor(valid.reshape(-1).astype(rollout_buffer.returns.dtype), device),  # padded ones
         )
