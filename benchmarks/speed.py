@@ -704,13 +704,23 @@ def time_learn(implementation: str, presets: Mapping[str, Preset], env_id: str, 
     """
     preset = presets[implementation]
     env = training_env(preset, env_id, seed)
-    model = make_model(E2E_IMPLEMENTATIONS[implementation], preset, env, seed, Logger(folder=None, output_formats=[]))
+    return timed_learn(make_model(E2E_IMPLEMENTATIONS[implementation], preset, env, seed, Logger(None, [])), timesteps)
+
+
+def timed_learn(model: OnPolicyAlgorithm, timesteps: int) -> LearnTiming:
+    """
+    ``model.learn(timesteps)`` with its rollout and update timed apart (:func:`instrument`); its env is closed after.
+
+    :param model: a fresh model on fresh envs
+    :param timesteps: the budget
+    """
     totals = instrument(model)
     gc.collect()  # the previous run's garbage is not this run's time
     start = time.perf_counter()
     model.learn(timesteps)
     wall = time.perf_counter() - start
-    env.close()
+    assert model.env is not None
+    model.env.close()
     return LearnTiming(wall, totals["rollout"], totals["update"], model.num_timesteps)
 
 
@@ -888,14 +898,7 @@ def time_variant_learn(comparison: VariantComparison, implementation: str, seed:
     """
     model = comparison.make(implementation, seed)
     model.set_logger(Logger(folder=None, output_formats=[]))
-    totals = instrument(model)
-    gc.collect()
-    start = time.perf_counter()
-    model.learn(timesteps)
-    wall = time.perf_counter() - start
-    assert model.env is not None
-    model.env.close()
-    return LearnTiming(wall, totals["rollout"], totals["update"], model.num_timesteps)
+    return timed_learn(model, timesteps)
 
 
 def time_variant(comparison: VariantComparison, rounds: int, timesteps: int) -> dict[str, Any]:
