@@ -60,8 +60,8 @@ from learning_report import (
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "learning"
 
-#: Envs in campaign order (cheapest first), with rl-zoo3's preset name where it differs and the
-#: budget where it overrides rl-zoo3's TRPO file.
+#: Envs in campaign order (cheapest first), with rl-zoo3's preset name where it differs, the budget where it
+#: overrides rl-zoo3's TRPO file, and keywords of ``gymnasium.make`` (``env_kwargs``, for training and evaluation).
 ENVS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {},
     "Acrobot-v1": {},
@@ -72,7 +72,24 @@ ENVS: dict[str, dict[str, Any]] = {
     "Hopper-v5": {"zoo_key": "Hopper-v4", "n_timesteps": 300_000},
     "HalfCheetah-v5": {"zoo_key": "HalfCheetah-v4", "n_timesteps": 300_000},
 }
-ALGOS = ("trpo", "sb3_contrib_trpo", "ppo")
+#: The MuJoCo campaign at rl-zoo3's budgets (``--envs`` picks them; the default campaign leaves them out). Ant-v5
+#: gets Ant-v4's observation (27 entries, no contact forces), which rl-zoo3's Ant-v4 preset was tuned on.
+MUJOCO_ENVS: dict[str, dict[str, Any]] = {
+    "Swimmer-v5": {"zoo_key": "Swimmer-v4"},
+    "Walker2d-v5": {"zoo_key": "Walker2d-v4"},
+    "Ant-v5": {"zoo_key": "Ant-v4", "env_kwargs": {"include_cfrc_ext_in_observation": False}},
+    "Humanoid-v5": {"zoo_key": "Humanoid-v4"},
+}
+ALL_ENVS: dict[str, dict[str, Any]] = {**ENVS, **MUJOCO_ENVS}
+#: This TRPO with one of its fast paths switched off (the ablations of docs/benchmarks.md, "Ant-v5"): each is the
+#: same algorithm, computed another way.
+ABLATIONS: dict[str, str] = {
+    "trpo_sb3_loop": "SB3's own rollout loop (lean_rollout = False)",
+    "trpo_kl_hessian": "Fisher-vector products by double backprop of the KL (fisher_product='kl_hessian')",
+    "trpo_autograd_critic": "the critic's gradient by autograd instead of the hand-derived one",
+    "trpo_plain_adam": "torch's Adam.step (foreach) instead of the fused kernel called directly",
+}
+ALGOS = ("trpo", "sb3_contrib_trpo", "ppo", *ABLATIONS)
 EVAL_SEED_OFFSET = 10_000
 
 
@@ -120,13 +137,13 @@ def load_preset(algo: str, env_id: str) -> Preset:
     import yaml
     from rl_zoo3.exp_manager import ExperimentManager
 
-    zoo_key = ENVS[env_id].get("zoo_key", env_id)
+    zoo_key = ALL_ENVS[env_id].get("zoo_key", env_id)
     entries = {}
     for name in ("trpo", algo):
         with open(zoo_file(name)) as f:
             entries[name] = yaml.safe_load(f)[zoo_key]
     raw = dict(entries[algo])
-    budget = int(ENVS[env_id].get("n_timesteps", entries["trpo"]["n_timesteps"]))
+    budget = int(ALL_ENVS[env_id].get("n_timesteps", entries["trpo"]["n_timesteps"]))
     with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as tmp:
         manager = ExperimentManager(argparse.Namespace(), "trpo" if algo != "ppo" else "ppo", env_id, tmp, verbose=0)
         kwargs, _, _, _ = manager._preprocess_hyperparams(dict(raw))
@@ -134,11 +151,16 @@ def load_preset(algo: str, env_id: str) -> Preset:
     return Preset(policy, kwargs, manager.n_envs, budget, bool(manager.normalize), dict(manager.normalize_kwargs), raw)
 
 
+def env_kwargs(env_id: str) -> dict[str, Any]:
+    """The keywords of ``gymnasium.make`` for ``env_id`` in this benchmark (empty for most envs)."""
+    return dict(ALL_ENVS[env_id].get("env_kwargs", {}))
+
+
 def action_dim(env_id: str) -> int:
     """Number of action dimensions of a Box action space, 1 for the others."""
     import gymnasium as gym
 
-    env = gym.make(env_id)
+    env = gym.make(env_id, **env_kwargs(env_id))
     space = env.action_space
     env.close()
     return int(np.prod(space.shape)) if isinstance(space, gym.spaces.Box) else 1
@@ -156,8 +178,17 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
     :return: the model
     """
     kwargs = dict(preset.kwargs)
-    if algo == "trpo":
+    if algo == "trpo" or algo in ABLATIONS:
         from sb3_trpo_plugin import TRPO as cls
+
+        if algo == "trpo_kl_hessian":
+            kwargs["fisher_product"] = "kl_hessian"
+        elif algo == "trpo_plain_adam":  # SB3's default Adam keywords, with foreach chosen: not the fused kernel
+            policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
+            policy_kwargs["optimizer_kwargs"] = {"eps": 1e-5, **policy_kwargs.get("optimizer_kwargs", {}), "foreach": True}
+            kwargs["policy_kwargs"] = policy_kwargs
+        elif algo == "trpo_autograd_critic":
+            _use_autograd_critic()
     elif algo == "sb3_contrib_trpo":
         from sb3_contrib import TRPO as cls
     elif algo == "ppo":
@@ -165,8 +196,27 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
     else:
         raise ValueError(f"unknown algorithm {algo!r}")
     model = cls(preset.policy, env, seed=seed, verbose=0, device="cpu", **kwargs)
+    if algo == "trpo_sb3_loop":
+        model.lean_rollout = False
     model.set_logger(logger)
     return model
+
+
+def _use_autograd_critic() -> None:
+    """
+    Make this process's TRPO fit the critic with autograd's gradient (the ``trpo_autograd_critic`` ablation): the
+    regression's inputs and loss are the same, only the hand-derived gradient of SB3's plain MLP is not used. A run
+    is one process, so the switch affects that run only.
+    """
+    import sb3_trpo_plugin.trpo.critic_fit as critic_fit
+
+    def head_regression_by_autograd(policy: Any, critic_parameters: Any, inputs: Any) -> Any:
+        def value_of(batch: Any) -> Any:
+            return policy.value_net(policy.mlp_extractor.forward_critic(batch))
+
+        return critic_fit.CriticRegression(inputs, critic_fit.autograd_loss_and_gradients(value_of, critic_parameters))
+
+    critic_fit.head_regression = head_regression_by_autograd  # type: ignore[assignment]
 
 
 #: The per-update training diagnostics kept in each run's JSON; each algorithm logs some of them.
@@ -271,6 +321,10 @@ class PeriodicEvaluation(BaseCallback):
     :param n_episodes: episodes per evaluation
     """
 
+    #: It reads no step's values or log-probabilities, so this TRPO's rollout computes them in one batch at the end, as
+    #: under SB3's ``EvalCallback`` (the path users get); the ``trpo_sb3_loop`` ablation then differs from ``trpo``.
+    reads_step_outputs = False
+
     def __init__(self, recorder: CurveRecorder, budget: int, n_evals: int, n_episodes: int) -> None:
         super().__init__()
         self.recorder = recorder
@@ -299,8 +353,8 @@ def make_envs(env_id: str, preset: Preset, seed: int) -> tuple[VecEnv, VecEnv]:
     :param seed: seeds the training envs; the evaluation env gets ``seed + EVAL_SEED_OFFSET``
     :return: the training env and the evaluation env
     """
-    train_env = make_vec_env(env_id, n_envs=preset.n_envs, seed=seed)
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + EVAL_SEED_OFFSET)
+    train_env = make_vec_env(env_id, n_envs=preset.n_envs, seed=seed, env_kwargs=env_kwargs(env_id))
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + EVAL_SEED_OFFSET, env_kwargs=env_kwargs(env_id))
     if preset.normalize:
         train_env = VecNormalize(train_env, **preset.normalize_kwargs)
         eval_env = VecNormalize(eval_env, **{**preset.normalize_kwargs, "training": False, "norm_reward": False})
@@ -394,7 +448,8 @@ def run_metadata(
         "normalize": preset.normalize,
         "normalize_kwargs": preset.normalize_kwargs,
         "zoo_file": Path(zoo_file(algo)).name,
-        "zoo_key": ENVS[env_id].get("zoo_key", env_id),
+        "zoo_key": ALL_ENVS[env_id].get("zoo_key", env_id),
+        "env_kwargs": env_kwargs(env_id),
         "hyperparams": {k: repr(v) for k, v in preset.raw.items()},
         "action_dim": action_dim(env_id),
         "diagnostics": diagnostics.summary(),
@@ -601,14 +656,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     run = sub.add_parser("run", help="run the campaign (finished runs are skipped)")
     common(run)
-    run.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
+    run.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ALL_ENVS))
     run.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     run.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time (one process each)")
 
     one = sub.add_parser("one", help="a single run")
     common(one)
-    one.add_argument("env_id", choices=list(ENVS))
+    one.add_argument("env_id", choices=list(ALL_ENVS))
     one.add_argument("algo", choices=list(ALGOS))
     one.add_argument("seed", type=int)
 
