@@ -1,0 +1,85 @@
+"""The pure parts of the MuJoCo campaign's report: exact tests of two groups of returns, mean curves, the table."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import load_benchmark
+
+lr = load_benchmark("learning_report.py", "learning_report")
+mr = load_benchmark("mujoco_report.py", "mujoco_report")
+
+
+def run(algo: str, seed: int, returns: list[float], walls: list[float], env_id: str = "Ant-v5") -> object:
+    steps = [i * 100_000 for i in range(len(returns))]
+    curve = [lr.CurvePoint(s, w, r, 0.0, 10) for s, w, r in zip(steps, walls, returns, strict=True)]
+    return lr.RunResult(env_id, algo, seed, curve, {"train_wall_s": walls[-1], "train_cpu_s": walls[-1] * 0.9})
+
+
+def test_three_against_three_all_below_is_p_one_tenth() -> None:
+    # Of the 20 splits of six values into two threes, only the observed one and its mirror are as extreme.
+    c = mr.compare([1914, 2128, 2663], [4049, 4645, 3232])
+    assert c.permutation_p == pytest.approx(2 / 20)
+    assert c.mann_whitney_u == 0 and c.mann_whitney_p == pytest.approx(2 / 20)
+    assert c.mean_difference == pytest.approx(np.mean([1914, 2128, 2663]) - np.mean([4049, 4645, 3232]))
+
+
+def test_exact_tests_match_a_brute_force_enumeration_with_ties() -> None:
+    a, b = [3.0, 1.0, 4.0, 1.0, 5.0], [9.0, 2.0, 6.0, 5.0, 3.0, 5.0]
+    pooled = a + b
+    observed_difference = np.mean(a) - np.mean(b)
+
+    # U counts, for each pair (x from a, y from b), 1 if x > y and 1/2 if tied.
+    def u_of(xs: list[float], ys: list[float]) -> float:
+        return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in xs for y in ys)
+
+    observed_u, centre = u_of(a, b), len(a) * len(b) / 2
+    extreme_means = extreme_us = total = 0
+    for chosen in itertools.combinations(range(len(pooled)), len(a)):
+        xs = [pooled[i] for i in chosen]
+        ys = [pooled[i] for i in range(len(pooled)) if i not in chosen]
+        extreme_means += abs(np.mean(xs) - np.mean(ys)) >= abs(observed_difference) - 1e-12
+        extreme_us += abs(u_of(xs, ys) - centre) >= abs(observed_u - centre) - 1e-12
+        total += 1
+    c = mr.compare(a, b)
+    assert c.mann_whitney_u == observed_u
+    assert c.permutation_p == pytest.approx(extreme_means / total)
+    assert c.mann_whitney_p == pytest.approx(extreme_us / total)
+
+
+def test_identical_groups_are_not_different() -> None:
+    c = mr.compare([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert c.mean_difference == 0 and c.permutation_p == 1.0 and c.mann_whitney_p == 1.0
+
+
+def test_standard_error() -> None:
+    assert mr.standard_error([1.0, 3.0]) == pytest.approx(1.0)
+    assert math.isnan(mr.standard_error([1.0]))
+
+
+def test_first_reaching_the_peers_mean_uses_the_seed_averaged_curve() -> None:
+    runs = [run("trpo", 0, [0, 100, 300, 400], [0, 10, 20, 30]), run("trpo", 1, [0, 300, 100, 400], [0, 12, 22, 32])]
+    _, walls, returns = mr.mean_curve(runs)
+    assert list(returns) == [0, 200, 200, 400] and list(walls) == [0, 11, 21, 31]
+    assert mr.first_reaching_mean(runs, 200) == (100_000.0, 11.0)
+    assert mr.first_reaching_mean(runs, 401) is None
+
+
+def test_campaign_table_reports_means_standard_errors_and_where_ours_reaches_the_peer() -> None:
+    table = {
+        "Ant-v5": {
+            "trpo": [run("trpo", 0, [0, 2000, 3000], [0, 50, 100]), run("trpo", 1, [0, 1000, 4000], [0, 60, 120])],
+            "sb3_contrib_trpo": [run("sb3_contrib_trpo", s, [0, 1000, 1500 + 1000 * s], [0, 100, 200]) for s in (0, 1)],
+        }
+    }
+    text = "\n".join(mr.campaign_table(table))
+    assert "| Ant-v5 | TRPO (this plugin) | 2 | 3500 ± 500 | 3000 / 4000 |" in text
+    assert "| Ant-v5 | TRPO (sb3-contrib 2.9.2) | 2 | 2000 ± 500 | 1500 / 2500 |" in text
+    # ours' mean curve is 1500 at 100k steps, below sb3-contrib's final mean 2000; 3500 at 200k, after 110 s
+    assert "0.2M steps, 110 s (sb3-contrib's run: 200 s)" in text
+    tests = "\n".join(mr.tests_table(table, {}))
+    assert "Ant-v5: this TRPO vs sb3-contrib's | 2 vs 2 | 3500 ± 500 | 2000 ± 500 | +1500 |" in tests
