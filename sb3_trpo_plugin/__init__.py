@@ -3,13 +3,17 @@
 from typing import Any
 
 from sb3_trpo_plugin.loading import safe_load, safe_load_vec_normalize
+from sb3_trpo_plugin.replicas import CPUOnlyRolloutWarning, FastPathMismatchWarning, FastPathWarning
 from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, HyperparameterError, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.version import __version__
 
 # The variants are not in __all__: ``from sb3_trpo_plugin import *`` must work without sb3-contrib.
 __all__ = [
     "TRPO",
+    "CPUOnlyRolloutWarning",
     "CnnPolicy",
+    "FastPathMismatchWarning",
+    "FastPathWarning",
     "HyperparameterError",
     "MlpPolicy",
     "MultiInputPolicy",

@@ -19,14 +19,15 @@ ALLOWED: dict[str, set[str]] = {
     "critic": set(),  # pure maths: the critic's hand-derived gradient
     "envs": set(),
     "common": {"trust_region"},
+    "replicas": {"common", "trust_region", "critic"},  # exact replicas of SB3/torch computations, proved where they run
     "serialization": {"version"},
-    "rollout": {"common"},
+    "rollout": {"replicas", "common"},
     "parallel": {"rollout", "common", "trust_region", "serialization"},
-    "trpo": {"trust_region", "critic", "common", "rollout", "parallel", "serialization"},
-    "masked": {"trpo", "rollout", "common"},  # sb3-contrib's action masking; imported lazily by the root (optional extra)
-    "recurrent": {"trpo", "rollout", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib, an optional dependency
+    "trpo": {"trust_region", "critic", "common", "replicas", "rollout", "parallel", "serialization"},
+    "masked": {"trpo", "replicas", "rollout", "common"},  # sb3-contrib's action masking; imported lazily by the root
+    "recurrent": {"trpo", "replicas", "rollout", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib (optional)
     "loading": {"trpo", "masked", "recurrent", "serialization", "version"},  # the variants lazily, for their files
-    "": {"trpo", "loading", "version", "masked", "recurrent"},
+    "": {"trpo", "loading", "version", "masked", "recurrent", "replicas"},
     "cli": {"", "trpo", "loading", "serialization", "version", "envs"},
     "zoo": {"", "trpo", "masked"},
     "__main__": {"cli"},

@@ -11,7 +11,9 @@ from torch.nn import functional as F
 
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.critic import MLPRegression
-from sb3_trpo_plugin.trpo.critic_fit import optimizer_step
+from sb3_trpo_plugin.replicas import critic_gradient
+from sb3_trpo_plugin.replicas.critic_gradient import plain_regression
+from sb3_trpo_plugin.replicas.fused_adam import optimizer_step
 
 
 def mlp(sizes: list[int], activation: type[nn.Module], dtype: torch.dtype, bias: bool = True) -> nn.Sequential:
@@ -36,7 +38,7 @@ def test_loss_and_gradients_equal_autograd(activation, sizes, bias):
     network = mlp(sizes, activation, torch.float64, bias)
     inputs, targets = torch.randn(33, sizes[0], dtype=torch.float64), torch.randn(33, dtype=torch.float64)
     expected_loss, expected_grads = autograd_loss_and_gradients(network, inputs, targets)
-    regression = MLPRegression.from_layers([network])
+    regression = plain_regression([network])
     assert regression is not None
     network.zero_grad(set_to_none=True)
     loss = regression.loss_and_gradients(inputs, targets)
@@ -53,7 +55,7 @@ def test_float32_matches_autograd_and_leaves_frozen_parameters_alone():
     expected_loss, expected_grads = autograd_loss_and_gradients(network, inputs, targets)
     network[0].weight.requires_grad_(False)
     network[0].weight.grad = None
-    loss = MLPRegression.from_layers([network]).loss_and_gradients(inputs, targets)
+    loss = plain_regression([network]).loss_and_gradients(inputs, targets)
     assert loss == pytest.approx(expected_loss, rel=1e-6)
     assert network[0].weight.grad is None  # frozen: untouched
     for parameter, expected in list(zip(network.parameters(), expected_grads, strict=True))[1:]:
@@ -72,18 +74,18 @@ def test_float32_matches_autograd_and_leaves_frozen_parameters_alone():
     ],
 )
 def test_other_architectures_are_declined(layers):
-    assert MLPRegression.from_layers(layers) is None
+    assert plain_regression(layers) is None
 
 
 def test_hooks_are_declined():
     """Autograd would run a hook; the hand-derived path would not, so it must not be taken."""
     network = mlp([3, 4, 1], nn.Tanh, torch.float32)
-    assert MLPRegression.from_layers([network]) is not None
+    assert plain_regression([network]) is not None
     handle = network[2].weight.register_hook(lambda grad: grad * 2)
-    assert MLPRegression.from_layers([network]) is None
+    assert plain_regression([network]) is None
     handle.remove()
     handle = network[1].register_forward_hook(lambda module, args, output: output)
-    assert MLPRegression.from_layers([network]) is None
+    assert plain_regression([network]) is None
 
 
 def critic_weights(model: TRPO) -> list[torch.Tensor]:
@@ -126,7 +128,7 @@ def test_trpo_critic_regression_equals_autograd_path(env_id, policy_kwargs, monk
 
     hand_loss, hand_weights = regression()
     assert len(calls) == 3 * 4  # epochs × minibatches: every step took the hand-derived path
-    monkeypatch.setattr(MLPRegression, "from_layers", classmethod(lambda cls, layers: None))
+    monkeypatch.setattr(critic_gradient, "plain_regression", lambda layers: None)
     auto_loss, auto_weights = regression()
     assert len(calls) == 12
     assert hand_loss == pytest.approx(auto_loss, rel=1e-5)

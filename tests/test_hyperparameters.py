@@ -4,6 +4,7 @@ import inspect
 
 import pytest
 from sb3_contrib import TRPO as ContribTRPO
+from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_trpo_plugin import TRPO, HyperparameterError
 from sb3_trpo_plugin.trpo.hyperparameters import PPO_KEYWORDS
@@ -115,3 +116,20 @@ def test_zero_critic_updates_is_allowed():
     critic_before = [p.detach().clone() for p in model._critic_params]
     model.learn(64)
     assert all((a == b).all() for a, b in zip(critic_before, model._critic_params, strict=True))
+
+
+@pytest.mark.parametrize("n_steps, n_envs, factor", [(4, 1, 4), (4, 1, 9), (2, 2, 4)])
+def test_sub_sampling_that_leaves_one_row_with_advantage_normalisation_is_refused(n_steps, n_envs, factor):
+    """Every k-th row of n_steps · n_envs keeps one when k ≥ n_steps · n_envs: its advantage has no spread to z-score."""
+    env = make_vec_env(lambda: RandomEnv(ACTION_SPACES["discrete"]), n_envs=n_envs)
+    size = n_steps * n_envs
+    with pytest.raises(HyperparameterError, match="sub_sampling_factor must be smaller than n_steps \\* n_envs") as caught:
+        TRPO("MlpPolicy", env, n_steps=n_steps, batch_size=size, sub_sampling_factor=factor)
+    assert isinstance(caught.value, AssertionError)  # what sb3-contrib raises for n_steps * n_envs == 1
+    two_rows = TRPO("MlpPolicy", env, n_steps=n_steps, batch_size=size, sub_sampling_factor=size - 1, seed=0)
+    two_rows.learn(size)
+    assert two_rows.logger.name_to_value["train/is_step_non_finite"] == 0.0
+    unnormalised = TRPO(
+        "MlpPolicy", env, n_steps=n_steps, batch_size=size, sub_sampling_factor=factor, normalize_advantage=False
+    )
+    assert unnormalised.sub_sampling_factor == factor

@@ -20,6 +20,7 @@ import torch
 from gymnasium import spaces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sb3_contrib import MaskablePPO
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiBinary, InvalidActionEnvMultiDiscrete
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from sb3_contrib.common.maskable.distributions import (
@@ -352,6 +353,10 @@ def test_import_is_lazy_and_names_the_extra() -> None:
 def test_maskable_ppos_constructor_checks() -> None:
     with pytest.raises(ValueError, match="MultiBinary actions, not Box"):
         MaskableTRPO("MlpPolicy", IdentityEnvBox())
+    with pytest.raises(AssertionError, match="MultiBinary actions, not Box"):  # what sb3-contrib's MaskablePPO raises
+        MaskableTRPO("MlpPolicy", IdentityEnvBox())
+    with pytest.raises(AssertionError):
+        MaskablePPO("MlpPolicy", IdentityEnvBox())
     with pytest.raises(ValueError, match="MaskableActorCriticPolicy"):
         MaskableTRPO(ActorCriticPolicy, InvalidActionEnvDiscrete(dim=4, n_invalid_actions=1))
     with pytest.raises(ValueError, match="target_kl"):

@@ -29,9 +29,9 @@ from sb3_trpo_plugin.masked import MaskableTRPO
 from sb3_trpo_plugin.masked import inference as masked_inference
 from sb3_trpo_plugin.masked.inference import MaskedCategoricalHead, masked_head, masked_unrecognised_reason
 from sb3_trpo_plugin.masked.on_policy import MaskedOnPolicyAlgorithm
+from sb3_trpo_plugin.replicas.inference import PolicyInference
 from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs
 from sb3_trpo_plugin.rollout.checks import EnvironmentDataCheck
-from sb3_trpo_plugin.rollout.inference import PolicyInference
 from tests.test_rollout import BUFFER_FIELDS, DICT_SPACE, StepOutputReader, assert_same_rollouts
 
 MASKABLE_SPACES = {
@@ -245,7 +245,7 @@ def test_unrecognised_policies_take_sb3_contribs_loop() -> None:
 
 def test_masks_are_refused_by_a_head_that_does_not_mask() -> None:
     from sb3_trpo_plugin import TRPO
-    from sb3_trpo_plugin.rollout.inference import policy_inference
+    from sb3_trpo_plugin.replicas.inference import policy_inference
 
     model = TRPO("MlpPolicy", make_vec_env(lambda: RandomEnv(MASKABLE_SPACES["discrete"]), n_envs=1), n_steps=8, batch_size=8)
     inference = policy_inference(model.policy)

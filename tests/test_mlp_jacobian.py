@@ -1,6 +1,6 @@
 """
 The hand-derived Jacobian of plain MLPs (trust_region/mlp_jacobian.py) against autograd, and its use for SB3 actors
-(common/actor_jacobian.py): the same products as autograd's Linearization, and the cases it declines.
+(replicas/actor_jacobian.py): the same products as autograd's Linearization, and the cases it declines.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from gymnasium import spaces
 from torch import nn
 from torch.func import jvp as forward_jvp
 
-from sb3_trpo_plugin.common.actor_jacobian import actor_jacobian
 from sb3_trpo_plugin.common.distributions import distribution_parameters
+from sb3_trpo_plugin.replicas.actor_jacobian import actor_jacobian
 from sb3_trpo_plugin.trust_region import Linearization
 from sb3_trpo_plugin.trust_region.mlp_jacobian import MLPJacobian
 from tests.conftest import ACTION_SPACES, RandomEnv, filled_model, policy_batch, use_float64

@@ -19,7 +19,7 @@ from torch import nn
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.common.distributions import distribution_parameters, kl_per_state, with_parameters
 from sb3_trpo_plugin.common.modes import modules_called, training_mode
-from sb3_trpo_plugin.rollout.inference import policy_inference
+from sb3_trpo_plugin.replicas.inference import policy_inference
 from tests.conftest import ACTION_SPACES, RandomEnv, filled_model, policy_batch
 from tests.test_rollout import compare, make_model
 

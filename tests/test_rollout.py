@@ -49,8 +49,11 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.cli.train import SaveVecNormalizeOnBest
 from sb3_trpo_plugin.parallel.elastic import UpdateCheckpointCallback
+from sb3_trpo_plugin.replicas import heads, layers
+from sb3_trpo_plugin.replicas import inference as inference_module
+from sb3_trpo_plugin.replicas.eligibility import unrecognised_reason
+from sb3_trpo_plugin.replicas.inference import policy_inference
 from sb3_trpo_plugin.rollout import algorithm as rollout_algorithm
-from sb3_trpo_plugin.rollout import inference as inference_module
 from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
 from sb3_trpo_plugin.rollout.batched_outputs import (
     CALLBACKS_BLIND_TO_STEP_OUTPUTS,
@@ -58,7 +61,6 @@ from sb3_trpo_plugin.rollout.batched_outputs import (
     fill_values_and_log_probs,
 )
 from sb3_trpo_plugin.rollout.checks import EnvironmentDataCheck, NonFiniteEnvironmentDataError
-from sb3_trpo_plugin.rollout.inference import policy_inference, unrecognised_reason
 from sb3_trpo_plugin.serialization.checkpoints import CheckpointCallback
 from tests.conftest import ACTION_SPACES, RandomEnv
 
@@ -520,13 +522,13 @@ def test_categorical_sample_draws_what_multinomial_draws(n_categories: int) -> N
     state_after_multinomial = torch.get_rng_state()
     torch.set_rng_state(generator_state)
     torch.randn(64, n_categories)  # the same draws as for the logits
-    assert torch.equal(inference_module.categorical_sample(normalized), expected)
+    assert torch.equal(heads.categorical_sample(normalized), expected)
     assert torch.equal(torch.get_rng_state(), state_after_multinomial)  # the generator moved alike
 
 
 @pytest.mark.parametrize("n_categories", [2, 3, 7, 40])
 def test_categorical_head_draws_and_scores_what_sb3s_distribution_does(n_categories: int) -> None:
-    head = inference_module._CategoricalHead()
+    head = heads._CategoricalHead()
     for batch in (64, 64, 5):  # the reused draws tensor, then a new shape
         logits = torch.randn(batch, n_categories) * 3
         logits[:, 0] = -torch.inf  # a category that cannot be drawn
@@ -546,7 +548,7 @@ def test_categorical_head_draws_and_scores_what_sb3s_distribution_does(n_categor
 def test_gaussian_head_draws_and_scores_what_sb3s_distribution_does(batch: int) -> None:
     torch.manual_seed(batch)
     log_std = torch.nn.Parameter(torch.randn(3))
-    head = inference_module._DiagGaussianHead(log_std)
+    head = heads._DiagGaussianHead(log_std)
     for scale in (1.0, 1e-3, 1e3):
         mean = torch.randn(batch, 3) * scale
         generator_state = torch.get_rng_state()
@@ -569,7 +571,7 @@ def test_gsde_head_computes_what_sb3s_distribution_does(batch: int, squash_outpu
     distribution.proba_distribution_net(latent_dim=8, log_std_init=-0.5)
     log_std = torch.nn.Parameter(torch.randn(8, 3))
     distribution.sample_weights(log_std, batch_size=7)  # 7 matrices: one per state for the batch of 7, else one
-    head = inference_module._StateDependentNoiseHead(distribution, log_std)
+    head = heads._StateDependentNoiseHead(distribution, log_std)
     for scale in (1.0, 1e-3, 1e3):
         latent = torch.randn(batch, 8) * scale
         mean = torch.randn(batch, 3) * scale
@@ -613,7 +615,7 @@ def test_environment_data_check_tells_huge_values_from_non_finite_ones(size: int
 @pytest.mark.parametrize(("in_features", "out_features", "batch"), [(4, 64, 2), (64, 64, 3), (64, 2, 1), (7, 5, 16)])
 def test_linear_layers_compute_what_nn_linear_computes(in_features: int, out_features: int, batch: int) -> None:
     layer = torch.nn.Linear(in_features, out_features)
-    (lean_layer,) = inference_module.torch_layers(layer)
+    (lean_layer,) = layers.torch_layers(layer)
     x = torch.randn(batch, in_features)
     with torch.no_grad():
         assert torch.equal(lean_layer(x), layer(x))

@@ -78,3 +78,37 @@ def test_files_of_sb3_contribs_trpo_load_with_trpo_load(tmp_path):
     np.testing.assert_array_equal(
         theirs.predict(observations, deterministic=True)[0], ours.predict(observations, deterministic=True)[0]
     )
+
+
+def _drop(params, name, key):
+    """A copy of ``get_parameters()``'s dictionary with ``params[name][key]`` left out."""
+    copied = {entry: dict(state) for entry, state in params.items()}
+    del copied[name][key]
+    return copied
+
+
+@pytest.mark.parametrize(
+    "incomplete",
+    [
+        lambda params: _drop(params, "policy", "value_net.bias"),  # the policy's state lacks an entry: torch's RuntimeError
+        # ... also when the optimiser state is not one the sb3-contrib conversion knows (it must not speak first)
+        lambda params: {**_drop(params, "policy", "value_net.bias"), "policy.optimizer": {}},
+        lambda params: _drop(params, "policy.optimizer", "param_groups"),  # what torch's load_state_dict raises
+        lambda params: {key: value for key, value in params.items() if key != "policy.optimizer"},  # SB3's exact match
+    ],
+    ids=["policy-entry", "policy-entry-and-unknown-optimizer-state", "optimizer-entry", "missing-object"],
+)
+def test_incomplete_parameters_raise_what_sb3_raises(incomplete):
+    """``set_parameters(..., exact_match=True)`` on incomplete parameters: the same exception, as SB3's PPO raises it."""
+    from stable_baselines3 import PPO
+
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    errors = []
+    for algorithm in (TRPO, PPO):
+        model = algorithm("MlpPolicy", env, n_steps=64, batch_size=64, seed=0)
+        with pytest.raises(Exception) as caught:
+            model.set_parameters(incomplete(model.get_parameters()), exact_match=True)
+        errors.append(caught.value)
+    ours, sb3s = errors
+    assert type(ours) is type(sb3s), (ours, sb3s)
+    assert str(ours).split(":")[0] == str(sb3s).split(":")[0]

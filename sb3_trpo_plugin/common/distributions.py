@@ -128,13 +128,15 @@ def fisher_metric(distribution: Distribution, scale: float) -> TensorListMap | N
 
 def kl_per_state(old: Distribution, new: Distribution) -> torch.Tensor:
     """
-    ``KL(π_old(·|s) ‖ π_new(·|s))`` for each state, as sb3-contrib's TRPO measures it: the quantity
-    ``target_kl`` bounds.
+    ``KL(π_old(·|s) ‖ π_new(·|s))`` for each state: the quantity ``target_kl`` bounds, in the direction of the TRPO
+    paper. sb3-contrib's TRPO measures the other direction, ``KL(π_new ‖ π_old)``: both have the same Hessian at
+    ``π_new = π_old`` (so the same Fisher matrix and the same proposed step), and they differ only far from it, where
+    the line search's test may then accept a step of another length (see the README's differences from sb3-contrib).
 
     For Discrete and MultiDiscrete actions it is the KL of the action distribution (SB3 sums a
     MultiCategorical's components). For the ``d`` independent dimensions of a Gaussian (Box, gSDE)
-    or of Bernoulli variables (MultiBinary) it is their mean, ``KL_joint / d``: rl-zoo3's tuned
-    ``target_kl`` values mean that (see :func:`averaged_dimensions`).
+    or of Bernoulli variables (MultiBinary) it is their mean, ``KL_joint / d``, as sb3-contrib's TRPO takes it:
+    rl-zoo3's tuned ``target_kl`` values mean that (see :func:`averaged_dimensions`).
 
     :param old: distribution of the old policy
     :param new: distribution of the new policy, same type

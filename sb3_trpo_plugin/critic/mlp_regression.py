@@ -31,24 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-#: Activations whose derivative is written out here, as a function of the activation's output.
-_ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether a hook, which autograd would run and this code would not, is set on the module or its parameters."""
-    if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
-        return True
-    return any(p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None) for p in module.parameters())
-
 
 class MLPRegression:
     """
     ``mean (f(x) - y)²`` and its gradient for ``f`` a chain of ``nn.Linear`` layers with ``nn.Tanh`` or
     ``nn.ReLU`` activations between them, ending with an ``nn.Linear`` of one output.
 
-    Build it with :meth:`from_layers`, which returns ``None`` for any other architecture (the caller
-    then uses autograd).
+    The caller recognises the architecture (``sb3_trpo_plugin.replicas.critic_gradient.plain_regression``: exact
+    module types, no hooks, which autograd would run and this code would not) and uses autograd for any other.
 
     :param linears: the linear layers, first to last
     :param activations: ``"tanh"`` or ``"relu"`` after each linear layer but the last
@@ -78,42 +68,6 @@ class MLPRegression:
         self._bias_grads = [None if b is None else (b, views[id(b)].view_as(b)) for b in trained_biases]
         # NumPy's tanh applies to CPU tensors of these dtypes (activations are contiguous: addmm's outputs)
         self._numpy_tanh = reference.device.type == "cpu" and reference.dtype in (torch.float32, torch.float64)
-
-    @classmethod
-    def from_layers(cls, layers: Sequence[nn.Module]) -> MLPRegression | None:
-        """
-        The regression for this sequence of modules, or ``None`` when it is not a plain MLP of one output:
-        only exact ``nn.Linear``, ``nn.Tanh`` and ``nn.ReLU`` instances without hooks, alternating
-        (linear, activation), ..., linear. ``nn.Sequential`` containers are flattened.
-
-        :param layers: the modules applied one after the other
-        """
-        flat: list[nn.Module] = []
-        for layer in layers:
-            if type(layer) is nn.Sequential:
-                if _has_hooks(layer):
-                    return None
-                flat.extend(layer)
-            else:
-                flat.append(layer)
-        linears: list[nn.Linear] = []
-        activations: list[str] = []
-        for position, layer in enumerate(flat):
-            if _has_hooks(layer):
-                return None
-            expects_linear = position % 2 == 0
-            if expects_linear and type(layer) is nn.Linear:
-                linears.append(layer)
-            elif not expects_linear and type(layer) in _ACTIVATIONS:
-                activations.append(_ACTIVATIONS[type(layer)])
-            else:
-                return None
-        if not linears or len(activations) != len(linears) - 1 or linears[-1].out_features != 1:
-            return None
-        parameters = [p for linear in linears for p in linear.parameters()]
-        if any(p.dtype != parameters[0].dtype or p.device != parameters[0].device for p in parameters):
-            return None
-        return cls(linears, activations)
 
     def parameters(self) -> list[nn.Parameter]:
         """The weights and biases, first layer to last."""

@@ -37,7 +37,7 @@ from sb3_trpo_plugin.loading.sb3_data import (
 )
 from sb3_trpo_plugin.serialization.description import UnsupportedValueError, hyperparameter_names
 from sb3_trpo_plugin.trpo import TRPO
-from sb3_trpo_plugin.trpo.critic_fit import critic_optimizer_state
+from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer_state
 
 #: The algorithms whose files load, with the ``data`` fields that identify each.
 ALGORITHMS: dict[str, tuple[type[OnPolicyAlgorithm], frozenset[str]]] = {

@@ -39,16 +39,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from sb3_trpo_plugin.replicas.eligibility import unrecognised_reason
+from sb3_trpo_plugin.replicas.heads import ActionHead, RowIndex, categorical_sample
+from sb3_trpo_plugin.replicas.inference import PolicyInference, policy_inference
 from sb3_trpo_plugin.rollout.algorithm import BufferWriter, LeanRollout, direct_buffer_writer, rollout_buffer_writer
 from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs, fill_values_and_log_probs
-from sb3_trpo_plugin.rollout.inference import (
-    ActionHead,
-    PolicyInference,
-    RowIndex,
-    categorical_sample,
-    policy_inference,
-    unrecognised_reason,
-)
 
 #: The logit sb3-contrib's ``MaskableCategorical`` gives an invalid action (finite: its probability is then exactly 0).
 MASKED_LOGIT = -1e8
@@ -112,6 +107,21 @@ class MaskedCategoricalHead(ActionHead):
             )
             normalized.append(masked - masked.logsumexp(-1, True))
         return normalized, valid
+
+    def probe_masks(self, n_rows: int) -> np.ndarray:
+        """
+        Masks for the proof of the inference: in row ``i``, choice ``i mod n`` of each component of ``n > 1`` choices
+        masked, so that the probe meets masked and unmasked choices and every row keeps a valid one.
+
+        :param n_rows: the rows of the probe
+        """
+        parts = []
+        for n in self.action_dims:
+            part = np.ones((n_rows, n), dtype=bool)
+            if n > 1:
+                part[np.arange(n_rows), np.arange(n_rows) % n] = False
+            parts.append(part)
+        return np.concatenate(parts, axis=1)
 
     def _draw(self, logits: torch.Tensor, masks: np.ndarray | None) -> tuple[list[torch.Tensor], list[torch.Tensor], bool]:
         normalized, valid = self.normalized_logits(logits, masks)

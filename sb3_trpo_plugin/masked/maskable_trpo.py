@@ -31,7 +31,7 @@ from sb3_trpo_plugin.masked.inference import masked_lean_rollout
 from sb3_trpo_plugin.masked.on_policy import MaskedOnPolicyAlgorithm
 from sb3_trpo_plugin.masked.policy_step import MaskedPolicyBatch, MaskedPolicyStep
 from sb3_trpo_plugin.rollout.algorithm import LeanRollout
-from sb3_trpo_plugin.trpo import TRPO
+from sb3_trpo_plugin.trpo import TRPO, HyperparameterError
 from sb3_trpo_plugin.trpo.policy_step import PolicyStep
 
 SelfMaskableTRPO = TypeVar("SelfMaskableTRPO", bound="MaskableTRPO")
@@ -72,7 +72,8 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
 
     def _setup_model(self) -> None:
         if not isinstance(self.action_space, MASKABLE_ACTION_SPACES):
-            raise ValueError(
+            # A ValueError and an AssertionError: sb3-contrib's MaskablePPO refuses these spaces with an assertion.
+            raise HyperparameterError(
                 f"MaskableTRPO masks Discrete, MultiDiscrete and MultiBinary actions, not {type(self.action_space).__name__}; "
                 "use TRPO for other action spaces"
             )

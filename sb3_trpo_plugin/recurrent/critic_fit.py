@@ -30,12 +30,12 @@ from torch.nn import functional as F
 from sb3_trpo_plugin.common.parameters import frozen
 from sb3_trpo_plugin.recurrent.minibatches import critic_minibatches
 from sb3_trpo_plugin.recurrent.sequences import LSTMStates, run_over_sequences, valid_rows
+from sb3_trpo_plugin.replicas.fused_adam import optimizer_step
 from sb3_trpo_plugin.trpo.critic_fit import (
     CriticRegression,
     all_finite,
     autograd_loss_and_gradients,
     head_regression,
-    optimizer_step,
 )
 
 RecurrentSamples = RecurrentRolloutBufferSamples | RecurrentDictRolloutBufferSamples

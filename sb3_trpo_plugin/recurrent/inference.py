@@ -5,7 +5,7 @@ returns, without ``nn.Module.__call__`` and without building distribution object
 ``RecurrentActorCriticPolicy.forward`` is ``ActorCriticPolicy.forward`` with an LSTM between the features and the MLP
 extractor (``_process_sequence``): the actor's LSTM, and the critic's own LSTM, the actor's (``shared_lstm``) or a
 linear layer. :class:`RecurrentPolicyInference` runs the features, the MLP extractor, the heads and the action
-distributions through :class:`~sb3_trpo_plugin.rollout.inference.PolicyInference`'s parts (the same kernels, SB3's
+distributions through :class:`~sb3_trpo_plugin.replicas.inference.PolicyInference`'s parts (the same kernels, SB3's
 random calls: SB3's actions, values and log-probabilities bit for bit), and each LSTM through its own ``forward`` as
 ``_process_sequence`` calls it for one step of ``n_envs`` sequences: directly from the states when no episode starts,
 else from the states multiplied by ``1 - episode_start``.
@@ -23,12 +23,8 @@ from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from sb3_trpo_plugin.rollout.inference import (
-    REPLICATED_METHODS,
-    PolicyInference,
-    policy_inference,
-    unrecognised_reason,
-)
+from sb3_trpo_plugin.replicas.eligibility import REPLICATED_METHODS, unrecognised_reason
+from sb3_trpo_plugin.replicas.inference import PolicyInference, policy_inference
 
 #: The methods of ``RecurrentActorCriticPolicy`` whose computation the inference replicates.
 RECURRENT_METHODS = (*REPLICATED_METHODS, "_process_sequence", "_build_mlp_extractor")
@@ -102,7 +98,7 @@ class RecurrentPolicyInference:
     documentation). Build it with :func:`recurrent_policy_inference`.
 
     :param policy: a policy for which :func:`recurrent_unrecognised_reason` is ``None``
-    :param parts: its :class:`~sb3_trpo_plugin.rollout.inference.PolicyInference` (features, MLP, heads)
+    :param parts: its :class:`~sb3_trpo_plugin.replicas.inference.PolicyInference` (features, MLP, heads)
     """
 
     def __init__(self, policy: RecurrentActorCriticPolicy, parts: PolicyInference) -> None:

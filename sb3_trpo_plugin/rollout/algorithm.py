@@ -5,9 +5,11 @@ Per environment step SB3's ``collect_rollouts`` costs several times what steppin
 costs: the policy's forward through ``nn.Module.__call__``, torch distribution objects built and
 validated at every step, and copies in ``RolloutBuffer.add``. :class:`LeanRolloutAlgorithm` keeps SB3's
 loop, step for step (callbacks, their locals, time-limit bootstrapping, clipping, the info buffers), and
-replaces only those parts: one :class:`~sb3_trpo_plugin.rollout.inference.PolicyInference` per step
+replaces only those parts: one :class:`~sb3_trpo_plugin.replicas.inference.PolicyInference` per step
 (actions, values and log-probabilities bit for bit SB3's for a seed), and direct
-writes into the arrays of SB3's own rollout buffers. Policies it cannot prove exact take SB3's loop.
+writes into the arrays of SB3's own rollout buffers. Policies it does not recognise take SB3's loop, and so do those
+for which the inference, proved against the policy's own forward on the first observations of its first rollout, was
+disproved (a release of SB3 or torch that computes something else; a warning says so).
 
 The actions need neither the critic nor the log-probabilities. When no callback can read the step's ``values``
 and ``log_probs`` locals and the policy's features are only flattened, each step samples the actions alone (the
@@ -19,6 +21,7 @@ The λ-returns and advantages are SB3's, bit for bit, with the TD errors vectori
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +35,11 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_trpo_plugin.replicas.inference import LEAN_INFERENCE, PolicyInference, policy_inference
+from sb3_trpo_plugin.replicas.layers import obs_as_cpu_tensor
+from sb3_trpo_plugin.replicas.proofs import CPUOnlyRolloutWarning, proofs_of
 from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
 from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs, fill_values_and_log_probs
-from sb3_trpo_plugin.rollout.inference import PolicyInference, obs_as_cpu_tensor, policy_inference
 
 #: ``rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs, action_masks)`` for one buffer.
 BufferWriter = Callable[
@@ -79,15 +84,52 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
 
     A policy whose forward cannot be proved to be replicated exactly (a class that overrides how it acts, an
     unknown action distribution, hooks, another device: see
-    :func:`~sb3_trpo_plugin.rollout.inference.unrecognised_reason`) makes the algorithm use SB3's loop unchanged,
-    and so does :attr:`lean_rollout` set to ``False``. Variants change the loop's parts, not the loop, through
-    :meth:`_lean_rollout` (``MaskableTRPO``: masked heads, the step's masks, a buffer writer that stores them); their
-    own loop (``super().collect_rollouts``) takes the policies they do not recognise.
+    :func:`~sb3_trpo_plugin.replicas.eligibility.unrecognised_reason`) makes the algorithm use SB3's loop unchanged,
+    and so does :attr:`lean_rollout` set to ``False``. Before the lean inference first serves a policy it is proved
+    against the policy's own forward on the observations the rollout starts from
+    (:meth:`~sb3_trpo_plugin.replicas.inference.PolicyInference.upstream_mismatch`); a mismatch warns once
+    (:class:`~sb3_trpo_plugin.replicas.proofs.FastPathMismatchWarning`) and leaves the policy to SB3's loop.
+    Variants change the loop's parts, not the loop, through :meth:`_lean_rollout` (``MaskableTRPO``: masked heads, the
+    step's masks, a buffer writer that stores them); their own loop (``super().collect_rollouts``) takes the policies
+    they do not recognise.
     """
 
     #: Collect rollouts with the lean loop when the policy is recognised; ``False`` (on the class or an
     #: instance, e.g. ``model.lean_rollout = False``) always uses SB3's ``OnPolicyAlgorithm.collect_rollouts``.
     lean_rollout: bool = True
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._recommend_cpu()
+
+    def _maybe_recommend_cpu(self, mlp_class_name: str = "ActorCriticPolicy") -> None:
+        """
+        SB3's recommendation of the CPU for ``MlpPolicy`` (which ``OnPolicyAlgorithm._setup_model`` calls in the SB3
+        releases that have it): replaced by :meth:`_recommend_cpu`, which every variant and release calls, and which
+        also says what steps aside on another device.
+
+        :param mlp_class_name: SB3's name of its ``MlpPolicy`` class (unused)
+        """
+
+    def _recommend_cpu(self) -> None:
+        """
+        Warn (:class:`CPUOnlyRolloutWarning`) when an MLP policy (the class of a ``Mlp…`` alias: ``MlpPolicy``,
+        ``MlpLstmPolicy``) is on another device than the CPU, as SB3's PPO does (``device="auto"`` picks a GPU where
+        there is one): there, the lean rollout steps aside.
+        """
+        mlp_classes = [cls for name, cls in self.policy_aliases.items() if name.startswith("Mlp")]
+        if self.device.type == "cpu" or self.policy_class not in mlp_classes:
+            return
+        warnings.warn(
+            CPUOnlyRolloutWarning(
+                f"You are trying to run {type(self).__name__} on {self.device} with an MLP policy "
+                f"({self.policy_class.__name__}): it is primarily intended to run on the CPU (small networks are "
+                "bound by per-call overhead, not arithmetic), and this package's lean rollout runs on the CPU only, so "
+                f"on {self.device} every rollout step runs SB3's own loop. Pass device='cpu' (or export "
+                "CUDA_VISIBLE_DEVICES=) to use the CPU. See https://github.com/DLR-RM/stable-baselines3/issues/1245."
+            ),
+            stacklevel=2,
+        )
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
@@ -103,9 +145,25 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             terminated rollout prematurely.
         """
         lean = self._lean_rollout(env, callback, rollout_buffer) if self.lean_rollout else None
-        if lean is None:
+        if lean is None or not self._lean_inference_proved(lean):
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         return self._collect_rollouts_lean(env, callback, rollout_buffer, n_rollout_steps, lean)
+
+    def _lean_inference_proved(self, lean: LeanRollout) -> bool:
+        """
+        Whether the lean inference serves this policy: proved against the policy's own forward on the observations the
+        rollout starts from, the first time (per policy object; later rollouts read the verdict), see
+        :mod:`sb3_trpo_plugin.replicas.proofs`. The proof leaves torch's generator, the modules' modes and the action
+        distribution as they were.
+
+        :param lean: the rollout's parts
+        """
+        inference, masked = lean.inference, lean.action_masks is not None
+        observations = self._last_obs
+        return proofs_of(self.policy).serves(
+            LEAN_INFERENCE,
+            lambda: inference.upstream_mismatch(obs_as_cpu_tensor(observations), masked),  # type: ignore[arg-type]
+        )
 
     def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
         """

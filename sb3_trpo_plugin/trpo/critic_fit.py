@@ -4,8 +4,10 @@ The critic's regression to the λ-returns, written for one process.
 ``n_critic_updates`` epochs of minibatch regression ``min_φ mean (V_φ(s) - R̂)²`` over the critic's own
 parameters ``φ``, with its own optimiser; the actor's parameters are frozen meanwhile, so a features extractor
 shared with the actor stays where the trust-region step put it. :func:`critic_regression` decides what the
-regression feeds forward and how a minibatch's gradient is computed (by hand for SB3's plain MLP critic,
-:class:`~sb3_trpo_plugin.critic.MLPRegression`, otherwise by autograd); :func:`fit_critic` runs the epochs.
+regression feeds forward and how a minibatch's gradient is computed (by hand for SB3's plain MLP critic once proved,
+:mod:`sb3_trpo_plugin.replicas.critic_gradient`, otherwise by autograd); :func:`fit_critic` runs the epochs, each step
+through :func:`~sb3_trpo_plugin.replicas.fused_adam.optimizer_step`. The optimiser itself is built in
+:mod:`.critic_optimizer`.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ from typing import Any, cast
 import numpy as np
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.torch_layers import MlpExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch.nn import functional as F
-from torch.optim import optimizer as torch_optimizer
 
 from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.common.parameters import frozen
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
-from sb3_trpo_plugin.critic import MLPRegression
+from sb3_trpo_plugin.replicas.critic_gradient import critic_head_regression
+from sb3_trpo_plugin.replicas.fused_adam import optimizer_step
 
 #: ``(inputs, targets) ↦`` the minibatch's loss ``mean (V(s) - R̂)²``, its gradient written into the critic's ``.grad``.
 LossAndGradients = Callable[[PyTorchObs, torch.Tensor], float]
@@ -46,148 +47,6 @@ class CriticRegression:
     inputs: PyTorchObs
     loss_and_gradients: LossAndGradients
     gradients_are_finite: Callable[[], bool] | None = None
-
-
-def critic_optimizer(
-    policy: ActorCriticPolicy, critic_parameters: Sequence[torch.nn.Parameter], learning_rate: float
-) -> torch.optim.Optimizer:
-    """
-    The critic's optimiser: the policy's ``optimizer_class`` and ``optimizer_kwargs`` over the critic's parameters only.
-
-    Adam and AdamW take their fused implementation where torch has one for the device (same update, one
-    kernel for all tensors: the critic's many small steps are bound by per-operation overhead), unless the
-    caller chose ``fused`` or ``foreach`` themselves.
-
-    :param policy: the actor-critic policy
-    :param critic_parameters: what the optimiser moves
-    :param learning_rate: the initial learning rate
-    :return: the optimiser
-    """
-    optimizer_kwargs = dict(policy.optimizer_kwargs)
-    if _supports_fused(policy.optimizer_class, policy.device) and not {"fused", "foreach"} & optimizer_kwargs.keys():
-        optimizer_kwargs["fused"] = True
-    return policy.optimizer_class(critic_parameters, lr=learning_rate, **optimizer_kwargs)  # type: ignore[call-arg]
-
-
-def critic_optimizer_state(
-    policy: ActorCriticPolicy, critic_parameters: Sequence[torch.nn.Parameter], state: dict[str, Any]
-) -> dict[str, Any]:
-    """
-    An optimiser state saved over all of the policy's parameters (sb3-contrib's TRPO, SB3's layout) as the state of
-    the critic's optimiser, which holds the critic's parameters only.
-
-    sb3-contrib's TRPO keeps SB3's optimiser over every parameter but steps it on the critic's loss only, so only
-    the critic's parameters have optimiser state. Each of them moves to its index among ``critic_parameters``; the
-    saved hyperparameters (learning rate, betas, ...) are kept, while how the optimiser runs (``fused``, ``foreach``,
-    ...) stays the current optimiser's choice. A state already over the critic's parameters is returned unchanged.
-
-    :param policy: the policy, with ``policy.optimizer`` over ``critic_parameters``
-    :param critic_parameters: the critic's parameters, in the optimiser's order
-    :param state: the saved ``policy.optimizer`` state dict
-    :return: the state dict for ``policy.optimizer``
-    :raises ValueError: for a state of another shape
-    """
-    parameters = list(policy.parameters())
-    groups = state.get("param_groups")
-    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)):
-        raise ValueError("the optimiser state does not hold one parameter group")
-    if len(groups[0].get("params", [])) != len(parameters) or len(critic_parameters) == len(parameters):
-        return state
-    index = {id(parameter): i for i, parameter in enumerate(parameters)}
-    saved_state = state.get("state", {})
-    own_group = policy.optimizer.state_dict()["param_groups"][0]
-    execution = ("fused", "foreach", "capturable", "differentiable")
-    group = {
-        **{k: v for k, v in groups[0].items() if k not in execution},
-        **{k: own_group[k] for k in execution if k in own_group},
-        "params": list(range(len(critic_parameters))),
-    }
-    moved = {j: saved_state[index[id(p)]] for j, p in enumerate(critic_parameters) if index[id(p)] in saved_state}
-    return {"state": moved, "param_groups": [group]}
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """
-    ``optimizer.step`` for the critic's many small steps.
-
-    For torch's fused Adam with plain settings (one parameter group, float hyperparameters, no step hooks), once
-    its state exists, the step is the fused kernel called as ``Adam.step`` calls it (``state_steps += 1``, then
-    ``torch._fused_adam_``): the same update bit for bit (tested), without ``Adam.step``'s per-call bookkeeping,
-    which costs several times the kernel at the critic's sizes. Anything else, and the first step (which creates
-    the state), is ``optimizer.step()``.
-
-    :param optimizer: the critic's optimiser
-    :return: a function that takes one step with the parameters' current gradients
-    """
-    group = optimizer.param_groups[0] if len(optimizer.param_groups) == 1 else {}
-    plain_fused_adam = (
-        type(optimizer) is torch.optim.Adam
-        and callable(getattr(torch, "_fused_adam_", None))
-        and group.get("fused") is True
-        and not (group.get("capturable") or group.get("differentiable") or group.get("decoupled_weight_decay"))
-        and all(_is_number(group.get(key)) for key in ("lr", "eps", "weight_decay"))
-        and all(_is_number(beta) for beta in group.get("betas", (None,)))
-        and not (optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks)
-        and not (torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks)
-    )
-    if not plain_fused_adam:
-        return optimizer.step
-    params: list[torch.Tensor] = group["params"]
-    beta1, beta2 = group["betas"]
-    state: list[list[torch.Tensor]] = []  # exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, once they exist
-
-    def step() -> None:
-        if not state:
-            optimizer.step()  # creates the state (and takes the step)
-            if all(p in optimizer.state and p.grad is not None for p in params):
-                states = [optimizer.state[p] for p in params]
-                state.extend(
-                    [
-                        [s["exp_avg"] for s in states],
-                        [s["exp_avg_sq"] for s in states],
-                        [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
-                        [s["step"] for s in states],
-                    ]
-                )
-            return
-        grads = [p.grad for p in params]
-        if any(grad is None for grad in grads):
-            optimizer.step()  # Adam skips parameters without a gradient
-            return
-        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = state
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            params,
-            grads,  # type: ignore[arg-type]
-            exp_avgs,
-            exp_avg_sqs,
-            max_exp_avg_sqs,
-            steps,
-            amsgrad=group["amsgrad"],
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=group["maximize"],
-            grad_scale=None,
-            found_inf=None,
-        )
-
-    return step
-
-
-def _is_number(value: object) -> bool:
-    """A Python int or float (not a bool, not a tensor)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _supports_fused(optimizer_class: type[torch.optim.Optimizer], device: torch.device) -> bool:
-    """Whether ``optimizer_class`` has a fused implementation for ``device`` (Adam/AdamW; CPU since torch 2.4)."""
-    if optimizer_class not in (torch.optim.Adam, torch.optim.AdamW):
-        return False
-    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
-    return device.type == "cuda" or (device.type == "cpu" and (major, minor) >= (2, 4))
 
 
 def critic_regression(
@@ -221,23 +80,20 @@ def head_regression(
     """
     The regression of the critic's head (``mlp_extractor.forward_critic`` then ``value_net``) on inputs that cannot
     change during it (features, or a recurrent policy's latents): its gradient derived by hand when the head is SB3's
-    plain MLP and holds exactly the parameters that move, else by autograd.
+    plain MLP, holds exactly the parameters that move, and the hand-derived gradient was proved for the policy
+    (:func:`~sb3_trpo_plugin.replicas.critic_gradient.critic_head_regression`), else by autograd.
 
     :param policy: the actor-critic policy
     :param critic_parameters: the parameters the regression moves (exactly those of the critic's optimiser)
     :param inputs: what the head is fed, one row per state
     """
-    if type(policy.mlp_extractor).forward_critic is MlpExtractor.forward_critic and inputs.dim() == 2:
-        regression = MLPRegression.from_layers([policy.mlp_extractor.value_net, policy.value_net])
-        if regression is not None and {id(p) for p in regression.parameters() if p.requires_grad} == {
-            id(p) for p in critic_parameters
-        }:
-            hand_derived = regression
-            return CriticRegression(
-                inputs,
-                lambda batch, targets: hand_derived.loss_and_gradients(cast(torch.Tensor, batch), targets),
-                hand_derived.gradients_are_finite,
-            )
+    hand_derived = critic_head_regression(policy, critic_parameters, inputs)
+    if hand_derived is not None:
+        return CriticRegression(
+            inputs,
+            lambda batch, targets: hand_derived.loss_and_gradients(cast(torch.Tensor, batch), targets),
+            hand_derived.gradients_are_finite,
+        )
 
     def value_of(batch: PyTorchObs) -> torch.Tensor:
         return policy.value_net(policy.mlp_extractor.forward_critic(cast(torch.Tensor, batch)))

@@ -77,20 +77,30 @@ def validate_hyperparameters(**values: Any) -> None:
             raise HyperparameterError(f"{name} must be {allowed}, got {value!r}")
 
 
-def check_buffer_size(n_steps: int, n_envs: int, batch_size: int, normalize_advantage: bool) -> None:
+def check_buffer_size(
+    n_steps: int, n_envs: int, batch_size: int, normalize_advantage: bool, sub_sampling_factor: int = 1
+) -> None:
     """
-    Refuse a one-sample buffer with advantage normalisation; warn on a truncated last minibatch (as SB3's PPO does).
+    Refuse a policy batch of one sample with advantage normalisation (a one-sample buffer, or a sub-sampling factor
+    that keeps one of its rows); warn on a truncated last minibatch (as SB3's PPO does).
 
     :param n_steps: steps per environment per rollout
     :param n_envs: environments
     :param batch_size: the critic's minibatch size
     :param normalize_advantage: whether the advantages are z-scored over the batch
+    :param sub_sampling_factor: the policy step uses every k-th row of the buffer (``ceil(n_steps * n_envs / k)`` rows)
     """
     buffer_size = n_envs * n_steps
     if normalize_advantage and buffer_size <= 1:
         raise HyperparameterError(
             "n_steps * n_envs must be greater than 1 when normalize_advantage=True (the standard deviation "
             f"of one advantage is undefined); got n_steps={n_steps}, n_envs={n_envs}"
+        )
+    if normalize_advantage and -(-buffer_size // sub_sampling_factor) <= 1:
+        raise HyperparameterError(
+            "sub_sampling_factor must be smaller than n_steps * n_envs when normalize_advantage=True: the policy step "
+            "would use one row, whose advantage has no standard deviation (every update would be non-finite and "
+            f"rejected); got sub_sampling_factor={sub_sampling_factor}, n_steps={n_steps}, n_envs={n_envs}"
         )
     if buffer_size % batch_size > 0:
         warnings.warn(

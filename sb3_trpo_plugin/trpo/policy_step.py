@@ -31,7 +31,6 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-from sb3_trpo_plugin.common.actor_jacobian import actor_jacobian
 from sb3_trpo_plugin.common.distributions import (
     distribution_parameters,
     fisher_metric,
@@ -42,6 +41,7 @@ from sb3_trpo_plugin.common.distributions import (
 from sb3_trpo_plugin.common.modes import has_statistics, training_mode
 from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
+from sb3_trpo_plugin.replicas.actor_jacobian import actor_jacobian
 from sb3_trpo_plugin.trust_region import (
     ConjugateGradientStatus,
     Linearization,
@@ -423,9 +423,10 @@ class PolicyStep:
 
     def _hand_derived_jacobian(self, batch: PolicyBatch, distribution: Distribution) -> JacobianProducts | None:
         """
-        ``J = ∂η/∂θ`` derived by hand for SB3's plain MLP actors (:mod:`sb3_trpo_plugin.common.actor_jacobian`),
-        about twice as fast per product as autograd's; ``None`` for other actors, and for variants that compute a
-        batch's distributions their own way.
+        ``J = ∂η/∂θ`` derived by hand for SB3's plain MLP actors (:mod:`sb3_trpo_plugin.replicas.actor_jacobian`,
+        proved against autograd before it first serves the policy), about twice as fast per product as autograd's;
+        ``None`` for other actors, for variants that compute a batch's distributions their own way, and where the
+        proof found a mismatch.
         """
         if type(self).batch_distribution is not PolicyStep.batch_distribution:
             return None

@@ -42,7 +42,8 @@ from sb3_trpo_plugin.parallel import DataParallelOnPolicyAlgorithm
 from sb3_trpo_plugin.parallel.split_update import split_update
 from sb3_trpo_plugin.rollout.checks import check_rollout_buffer, with_environment_data_check
 from sb3_trpo_plugin.serialization.model_file import write_model_file
-from sb3_trpo_plugin.trpo.critic_fit import critic_optimizer, critic_optimizer_state, critic_regression, fit_critic
+from sb3_trpo_plugin.trpo.critic_fit import critic_regression, fit_critic
+from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer, critic_optimizer_state
 from sb3_trpo_plugin.trpo.hyperparameters import (
     HyperparameterError,
     check_buffer_size,
@@ -242,7 +243,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         self.fisher_product = fisher_product
         self.fisher_sub_sampling_factor = fisher_sub_sampling_factor
         if self.env is not None:
-            check_buffer_size(self.n_steps, self.n_envs, self.batch_size, self.normalize_advantage)
+            check_buffer_size(self.n_steps, self.n_envs, self.batch_size, self.normalize_advantage, self.sub_sampling_factor)
         if _init_setup_model:
             self._setup_model()
 
@@ -438,7 +439,9 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     ) -> None:
         """
         SB3's ``set_parameters``, also for files of sb3-contrib's TRPO (so ``TRPO.load`` takes them): their optimiser
-        state, saved over all of the policy's parameters, becomes the state of the critic's optimiser.
+        state, saved over all of the policy's parameters, becomes the state of the critic's optimiser. An optimiser
+        state of no layout the conversion knows is handed to SB3 as it is, so that what SB3 raises (torch's
+        ``RuntimeError`` for a policy state that lacks an entry, checked first) is what this raises.
 
         :param load_path_or_dict: a saved model, or the dictionary of state dicts ``get_parameters`` returns
         :param exact_match: whether every module's state must be given
@@ -450,7 +453,10 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             else load_from_zip_file(load_path_or_dict, device=device, load_data=False)[1] or {}  # as SB3's set_parameters
         )
         if isinstance(params.get("policy.optimizer"), dict):
-            optimizer_state = critic_optimizer_state(self.policy, self._critic_params, params["policy.optimizer"])
+            try:
+                optimizer_state = critic_optimizer_state(self.policy, self._critic_params, params["policy.optimizer"])
+            except ValueError:  # not a state to convert: SB3's loading (and torch's) says what is wrong with it
+                optimizer_state = params["policy.optimizer"]
             params = {**params, "policy.optimizer": optimizer_state}
         super().set_parameters(params, exact_match=exact_match, device=device)
 

@@ -9,6 +9,12 @@ diagonal Gaussian. :func:`actor_jacobian` gives products with ``J = ∂η/∂θ`
 :class:`~sb3_trpo_plugin.trust_region.mlp_jacobian.MLPJacobian`, in the layout of
 :func:`~sb3_trpo_plugin.common.distributions.distribution_parameters` and of the flat actor parameters; any other
 policy gets ``None`` (the caller then differentiates through autograd, which works for every network).
+
+Before the hand-derived Jacobian first serves a policy (per device and dtype), its products ``J v`` and ``Jᵀ u`` are
+proved against autograd's (:class:`~sb3_trpo_plugin.trust_region.fisher.Linearization` of the distribution that
+``policy.get_distribution`` builds, as the policy step would otherwise use) on the first rows of the batch, for
+random ``v`` and ``u`` of a generator of its own: :data:`ACTOR_JACOBIAN` in the policy's
+:func:`~sb3_trpo_plugin.replicas.proofs.proofs_of`.
 """
 
 from __future__ import annotations
@@ -27,15 +33,29 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import MlpExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
-from torch.nn.modules import module as torch_module
 
-from sb3_trpo_plugin.trust_region.fisher import flatten, unflatten_like
-from sb3_trpo_plugin.trust_region.mlp_jacobian import Activation, MLPJacobian
+from sb3_trpo_plugin.common.distributions import distribution_parameters
+from sb3_trpo_plugin.common.observations import index_observations
+from sb3_trpo_plugin.replicas.plain import all_plain, plain_mlp
+from sb3_trpo_plugin.replicas.proofs import (
+    PROBE_ROWS,
+    FastPath,
+    UpstreamFailed,
+    probe_generator,
+    proofs_of,
+    relative_difference,
+    state_restored,
+    upstream,
+)
+from sb3_trpo_plugin.trust_region.fisher import Linearization, flatten, unflatten_like
+from sb3_trpo_plugin.trust_region.mlp_jacobian import MLPJacobian
 
 #: ``ActorCriticPolicy`` methods whose standard implementation the hand-derived Jacobian assumes.
 _ASSUMED_METHODS = ("get_distribution", "extract_features", "_get_action_dist_from_latent")
-_ACTIVATIONS: dict[type[nn.Module], Activation] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 _DISTRIBUTIONS = (CategoricalDistribution, MultiCategoricalDistribution, BernoulliDistribution, DiagGaussianDistribution)
+
+#: The hand-derived actor Jacobian, as its proofs and warnings name it.
+ACTOR_JACOBIAN = FastPath("the hand-derived actor Jacobian", "autograd's Jacobian products")
 
 
 class ActorJacobian:
@@ -113,13 +133,55 @@ def actor_jacobian(
 ) -> ActorJacobian | None:
     """
     The hand-derived Jacobian of ``policy``'s distribution parameters on ``observations``, or ``None`` when the actor
-    is not a plain MLP on constant features (then autograd is the way).
+    is not a plain MLP on constant features, or when the hand-derived products were disproved for this policy (then
+    autograd is the way).
 
     :param policy: the actor-critic policy
     :param actor_parameters: the parameters that shape the action distribution, in the flat layout
     :param observations: the batch's states
     :param distribution: the policy's distribution on them (its kind decides the parameters' layout)
     """
+    jacobian = _hand_derived(policy, actor_parameters, observations, distribution)
+    if jacobian is None:
+        return None
+    key = f"{jacobian.mlp.outputs.device.type}, {jacobian.mlp.outputs.dtype}"
+    if not proofs_of(policy).serves(ACTOR_JACOBIAN, lambda: _upstream_mismatch(policy, actor_parameters, observations), key):
+        return None
+    return jacobian
+
+
+def _upstream_mismatch(
+    policy: ActorCriticPolicy, actor_parameters: Sequence[torch.Tensor], observations: PyTorchObs
+) -> str | None:
+    """
+    How the hand-derived products differ from autograd's on the first :data:`PROBE_ROWS` states (``None``: they
+    agree to rounding), for random tangents and cotangents. The policy's action distribution is left as it was.
+
+    :raises UpstreamFailed: when autograd's products cannot be built on the probe
+    """
+    probe = index_observations(observations, slice(0, PROBE_ROWS))
+    with state_restored(policy.action_dist), torch.enable_grad():
+        distribution = upstream(lambda: policy.get_distribution(probe))
+        parameters = distribution_parameters(distribution)  # type: ignore[arg-type]
+        if parameters is None:
+            raise UpstreamFailed(f"{type(distribution).__name__} has no parameters to differentiate")
+        reference = upstream(lambda: Linearization(parameters, actor_parameters))
+        hand = _hand_derived(policy, actor_parameters, probe, distribution)  # type: ignore[arg-type]
+        if hand is None:
+            return "it declined the probe"
+        generator = probe_generator()
+        like = parameters[0]
+        vector = torch.randn(sum(p.numel() for p in actor_parameters), generator=generator, dtype=like.dtype).to(like.device)
+        cotangent = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in parameters]
+        return relative_difference("J v", hand.jvp(vector), reference.jvp(vector)) or relative_difference(
+            "Jᵀ u", hand.vjp(cotangent), reference.vjp(cotangent)
+        )
+
+
+def _hand_derived(
+    policy: ActorCriticPolicy, actor_parameters: Sequence[torch.Tensor], observations: PyTorchObs, distribution: Distribution
+) -> ActorJacobian | None:
+    """:func:`actor_jacobian` before its proof: the hand-derived products wherever the actor is recognised."""
     if type(distribution) not in _DISTRIBUTIONS or any(
         getattr(type(policy), name) is not getattr(ActorCriticPolicy, name) for name in _ASSUMED_METHODS
     ):
@@ -132,13 +194,13 @@ def actor_jacobian(
     layers = plain_mlp([*policy.mlp_extractor.policy_net, policy.action_net])
     if layers is None:
         return None
-    linears, activations = layers
+    linears, activations = layers.linears, layers.activations
     log_std = policy.log_std if isinstance(distribution, DiagGaussianDistribution) else None
     expected = {id(p) for linear in linears for p in linear.parameters()} | ({id(log_std)} if log_std is not None else set())
     if {id(p) for p in actor_parameters} != expected or len(actor_parameters) != len(expected):
         return None  # e.g. a features extractor with parameters of its own, frozen layers, a non-standard split
     extractor = policy.pi_features_extractor
-    if _has_hooks(extractor) or _has_hooks(policy.mlp_extractor):
+    if not all_plain([extractor, policy.mlp_extractor]):
         return None
     with torch.no_grad():
         features = policy.extract_features(observations, extractor)
@@ -157,36 +219,3 @@ def actor_jacobian(
     elif isinstance(distribution, CategoricalDistribution):
         categorical_probs = [inner.probs]  # type: ignore[union-attr]
     return ActorJacobian(mlp, linears, log_std, categorical_probs, actor_parameters)
-
-
-def plain_mlp(layers: Sequence[nn.Module]) -> tuple[list[nn.Linear], list[Activation]] | None:
-    """
-    The linear layers and activations of ``Linear (σ Linear)*`` (``nn.Sequential`` unrolled), or ``None`` for anything
-    else (other modules, hooks, two linear layers in a row).
-
-    :param layers: modules in the order they are applied
-    """
-    flat: list[nn.Module] = []
-    for layer in layers:
-        flat.extend(layer if type(layer) is nn.Sequential else [layer])
-    linears: list[nn.Linear] = []
-    activations: list[Activation] = []
-    for position, layer in enumerate(flat):
-        if _has_hooks(layer):
-            return None
-        if position % 2 == 0 and type(layer) is nn.Linear:
-            linears.append(layer)
-        elif position % 2 == 1 and type(layer) in _ACTIVATIONS and not getattr(layer, "inplace", False):
-            activations.append(_ACTIVATIONS[type(layer)])
-        else:
-            return None
-    if not linears or len(activations) != len(linears) - 1:
-        return None
-    return linears, activations
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether a forward hook (of ``module``, a submodule, or global) would run in SB3's own forward."""
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
