@@ -42,7 +42,7 @@ from stable_baselines3.common.logger import Logger
 
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.common.reductions import OneProcess
-from sb3_trpo_plugin.trpo.critic_fit import critic_optimizer_state
+from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer_state
 
 MODES = ("reset", "free_critic")
 LOGGED = ("train/kl_divergence_loss", "train/policy_objective", "train/value_loss", "train/is_line_search_success")
