@@ -17,11 +17,47 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))  # the package of this checkout, also without an install
 sys.path.insert(0, str(DOCS / "_ext"))
 
-from sb3_trpo_plugin.version import __version__  # noqa: E402  (after the path is set)
+
+def _resolve_sb3_forward_references() -> None:
+    """
+    Let SB3's type aliases evaluate outside SB3: ``GymEnv = Union[gym.Env, "VecEnv"]`` and ``MaybeCallback`` hold
+    forward references that only SB3's own modules can resolve, so autodoc could not read the type hints of any
+    signature that uses them (``TRPO.__init__``, ``learn``, ``safe_load``) and would show no types. For this
+    documentation build only, the aliases are rebuilt with the classes themselves, before this package imports them.
+    """
+    import types
+    import typing
+
+    from stable_baselines3.common import type_aliases
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import VecEnv
+
+    classes = {"VecEnv": VecEnv, "BaseCallback": BaseCallback}
+
+    def resolved(hint: typing.Any) -> typing.Any:
+        if isinstance(hint, (str, typing.ForwardRef)):
+            return classes.get(hint if isinstance(hint, str) else hint.__forward_arg__, hint)
+        arguments = typing.get_args(hint)
+        if not arguments:
+            return hint
+        new = tuple(resolved(argument) for argument in arguments)
+        if typing.get_origin(hint) is typing.Union:
+            return typing.Union[new]  # noqa: UP007  (a union of a tuple of members)
+        if isinstance(hint, types.GenericAlias):
+            return types.GenericAlias(typing.get_origin(hint), new)
+        return hint.copy_with(new)
+
+    type_aliases.GymEnv = resolved(type_aliases.GymEnv)  # type: ignore[misc]
+    type_aliases.MaybeCallback = resolved(type_aliases.MaybeCallback)  # type: ignore[misc]
+
+
+_resolve_sb3_forward_references()  # before the package is imported: it binds the aliases when it is
+
+from sb3_trpo_plugin.version import __version__  # noqa: E402  (after the path is set and the aliases are rebuilt)
 
 project = "sb3-trpo-plugin"
 author = "sb3-trpo-plugin contributors"
-copyright = "2026, sb3-trpo-plugin contributors"  # noqa: A001  (Sphinx's name)
+copyright = "2026, sb3-trpo-plugin contributors"
 version = release = __version__
 
 extensions = [
@@ -68,9 +104,6 @@ nitpick_ignore_regex = [
     ("py:.*", r"stable_baselines3\.common\.(type_aliases|buffers|torch_layers|preprocessing|running_mean_std|save_util)\..*"),
     ("py:.*", r"sb3_contrib\.common\.(maskable|recurrent)\.(buffers|type_aliases|distributions)\..*"),
     ("py:class", r"Maskable(Dict)?RolloutBuffer"),  # an attribute's annotation, which autodoc leaves unqualified
-    # SB3's ``GymEnv`` alias holds the forward reference "VecEnv", which cannot be evaluated outside SB3's module: the
-    # signatures that use it keep their annotations as written (bare names), and type variables have no page.
-    ("py:class", r"GymEnv|MaybeCallback|Schedule|VecEnv|BaseCallback|OnPolicyAlgorithm|Self[A-Za-z]+"),
 ]
 
 html_theme = "furo"

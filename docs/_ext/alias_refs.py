@@ -72,7 +72,7 @@ def resolve_alias(app: Sphinx, env: BuildEnvironment, node: pending_xref, contno
             return contnode
         documented = _documented_by_identity(env).get(id(value)) if value is not None else None
         if documented is not None:
-            name, objtype = documented
+            name, _objtype = documented
             return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], name, node, contnode)
     if "." not in target:
         matches = [name for name in domain.objects if name.startswith(PACKAGE) and name.endswith(f".{target}")]  # type: ignore[attr-defined]

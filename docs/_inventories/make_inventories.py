@@ -194,7 +194,9 @@ def main() -> None:
 
     count = write_inventory(HERE / "stable-baselines3.inv", "Stable Baselines3", stable_baselines3.__version__, sb3_pages())
     print(f"stable-baselines3.inv: {count} objects (SB3 {stable_baselines3.__version__})")
-    count = write_inventory(HERE / "sb3-contrib.inv", "Stable Baselines3 - Contrib", sb3_contrib.__version__, sb3_contrib_pages())
+    count = write_inventory(
+        HERE / "sb3-contrib.inv", "Stable Baselines3 - Contrib", sb3_contrib.__version__, sb3_contrib_pages()
+    )
     print(f"sb3-contrib.inv: {count} objects (sb3-contrib {sb3_contrib.__version__})")
 
 

@@ -255,7 +255,10 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
         )
 
     def _fit_critic(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> float:
-        """The critic's regression: over sequence minibatches for a critic LSTM, row by row otherwise (:mod:`~sb3_trpo_plugin.recurrent.critic_fit`)."""
+        """
+        The critic's regression: over sequence minibatches for a critic LSTM, row by row otherwise
+        (:mod:`~sb3_trpo_plugin.recurrent.critic_fit`).
+        """
         rollout = cast(RecurrentRollout, rollout)
         if self.policy.lstm_critic is not None:
             assert isinstance(self.rollout_buffer, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer))
