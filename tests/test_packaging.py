@@ -96,3 +96,13 @@ def test_sdist_and_wheel_build_check_and_install(tmp_path: Path) -> None:
     assert installed["license"] == "MIT"
     command = fresh / ("Scripts/sb3-trpo.exe" if os.name == "nt" else "bin/sb3-trpo")
     assert run([str(command), "--version"], cwd=outside, env=environment).stdout.strip() == f"sb3-trpo {version}"
+
+
+def test_pre_commit_runs_the_linters_of_make_lint() -> None:
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+    assert {"ruff-check", "ruff-format", "mypy"} <= hooks.keys()
+    # mypy checks what [tool.mypy] names, in the project's environment (the installed torch and SB3), as make lint does.
+    assert hooks["mypy"]["language"] == "system" and hooks["mypy"]["pass_filenames"] is False
