@@ -84,8 +84,8 @@ myst_dmath_double_inline = True
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
 autodoc_member_order = "bysource"
-autodoc_class_signature = "separated"
-autodoc_default_options = {"show-inheritance": True}
+autodoc_class_signature = "separated"  # the constructor's parameters under __init__, with their evaluated types
+autodoc_default_options = {"show-inheritance": True, "exclude-members": "__new__"}
 autodoc_preserve_defaults = True
 
 # Cross-links to SB3 and sb3-contrib from inventories shipped with the docs (no download at build time).
@@ -130,7 +130,7 @@ def write_command_help(app: object) -> None:
     folder = DOCS / "_generated"
     folder.mkdir(exist_ok=True)
     columns = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "110"  # argparse wraps at the terminal's width: the same text on every machine
+    os.environ["COLUMNS"] = "90"  # argparse wraps at the terminal's width: the same text on every machine
     try:
         parser = build_parser()
         commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
