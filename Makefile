@@ -32,10 +32,20 @@ lint: $(VENV)/.installed-test
 bench-speed: $(VENV)/.installed-test
 	$(PY) benchmarks/speed.py
 
+# The documentation, into docs/_build/html (open index.html): warnings are errors, cross-references checked (-n).
+.PHONY: docs dist
+docs: $(VENV)/.installed-docs
+	$(VENV)/bin/sphinx-build -W --keep-going -n -b html docs docs/_build/html
+
+# The wheel and the sdist, into dist/, checked as PyPI would (make test checks them too: tests/test_packaging.py).
+dist: $(VENV)/.installed-test
+	$(PY) -m build --no-isolation --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
 # Hours on 2 cores; resumable (finished runs are skipped), then rewrites its section of docs/benchmarks.md.
 bench-learning: $(VENV)/.installed-bench
 	$(PY) benchmarks/learning.py run
 	$(PY) benchmarks/learning.py report
 
 clean:
-	rm -rf $(VENV) demo_output runs .pytest_cache
+	rm -rf $(VENV) demo_output runs .pytest_cache docs/_build docs/_generated dist build

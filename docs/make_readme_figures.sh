@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates docs/cartpole_trpo_vs_ppo.png, the README's learning curves (about 10 minutes on 2 cores):
+# Regenerates docs/cartpole_trpo_vs_ppo.png, the learning curves of docs/cli.md (about 10 minutes on 2 cores):
 # TRPO through `sb3-trpo train`, PPO through rl-zoo3, both with rl-zoo3's tuned CartPole-v1 settings, 3 seeds each.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -28,7 +28,7 @@ from stable_baselines3.common.distributions import Distribution, MultiCategorica
 class MaskedMultiCategoricalDistribution(MultiCategoricalDistribution):
     """
     SB3's ``MultiCategoricalDistribution`` over masked components: the KL sums the components' KLs, then divides
-    by :attr:`kl_averaged_dimensions` (read by :func:`~sb3_trpo_plugin.common.distributions.averaged_dimensions`).
+    by ``kl_averaged_dimensions`` (read by :func:`~sb3_trpo_plugin.common.distributions.averaged_dimensions`).
 
     :param action_dims: the number of choices of each component
     :param components: the masked categoricals, one per component

@@ -5,10 +5,11 @@ Under ``torchrun`` (or any initialised ``torch.distributed`` process group of se
 process collects rollouts from its own environments, seeded ``seed + rank``; rank 0 alone logs, runs the
 callbacks (evaluations, checkpoints, progress bar) and should save. After each rollout the ranks agree on
 the global step count, whether to go on, the VecNormalize statistics and the episode statistics. The
-update reaches data-parallelism only through what this class hands it: :meth:`batch_reductions` (reductions
-over every rank's batch) and :attr:`collectives` for the split update (:mod:`sb3_trpo_plugin.parallel.split_update`),
-chosen by :meth:`splits_update`. Without ``torch.distributed`` every method here reduces to the plain one, and
-the algorithm runs its single-process code.
+update reaches data-parallelism only through what this class hands it:
+:meth:`~DataParallelOnPolicyAlgorithm.batch_reductions` (reductions over every rank's batch) and ``collectives`` for
+the split update (:mod:`sb3_trpo_plugin.parallel.split_update`), chosen by
+:meth:`~DataParallelOnPolicyAlgorithm.splits_update`. Without ``torch.distributed`` every method here reduces to the
+plain one, and the algorithm runs its single-process code.
 """
 
 from __future__ import annotations

@@ -311,7 +311,7 @@ class Collectives:
         raise CollectiveError(
             f"Collective '{operation}' failed on rank {self.rank} of {self.world_size} after waiting {waited:.1f} s "
             f"for rank(s) {others}: {cause}. Under torchrun --max-restarts, the group restarts; resume from the newest "
-            f"checkpoint (README, 'When a process dies'). {type(error).__name__}: {error}"
+            f"checkpoint (docs/distributed.md, 'When a process dies'). {type(error).__name__}: {error}"
         ) from error
 
     def check_in_sync(self, module: torch.nn.Module, context: str = "") -> None:

@@ -3,10 +3,10 @@ RecurrentTRPO: TRPO with sb3-contrib's LSTM policies, a drop-in for sb3-contrib'
 
 The update is TRPO's (:class:`~sb3_trpo_plugin.TRPO`): a trust-region step on the actor, then the critic's
 regression. What differs is where the data come from and how the distributions of a batch are computed: the
-rollouts store the LSTM states (:mod:`.rollout`), the batch is a set of padded sequences
+rollouts store the LSTM states (:mod:`~sb3_trpo_plugin.recurrent.rollout`), the batch is a set of padded sequences
 (:class:`~sb3_trpo_plugin.recurrent.sequences.RecurrentPolicyBatch`), the policy step re-runs the actor's LSTM
 over them (:class:`~sb3_trpo_plugin.recurrent.policy_step.RecurrentPolicyStep`), and a critic LSTM is fitted over
-sequence minibatches (:mod:`.critic_fit`).
+sequence minibatches (:mod:`~sb3_trpo_plugin.recurrent.critic_fit`).
 """
 
 from __future__ import annotations
@@ -255,7 +255,10 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
         )
 
     def _fit_critic(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> float:
-        """The critic's regression: over sequence minibatches for a critic LSTM, row by row otherwise (:mod:`.critic_fit`)."""
+        """
+        The critic's regression: over sequence minibatches for a critic LSTM, row by row otherwise
+        (:mod:`~sb3_trpo_plugin.recurrent.critic_fit`).
+        """
         rollout = cast(RecurrentRollout, rollout)
         if self.policy.lstm_critic is not None:
             assert isinstance(self.rollout_buffer, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer))

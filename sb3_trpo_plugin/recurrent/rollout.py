@@ -54,8 +54,8 @@ class RecurrentRollouts(OnPolicyAlgorithm):
 
     policy: RecurrentActorCriticPolicy
     _last_lstm_states: RNNStates | None = None
-    #: Act through the lean inference when the policy is recognised (:mod:`.inference`); ``False`` (on the class or an
-    #: instance) always calls the policy's own forward.
+    #: Act through the lean inference when the policy is recognised (:mod:`~sb3_trpo_plugin.recurrent.inference`);
+    #: ``False`` (on the class or an instance) always calls the policy's own forward.
     lean_rollout: bool = True
 
     def collect_rollouts(

@@ -1,6 +1,6 @@
 """
 SB3's policy modules as the torch calls their ``forward`` makes, without ``nn.Module.__call__``: the layers of the lean
-rollout inference (:mod:`.inference`).
+rollout inference (:mod:`~sb3_trpo_plugin.replicas.inference`).
 
 ``nn.Linear`` becomes the ``addmm`` that ``F.linear`` calls, ``nn.Conv2d`` its ``F.conv2d``, activations ``torch.tanh``
 / ``torch.relu``, ``nn.Flatten`` its ``flatten``, ``nn.Sequential`` its children in order; SB3's features extractors

@@ -175,7 +175,7 @@ class PolicyStepStats:
         return cls(**{f.name: kinds[str(f.type)](v) for f, v in zip(dataclasses.fields(cls), values, strict=True)})
 
 
-#: The conjugate gradient's statuses, in the order :attr:`PolicyStepStats.cg_status` numbers them.
+#: The conjugate gradient's statuses, in the order ``PolicyStepStats.cg_status`` numbers them.
 CG_STATUSES: tuple[ConjugateGradientStatus, ...] = tuple(ConjugateGradientStatus)
 _BREAKDOWNS = (ConjugateGradientStatus.NON_POSITIVE_CURVATURE, ConjugateGradientStatus.NON_FINITE)
 

@@ -2,10 +2,10 @@
 Trust Region Policy Optimization as a Stable-Baselines3 on-policy algorithm: the SB3 shell around the update.
 
 ``TRPO`` is SB3's ``OnPolicyAlgorithm`` (rollouts, rollout buffer, GAE, actor-critic policies, ``learn``,
-``save``/``load``) with its own ``train()``: a trust-region step on the actor (:mod:`.policy_step`), then the
-critic's regression to the λ-returns (:mod:`.critic_fit`), both written for one process. A data-parallel run
-hands them reductions over all processes' batches, or splits the update over the processes
-(:mod:`sb3_trpo_plugin.parallel`).
+``save``/``load``) with its own ``train()``: a trust-region step on the actor
+(:mod:`~sb3_trpo_plugin.trpo.policy_step`), then the critic's regression to the λ-returns
+(:mod:`~sb3_trpo_plugin.trpo.critic_fit`), both written for one process. A data-parallel run hands them reductions
+over all processes' batches, or splits the update over the processes (:mod:`sb3_trpo_plugin.parallel`).
 """
 
 from __future__ import annotations

@@ -33,16 +33,19 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_trpo_plugin import TRPO
 
+#: rl-zoo3's ``--algo`` for this package's TRPO (it replaces sb3-contrib's there).
 ALGO_NAME = "trpo"
 #: rl-zoo3 calls sb3-contrib's RecurrentPPO ``ppo_lstm``.
 RECURRENT_ALGO_NAME = "trpo_lstm"
 #: The hyperparameters ``trpo_lstm`` reads unless ``--conf-file`` names others.
 RECURRENT_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_lstm.yml"
+#: rl-zoo3's ``--algo`` for MaskableTRPO (rl-zoo3 calls sb3-contrib's MaskablePPO ``ppo_mask``).
 MASKED_ALGO_NAME = "trpo_mask"
 #: rl-zoo3's ``--conf-file`` for ``trpo_mask`` when none is given (a module with a ``hyperparams`` dictionary).
 MASKED_HYPERPARAMS = "sb3_trpo_plugin.zoo.trpo_mask"
 
-# rl-zoo3's scripts that take --algo: "module:function". Each is imported only when asked for (the plots need seaborn).
+#: rl-zoo3's scripts that take ``--algo``: ``"module:function"``. Each is imported only when asked for (the plots need
+#: seaborn).
 SCRIPTS: dict[str, str] = {
     "train": "rl_zoo3.train:train",
     "enjoy": "rl_zoo3.enjoy:enjoy",
