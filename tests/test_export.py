@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
@@ -23,6 +24,8 @@ import pytest
 import torch
 from gymnasium import spaces
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiBinary, InvalidActionEnvMultiDiscrete
+from sb3_contrib.common.maskable.distributions import make_masked_proba_distribution
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3 import SAC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -33,6 +36,9 @@ from torch import nn
 from sb3_trpo_plugin import TRPO, MaskableTRPO, RecurrentTRPO, export_onnx
 from sb3_trpo_plugin.cli import main
 from sb3_trpo_plugin.export import METADATA_KEY, ExportError
+from sb3_trpo_plugin.export.check import GraphCheck
+from sb3_trpo_plugin.export.exporter import reference_predict
+from sb3_trpo_plugin.export.graph import exportable_policy
 from sb3_trpo_plugin.export.observations import ObservationNormalization
 from sb3_trpo_plugin.serialization.vec_normalize_statistics import write_vec_normalize_statistics
 from tests.conftest import RandomEnv
@@ -143,6 +149,15 @@ def test_export_leaves_the_model_as_it_was(tmp_path: Path) -> None:
     assert model.policy.training  # the exporter traced a copy, in evaluation mode
     assert all(torch.equal(value, parameters[name]) for name, value in model.policy.state_dict().items())
     assert torch.equal(model.policy.action_dist.exploration_mat, noise)
+
+
+def test_a_model_on_another_device_is_checked_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU convolutions (TF32) differ from the CPU's beyond float32 rounding: the check uses the policy's CPU copy."""
+    model = trpo_model("discrete")
+    copy = exportable_policy(model.policy)
+    assert reference_predict(model, model.policy, copy) == model.predict
+    monkeypatch.setattr(type(model.policy), "device", property(lambda _: torch.device("cuda", 0)))
+    assert reference_predict(model, model.policy, copy) == copy.predict
 
 
 def test_observation_spaces_dict_discrete_multibinary(tmp_path: Path) -> None:
@@ -389,6 +404,56 @@ def test_recurrent_with_vec_normalize_and_dict_observations(tmp_path: Path) -> N
         raw, starts = draw(observation_space, 8, seed=step + 2), np.arange(8) % 3 == step % 3
 
 
+# --- a masked recurrent policy: both parts, nothing else ---------------------------------------------------------
+
+
+class MaskedLstmPolicy(RecurrentActorCriticPolicy):
+    """
+    A stand-in for a masked recurrent policy (sb3-contrib has none): sb3-contrib's LSTM policy with its maskable
+    distribution, ``predict(..., action_masks=...)`` masking as ``MaskableActorCriticPolicy`` does. The exporter
+    knows neither class: it sees an ``lstm_actor`` and a distribution with ``apply_masking``.
+    """
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.action_dist = make_masked_proba_distribution(self.action_space)  # the same logits layer for Discrete
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> Any:
+        return self.action_dist.proba_distribution(action_logits=self.action_net(latent_pi))
+
+    def get_distribution(self, obs: Any, lstm_states: Any, episode_starts: Any) -> Any:
+        distribution, lstm_states = super().get_distribution(obs, lstm_states, episode_starts)
+        distribution.apply_masking(self.masks)
+        return distribution, lstm_states
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False,
+                action_masks: Any = None) -> Any:  # fmt: skip
+        self.masks = action_masks  # read by get_distribution, which RecurrentActorCriticPolicy.predict reaches
+        return super().predict(observation, state, episode_start, deterministic)
+
+
+def test_masked_recurrent_policy_is_both_parts(tmp_path: Path) -> None:
+    observation_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+    policy = MaskedLstmPolicy(observation_space, spaces.Discrete(5), lambda _: 3e-4, lstm_hidden_size=8)
+    spread(SimpleNamespace(policy=policy), 5.0)
+    exported = export_onnx(policy, tmp_path / "policy.onnx")  # the exporter's check drives predict with masks and states
+    assert [tensor.name for tensor in exported.inputs] == [
+        "observation", "action_masks", "lstm_hidden", "lstm_cell", "episode_starts"
+    ]  # fmt: skip
+    assert exported.check is not None and exported.check.steps > 1
+    run = onnx_policy(exported.path)
+    rng = np.random.default_rng(3)
+    states, hidden, cell, starts = None, np.zeros((1, 6, 8), np.float32), np.zeros((1, 6, 8), np.float32), np.ones(6, bool)
+    for step in range(20):
+        observations = draw(observation_space, 6, seed=step)
+        masks = random_masks(rng, 6, [5])
+        expected, states = policy.predict(observations, states, starts, deterministic=True, action_masks=masks)
+        outputs = run(observation=observations, action_masks=masks, lstm_hidden=hidden, lstm_cell=cell, episode_starts=starts)
+        assert_same_actions(outputs["actions"], expected)
+        assert masks[np.arange(6), outputs["actions"]].all()
+        hidden, cell, starts = outputs["next_lstm_hidden"], outputs["next_lstm_cell"], rng.random(6) < 0.3
+
+
 # --- the stochastic option: the distribution's parameters ----------------------------------------------------------
 
 
@@ -517,6 +582,20 @@ def test_refuses_what_it_cannot_trace(tmp_path: Path, policy: Any, extractor: ty
     if extractor in (BranchingExtractor, NumpyExtractor):  # the tracer's warning points at the policy's line
         assert f"{Path(__file__).name}:" in str(refusal.value)
     assert not (tmp_path / "policy.onnx").exists()  # nothing written
+
+
+def test_the_check_compares_integers_exactly_and_floats_within_rounding() -> None:
+    check = GraphCheck(None, None, None, tracer_warnings=["policy.py:3: a frozen branch"])  # type: ignore[arg-type]
+    check.compare("actions", np.array([[0.5, 1.0]], np.float32), np.array([[0.5 + 3e-8, 1.0]], np.float32))
+    assert 0 < check.max_difference < 1e-7
+    with pytest.raises(ExportError, match=r"actions differ from predict\(deterministic=True\)'s on 1 of 2 observations"):
+        check.compare("actions", np.array([[0.5], [1.0]], np.float32), np.array([[0.5], [1.001]], np.float32))
+    with pytest.raises(ExportError, match="on 1 of 3 observations"):
+        check.compare("actions", np.array([0, 1, 2]), np.array([0, 1, 1]))
+    with pytest.raises(ExportError, match=r"action_std outputs differ from the traced module's.*ONNX translation.*frozen"):
+        check.compare("action_std outputs", np.ones((2, 1), np.float32), np.zeros((2, 1), np.float32), against_predict=False)
+    with pytest.raises(ExportError, match=r"have shape \(2,\) where predict\(deterministic=True\)'s have \(3,\)"):
+        check.compare("actions", np.zeros(2), np.zeros(3))
 
 
 def test_refuses_other_policies_and_mismatched_statistics(tmp_path: Path) -> None:

@@ -77,24 +77,38 @@ class GraphCheck:
         self.graph, self.run_graph, self.predict, self.tracer_warnings = graph, run_graph, predict, tracer_warnings
         self.max_difference = 0.0
 
-    def refuse(self, difference: str) -> ExportError:
-        message = (
-            f"the ONNX graph's {difference}: the policy does not compute its actions as the exporter traces them "
-            "(features, actor MLP, action distribution, as SB3's ActorCriticPolicy; a policy overriding predict, "
-            "_predict or get_distribution is not followed), or it branches on its inputs in Python or computes "
-            "outside torch, which a trace freezes"
-        )
+    def refuse(self, difference: str, against_predict: bool) -> ExportError:
+        if against_predict:
+            cause = (
+                "the policy does not compute its actions as the exporter traces them (features, actor MLP, action "
+                "distribution, as SB3's ActorCriticPolicy; a policy overriding predict, _predict or get_distribution is "
+                "not followed), or it branches on its inputs in Python or computes outside torch, which a trace freezes"
+            )
+        else:
+            cause = (
+                "the trace does not hold for other inputs (Python branches or values the tracer froze), or an "
+                "operation's ONNX translation computes otherwise in this opset"
+            )
+        message = f"the ONNX graph's {difference}: {cause}"
         if self.tracer_warnings:
             message += ". The tracer warned: " + " | ".join(self.tracer_warnings)
         return ExportError(message)
 
-    def compare(self, what: str, where: str, found: np.ndarray, expected: Any) -> None:
+    def compare(self, what: str, found: np.ndarray, expected: Any, against_predict: bool = True) -> None:
+        """
+        :param what: the outputs compared, for the refusal
+        :param found: the graph's
+        :param expected: ``predict``'s, or the traced module's
+        :param against_predict: whether ``expected`` is ``predict``'s
+        :raises ExportError: when they differ
+        """
+        where = "predict(deterministic=True)'s" if against_predict else "the traced module's"
         expected = np.asarray(expected)
         if found.shape != expected.shape:
-            raise self.refuse(f"{what} have shape {found.shape} where {where} have {expected.shape}")
+            raise self.refuse(f"{what} have shape {found.shape} where {where} have {expected.shape}", against_predict)
         rows, largest = _differences(found, expected)
         if rows.any():
-            raise self.refuse(f"{what} differ from {where} on {int(rows.sum())} of {len(rows)} observations")
+            raise self.refuse(f"{what} differ from {where} on {int(rows.sum())} of {len(rows)} observations", against_predict)
         self.max_difference = max(self.max_difference, largest)
 
     def step(self, inputs: Mapping[str, np.ndarray], predict_state: Any, single: bool) -> tuple[dict[str, np.ndarray], Any]:
@@ -120,14 +134,12 @@ class GraphCheck:
                 key: _first(value) if key in ("action_masks", "episode_start") else value for key, value in keywords.items()
             }
         actions, next_state = self.predict(observation, **keywords)
-        self.compare(
-            "actions", "predict(deterministic=True)'s", found[ACTIONS], np.asarray(actions)[None] if single else actions
-        )
-        if graph.lstm_states is not None:
+        self.compare("actions", found[ACTIONS], np.asarray(actions)[None] if single else actions)
+        if graph.lstm_states is not None:  # rows are observations: the batch axis first
             for name, state in zip((NEXT_LSTM_HIDDEN, NEXT_LSTM_CELL), next_state, strict=True):
-                self.compare(f"LSTM states ({name})", "predict()'s", np.swapaxes(found[name], 0, 1), np.swapaxes(state, 0, 1))
+                self.compare(f"LSTM states ({name})", np.swapaxes(found[name], 0, 1), np.swapaxes(state, 0, 1))
         for name, expected in graph.run(dict(inputs)).items():
-            self.compare(f"{name} outputs", "the traced module's", found[name], expected)
+            self.compare(f"{name} outputs", found[name], expected, against_predict=False)
         return found, next_state
 
     def rollout(self, rng: np.random.Generator, batch: int, steps: int) -> int:

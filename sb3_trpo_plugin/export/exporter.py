@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ import stable_baselines3
 import torch
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_trpo_plugin.export.check import CheckReport, check_graph
+from sb3_trpo_plugin.export.check import CheckReport, Predict, RunGraph, check_graph
 from sb3_trpo_plugin.export.graph import PolicyGraph, exportable_policy
 from sb3_trpo_plugin.export.observations import resolve_channels_last, resolve_normalization
 from sb3_trpo_plugin.export.tensors import ExportError, GraphTensor
@@ -109,9 +110,9 @@ def export_onnx(
     require_onnx(check)
     policy = getattr(model, "policy", model)
     env = model.get_env() if hasattr(model, "get_env") else None
-    copy = exportable_policy(policy)
+    traced = exportable_policy(policy)
     normalization = resolve_normalization(vec_normalize, env)
-    graph = PolicyGraph(copy, resolve_channels_last(copy.observation_space, channels_last, env), normalization, stochastic)
+    graph = PolicyGraph(traced, resolve_channels_last(traced.observation_space, channels_last, env), normalization, stochastic)
     rng = np.random.default_rng(seed)
     example = graph.draw_inputs(rng, 2)
     outputs = graph.graph_outputs(example)
@@ -142,14 +143,28 @@ def export_onnx(
         batch, steps = (CHECK_RECURRENT_BATCH, CHECK_RECURRENT_STEPS) if recurrent else (CHECK_BATCH, CHECK_STEPS)
         training = policy.training
         try:
-            report = check_graph(graph, onnxruntime_runner(content), model.predict, tracer_warnings, rng, batch, steps)
+            predict = reference_predict(model, policy, traced)
+            report = check_graph(graph, onnxruntime_runner(content), predict, tracer_warnings, rng, batch, steps)
         finally:
             policy.set_training_mode(training)  # predict() puts the policy in evaluation mode
     atomic_write_bytes(path, content)
     return ExportedPolicy(pathlib.Path(path), tuple(graph.graph_inputs), tuple(outputs), len(content), report, metadata)
 
 
-def onnxruntime_runner(content: bytes) -> Any:
+def reference_predict(model: Any, policy: Any, cpu_copy: Any) -> Predict:
+    """
+    What the graph is checked against: ``model.predict`` for a model on the CPU. For a model on another device, the
+    same policy's ``predict`` on the CPU (the exported copy): a GPU's convolutions (TF32 by default in torch) differ
+    from the CPU's by more than float32 rounding, which is not the graph's doing.
+
+    :param model: the model (or policy) being exported
+    :param policy: its policy
+    :param cpu_copy: the policy's copy on the CPU
+    """
+    return model.predict if policy.device.type == "cpu" else cpu_copy.predict
+
+
+def onnxruntime_runner(content: bytes) -> RunGraph:
     """
     :param content: a serialised ONNX graph
     :return: ``inputs by name -> outputs by name``, run by onnxruntime on the CPU
@@ -164,7 +179,7 @@ def onnxruntime_runner(content: bytes) -> Any:
         raise ExportError(f"onnxruntime cannot load the graph: {one_line(error)}") from error
     names = [output.name for output in session.get_outputs()]
 
-    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             outputs = session.run(None, dict(inputs))
         except Exception as error:

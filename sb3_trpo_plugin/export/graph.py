@@ -35,7 +35,13 @@ from sb3_trpo_plugin.export.tensors import BATCH, ExportError, GraphTensor
 
 #: What the traced forward uses of a policy: SB3's ``ActorCriticPolicy`` and sb3-contrib's maskable and recurrent
 #: policies all have them (the maskable one derives from ``BasePolicy`` directly).
-ACTOR_PARTS = ("pi_features_extractor", "mlp_extractor", "_get_action_dist_from_latent", "action_dist", "squash_output")
+ACTOR_PARTS = (
+    "pi_features_extractor",
+    "mlp_extractor.forward_actor",
+    "_get_action_dist_from_latent",
+    "action_dist",
+    "squash_output",
+)
 
 
 def exportable_policy(policy: Any) -> BasePolicy:
@@ -46,20 +52,29 @@ def exportable_policy(policy: Any) -> BasePolicy:
     :raises ExportError: for anything but an actor-critic policy of SB3's design (TRPO's, PPO's, A2C's, sb3-contrib's
         maskable and recurrent ones)
     """
-    missing = [name for name in ACTOR_PARTS if not hasattr(policy, name)]
-    if not isinstance(policy, BasePolicy) or missing or not hasattr(policy.mlp_extractor, "forward_actor"):
-        lacks = (
-            f" (it has no {', '.join(missing or ['mlp_extractor.forward_actor'])})" if isinstance(policy, BasePolicy) else ""
-        )
-        raise ExportError(
-            "the exporter takes actor-critic policies of SB3's design (TRPO, MaskableTRPO, RecurrentTRPO, PPO, A2C), "
-            f"not {type(policy).__name__}{lacks}"
-        )
+    refusal = (
+        "the exporter takes actor-critic policies of SB3's design (TRPO, MaskableTRPO, RecurrentTRPO, PPO, A2C), "
+        f"not {type(policy).__name__}"
+    )
+    if not isinstance(policy, BasePolicy):
+        raise ExportError(refusal)
+    missing = [name for name in ACTOR_PARTS if not _has(policy, name)]
+    if missing:
+        raise ExportError(f"{refusal}: it has no {', '.join(missing)}")
     # Tensors computed with gradients (gSDE's noise matrices) refuse deepcopy: they are copied detached.
     memo: dict[int, Any] = {id(tensor): tensor.detach().clone() for tensor in _computed_tensors(policy)}
     policy = copy.deepcopy(policy, memo).to("cpu")
     policy.set_training_mode(False)
     return policy
+
+
+def _has(root: Any, dotted: str) -> bool:
+    """:return: whether ``root`` has the attribute path ``dotted`` (``a.b``)"""
+    for name in dotted.split("."):
+        if not hasattr(root, name):
+            return False
+        root = getattr(root, name)
+    return True
 
 
 def _computed_tensors(root: Any) -> list[torch.Tensor]:

@@ -2,12 +2,13 @@
 ``torch.onnx.export`` of a :class:`~sb3_trpo_plugin.export.graph.PolicyGraph`, and the graph's metadata.
 
 The exporter used is torch's TorchScript-based one (``dynamo=False``): it traces the module on an example batch
-and needs nothing beyond torch, on every torch this package supports (2.3, before the ``dynamo`` keyword, has
-only this one). The ``torch.export``-based exporter, torch's default since 2.9, needs ``onnxscript`` besides.
-Tracing records the operations one example ran; :mod:`.check` then proves the graph on other inputs against
-``predict()``, and the tracer's warnings (a tensor turned into a Python value, a frozen branch) explain a graph
-that fails the check. Warnings from torch's, SB3's and sb3-contrib's own code (argument validation, the LSTM's
-shape checks, masks turned into tensors) are about inputs the graph takes as inputs anyway, and are left out.
+and needs nothing beyond torch, on every torch this package supports (before 2.5 ``torch.onnx.export`` has no
+``dynamo`` keyword and is this exporter). The ``torch.export``-based exporter, torch's default since 2.9, needs
+``onnxscript`` besides. Tracing records the operations one example ran; :mod:`.check` then proves the graph on
+other inputs against ``predict()``, and the tracer's warnings (a tensor turned into a Python value, a frozen
+branch) explain a graph that fails the check. Warnings from torch's, SB3's and sb3-contrib's own code (argument
+validation, the LSTM's shape checks, masks turned into tensors) are about inputs the graph takes as inputs
+anyway, and are left out.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch
 from sb3_trpo_plugin.export.graph import PolicyGraph
 from sb3_trpo_plugin.export.tensors import ExportError, GraphTensor
 
-#: The ONNX operator set of the graph: torch 2.3's exporter and onnxruntime 1.17+ have it.
+#: The ONNX operator set of the graph: torch 2.3's TorchScript exporter writes it, onnxruntime 1.23 (the last for
+#: Python 3.10) runs it.
 DEFAULT_OPSET = 17
 #: The graph's metadata entry (``session.get_modelmeta().custom_metadata_map``): JSON describing inputs and outputs.
 METADATA_KEY = "sb3_trpo_plugin"
