@@ -678,6 +678,35 @@ def test_cli_exports_a_run_with_its_statistics(
     assert_same_actions(onnx_policy(tmp_path / "n.onnx")(observation=normalized)["actions"], expected)
 
 
+def image_env() -> RandomEnv:
+    return RandomEnv(spaces.Discrete(3), spaces.Box(0, 255, shape=(36, 36, 3), dtype=np.uint8), episode_length=8)
+
+
+def test_cli_run_with_images_takes_them_as_the_environment_returns_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gym.register("ExportTestImages-v0", entry_point=image_env)
+    try:
+        folder = tmp_path / "run"
+        argv = ["train", "--env", "ExportTestImages-v0", "--log-folder", str(folder), "--n-timesteps", "64", "--n-envs", "1"]
+        argv += ["--eval-freq", "0", "--save-freq", "0", "--no-progress-bar"]
+        argv += ["--hyperparams", "policy=CnnPolicy", "n_steps=32", "batch_size=32", "n_critic_updates=1"]
+        assert main(argv) == 0
+        capsys.readouterr()
+        assert run_cli(capsys, "export", str(folder), "--onnx", str(tmp_path / "hwc.onnx"))[0] == 0
+        assert run_cli(capsys, "export", str(folder / "model.zip"), "--onnx", str(tmp_path / "chw.onnx"))[0] == 0
+        assert (
+            run_cli(capsys, "export", str(folder / "model.zip"), "--channels-last", "--onnx", str(tmp_path / "l.onnx"))[0] == 0
+        )
+    finally:
+        gym.envs.registry.pop("ExportTestImages-v0")
+    shapes = {
+        name: onnxruntime.InferenceSession(str(tmp_path / name)).get_inputs()[0].shape
+        for name in ("hwc.onnx", "chw.onnx", "l.onnx")
+    }
+    assert shapes == {"hwc.onnx": ["batch", 36, 36, 3], "chw.onnx": ["batch", 3, 36, 36], "l.onnx": ["batch", 36, 36, 3]}
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], normalized_run: Path) -> None:
     def one_line_error(*argv: str) -> str:
         status, _, err = run_cli(capsys, "export", *argv)

@@ -96,7 +96,8 @@ def export_onnx(
     :param path: the ONNX file to write (atomically, and only once the graph passed the check)
     :param vec_normalize: the ``VecNormalize`` whose observation statistics to fold in: a ``VecNormalize``, a
         statistics file (``.npz``, or SB3's ``.pkl`` read without unpickling code); ``None``: the model
-        environment's ``VecNormalize`` if it has one; ``False``: none (the graph takes normalised observations)
+        environment's ``VecNormalize`` if it has one; ``True``: that one, which must be there; ``False``: none (the
+        graph takes normalised observations)
     :param stochastic: also output the action distribution's parameters, to sample outside
     :param channels_last: image observations with their channels last: ``None`` as the model's environment returns
         them (channels last where SB3 added ``VecTransposeImage``), ``True`` for every image, ``False`` for none

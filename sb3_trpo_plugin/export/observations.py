@@ -122,7 +122,8 @@ def resolve_normalization(
     The normalisation to fold into the graph.
 
     :param vec_normalize: a ``VecNormalize`` or a statistics file to fold in; ``None`` for the model's own
-        ``VecNormalize`` if its environment has one; ``False`` for none (the graph then takes normalised observations)
+        ``VecNormalize`` if its environment has one; ``True`` for the model's own, which must be there; ``False`` for
+        none (the graph then takes normalised observations)
     :param env: the model's environment (``None`` when it has none)
     :return: the normalisation, or ``None``
     """
