@@ -140,6 +140,31 @@ def test_trpo_graph_acts_as_predict(tmp_path: Path, kind: str) -> None:
         assert_same_actions(run(observation=observation[None])["actions"][0], expected)
 
 
+@pytest.mark.parametrize("algorithm", ["PPO", "A2C", "MaskablePPO", "RecurrentPPO"])
+def test_other_actor_critic_algorithms(tmp_path: Path, algorithm: str) -> None:
+    """SB3's and sb3-contrib's own algorithms share the policies, and export the same way."""
+    import sb3_contrib
+    import stable_baselines3
+
+    algorithm_class = getattr(stable_baselines3, algorithm, None) or getattr(sb3_contrib, algorithm)
+    policy = "MlpLstmPolicy" if algorithm == "RecurrentPPO" else "MlpPolicy"
+    env = MASKED_ENVS["discrete"]() if algorithm == "MaskablePPO" else vec_env(spaces.Discrete(4), n_envs=2)
+    settings = {} if algorithm == "A2C" else {"batch_size": 16}
+    model = spread(algorithm_class(policy, env, n_steps=16, seed=0, **settings), 5.0)
+    exported = export_onnx(model, tmp_path / "policy.onnx")
+    assert exported.check is not None and exported.metadata["algorithm"] == algorithm
+    observations = draw(model.observation_space, 64)
+    inputs: dict[str, np.ndarray] = {"observation": observations}
+    keywords: dict[str, Any] = {}
+    if algorithm == "MaskablePPO":
+        inputs["action_masks"] = keywords["action_masks"] = random_masks(np.random.default_rng(0), 64, [6])
+    if algorithm == "RecurrentPPO":
+        zeros = np.zeros((1, 64, model.policy.lstm_actor.hidden_size), np.float32)
+        inputs.update(lstm_hidden=zeros, lstm_cell=zeros, episode_starts=np.ones(64, dtype=bool))
+    expected, _ = model.predict(observations, deterministic=True, **keywords)
+    assert_same_actions(onnx_policy(exported.path)(**inputs)["actions"], expected)
+
+
 def test_export_leaves_the_model_as_it_was(tmp_path: Path) -> None:
     model = trpo_model("gsde")
     model.policy.set_training_mode(True)
