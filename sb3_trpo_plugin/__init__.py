@@ -1,11 +1,14 @@
 """Trust Region Policy Optimization (TRPO) as a first-class Stable-Baselines3 algorithm."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sb3_trpo_plugin.loading import safe_load, safe_load_vec_normalize
 from sb3_trpo_plugin.replicas import CPUOnlyRolloutWarning, FastPathMismatchWarning, FastPathWarning
 from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, HyperparameterError, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.version import __version__
+
+if TYPE_CHECKING:
+    from sb3_trpo_plugin.export import export_onnx
 
 # The variants are not in __all__: ``from sb3_trpo_plugin import *`` must work without sb3-contrib.
 __all__ = [
@@ -18,13 +21,21 @@ __all__ = [
     "MlpPolicy",
     "MultiInputPolicy",
     "__version__",
+    "export_onnx",
     "safe_load",
     "safe_load_vec_normalize",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    """The variants, imported on first use: they need sb3-contrib, an optional dependency (the ``contrib`` extra)."""
+    """
+    Imported on first use: the variants (they need sb3-contrib, the ``contrib`` extra), and ONNX export (which imports
+    onnx and onnxruntime, the ``export`` extra, only when it runs).
+    """
+    if name == "export_onnx":
+        from sb3_trpo_plugin.export import export_onnx
+
+        return export_onnx
     if name == "MaskableTRPO":
         from sb3_trpo_plugin.masked import MaskableTRPO
 

@@ -27,8 +27,9 @@ ALLOWED: dict[str, set[str]] = {
     "masked": {"trpo", "replicas", "rollout", "common"},  # sb3-contrib's action masking; imported lazily by the root
     "recurrent": {"trpo", "replicas", "rollout", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib (optional)
     "loading": {"trpo", "masked", "recurrent", "serialization", "version"},  # the variants lazily, for their files
-    "": {"trpo", "loading", "version", "masked", "recurrent", "replicas"},
-    "cli": {"", "trpo", "loading", "serialization", "version", "envs"},
+    "export": {"loading", "serialization", "version"},  # ONNX export; onnx and onnxruntime imported when it runs
+    "": {"trpo", "loading", "version", "masked", "recurrent", "replicas", "export"},
+    "cli": {"", "trpo", "loading", "serialization", "version", "envs", "export"},
     "zoo": {"", "trpo", "masked"},
     "__main__": {"cli"},
 }

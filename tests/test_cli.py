@@ -59,6 +59,7 @@ def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
         ),
         ("eval", ["--log-folder", "--episodes", "--render", "--best"]),
         ("plot", ["DIR", "--output", "--window"]),
+        ("export", ["RUN_OR_MODEL", "--onnx", "--best", "--vecnormalize", "--no-vecnormalize", "--stochastic", "--opset"]),
     ],
 )
 def test_help_explains_every_option(capsys: pytest.CaptureFixture[str], command: str, options: list[str]) -> None:

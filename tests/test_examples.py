@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +29,7 @@ def load_example(name: str) -> ModuleType:
 def test_every_example_is_tested() -> None:
     tested = {"cartpole_quickstart", "ppo_to_trpo_callbacks", "pendulum_gsde", "pixel_cnn", "mujoco_hopper"}
     tested |= {"tensorboard_custom_scalars", "distributed_cartpole", "recurrent_ppo_to_trpo", "maskable_ppo_to_trpo"}
+    tested |= {"export_onnx"}
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -137,3 +140,25 @@ def test_maskable_ppo_script_swapped_to_trpo(tmp_path: Path, algo: str) -> None:
     assert type(example.ALGORITHMS[algo].load(run_folder / "model.zip")).__name__ == {"maskable_ppo": "MaskablePPO"}.get(
         algo, "MaskableTRPO"
     )
+
+
+def test_export_onnx(tmp_path: Path) -> None:
+    example = load_example("export_onnx")
+    argv = ["--timesteps", "2048", "--episodes", "3", "--latency-rounds", "1", "--output", str(tmp_path), "--no-progress-bar"]
+    result = example.main(argv)
+    # The deployment process played the same episodes as predict(): discrete actions, the same returns exactly.
+    assert result["onnx_returns"] == result["predict_returns"] and len(result["onnx_returns"]) == 3
+    assert all(9 <= episode_return <= 500 for episode_return in result["onnx_returns"])
+    assert result["training_stack_imported"] == []
+    assert 5_000 < result["size_bytes"] == (tmp_path / "cartpole.onnx").stat().st_size < 100_000  # two 64-unit layers
+    assert all(latency > 0 for latency in result["onnx_us"] + result["predict_us"])
+    # The deployment side run by itself, its process's modules inspected from outside the example's own report.
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['export_onnx.py', '--run-onnx', {str(tmp_path / 'cartpole.onnx')!r}, '--episodes', '2']\n"
+        f"runpy.run_path({str(EXAMPLES / 'export_onnx.py')!r}, run_name='__main__')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'stable_baselines3', 'sb3_trpo_plugin')))"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert json.loads(lines[0])["returns"] == result["onnx_returns"][:2]
+    assert lines[1] == "[]"

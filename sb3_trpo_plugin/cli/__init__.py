@@ -1,11 +1,12 @@
 """
-``sb3-trpo``: train, evaluate and plot TRPO runs without rl-zoo3.
+``sb3-trpo``: train, evaluate, plot and export TRPO runs without rl-zoo3.
 
 Sub-commands::
 
     sb3-trpo train --env CartPole-v1 --seed 0 --log-folder runs/trpo_cartpole_s0
     sb3-trpo eval --log-folder runs/trpo_cartpole_s0 --episodes 10
     sb3-trpo plot runs/ -o curves.png
+    sb3-trpo export runs/trpo_cartpole_s0 --onnx cartpole.onnx
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sb3_trpo_plugin.cli import evaluate, plot, train
+from sb3_trpo_plugin.cli import evaluate, export, plot, train
 from sb3_trpo_plugin.cli.arguments import CommandError
 from sb3_trpo_plugin.version import __version__
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="sb3-trpo",
-        description="Train, evaluate and plot TRPO (sb3-trpo-plugin) on Gymnasium environments. "
+        description="Train, evaluate, plot and export TRPO (sb3-trpo-plugin) on Gymnasium environments. "
         "For rl-zoo3's command line, use python -m sb3_trpo_plugin.zoo instead.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -56,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    export.add_arguments(
+        commands.add_parser(
+            "export",
+            help="write a run's policy as an ONNX graph",
+            description="Write the deterministic policy of a run (or of a model file) as an ONNX graph that takes raw "
+            "observations (VecNormalize statistics folded in) and returns predict(deterministic=True)'s actions, "
+            "checked against predict() with onnxruntime before it is written. Needs the export extra: "
+            "pip install 'sb3-trpo-plugin[export]'. See docs/export.md.",
+        )
+    )
     return parser
 
 
@@ -68,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    run_command = {"train": train.train, "eval": evaluate.evaluate, "plot": plot.plot}[args.command]
+    run_command = {"train": train.train, "eval": evaluate.evaluate, "plot": plot.plot, "export": export.export}[args.command]
     try:
         run_command(args)
     except CommandError as error:

@@ -12,7 +12,6 @@ from sb3_trpo_plugin.cli.arguments import CommandError, positive_int
 from sb3_trpo_plugin.cli.environments import make_env
 from sb3_trpo_plugin.cli.run_folder import RunFolder
 from sb3_trpo_plugin.loading import safe_load, safe_load_vec_normalize
-from sb3_trpo_plugin.serialization.vec_normalize_statistics import statistics_path
 
 # Evaluation episodes use seeds apart from those of training (seed .. seed + n_envs) and of its evaluations (seed + 1000).
 EVAL_SEED_OFFSET = 10_000
@@ -58,15 +57,14 @@ def evaluate_run(
     if not run.config.exists():
         raise CommandError(f"{run.path} holds no sb3-trpo run (no {run.config.name}); give the --log-folder of sb3-trpo train")
     config = run.read_config()
-    model_path, vecnormalize_path = (run.best_model, run.best_vecnormalize) if best else (run.model, run.vecnormalize)
+    model_path = run.best_model if best else run.model
     if not model_path.exists():
         raise CommandError(f"{model_path} does not exist" + (" (no evaluation ran during training)" if best else ""))
 
     env_seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
     env = make_env(config["env"], 1, env_seed, env_kwargs={"render_mode": "human"} if render else None)
     if config["normalize"]:
-        statistics = vecnormalize_path if vecnormalize_path.exists() else run.vecnormalize
-        env = safe_load_vec_normalize(_statistics_file(statistics), env)
+        env = safe_load_vec_normalize(run.statistics_file(best), env)
         env.training = False
         env.norm_reward = False
     # Nothing from the run's files is unpickled: a run folder may come from someone else.
@@ -77,12 +75,6 @@ def evaluate_run(
     )
     env.close()
     return float(np.mean(returns)), float(np.std(returns))
-
-
-def _statistics_file(pickle_path: Path) -> Path:
-    """The pickle-free statistics next to SB3's ``.pkl`` when present (runs of older versions have only the ``.pkl``)."""
-    npz_path = statistics_path(pickle_path)
-    return npz_path if npz_path.exists() else pickle_path
 
 
 def evaluate(args: argparse.Namespace) -> tuple[float, float]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sb3_trpo_plugin.serialization.vec_normalize_statistics import statistics_path
+
 CONFIG_FILE = "run.json"
 
 
@@ -64,6 +66,17 @@ class RunFolder:
     def tensorboard(self) -> Path:
         """TensorBoard event files."""
         return self.path / "tensorboard"
+
+    def statistics_file(self, best: bool = False) -> Path:
+        """
+        The ``VecNormalize`` statistics of the final or the best model: the pickle-free ``.npz`` when present (runs of
+        older versions have only SB3's ``.pkl``); the final statistics when no evaluation saved the best's.
+
+        :param best: for ``best_model.zip`` rather than ``model.zip``
+        """
+        pickle_path = self.best_vecnormalize if best and self.best_vecnormalize.exists() else self.vecnormalize
+        npz_path = statistics_path(pickle_path)
+        return npz_path if npz_path.exists() else pickle_path
 
     def read_config(self) -> dict[str, Any]:
         """

@@ -187,6 +187,25 @@ def _fits(rms: RunningMeanStd, expected: RunningMeanStd, where: str) -> RunningM
     return rms
 
 
+def _statistics(content: bytes) -> VecNormalizeStatistics:
+    """The statistics of either file: an ``.npz`` is a zip archive (its first bytes are "PK"), a pickle is not."""
+    return read_vec_normalize_statistics(content) if content[:2] == b"PK" else statistics_from_pickle(content)
+
+
+def read_statistics_file(path: str | os.PathLike[str]) -> VecNormalizeStatistics:
+    """
+    The statistics of a ``VecNormalize`` file without an environment to wrap (what ONNX export folds into a graph).
+
+    :param path: the statistics file (``.npz`` or SB3's ``.pkl``, read as :func:`safe_load_vec_normalize` reads it)
+    :return: the settings and running statistics
+    :raises UnsafeStatisticsFileError: for a pickle that names any other global, or a malformed file
+    """
+    try:
+        return _statistics(pathlib.Path(path).read_bytes())
+    except StatisticsFileError as error:
+        raise UnsafeStatisticsFileError(f"refusing the statistics file {path}: {error}") from error
+
+
 def safe_load_vec_normalize(path: str | os.PathLike[str], venv: VecEnv) -> VecNormalize:
     """
     ``VecNormalize.load(path, venv)`` without running code from the file.
@@ -204,8 +223,7 @@ def safe_load_vec_normalize(path: str | os.PathLike[str], venv: VecEnv) -> VecNo
     """
     content = pathlib.Path(path).read_bytes()
     try:
-        # An .npz is a zip archive (its first bytes are "PK"); a pickle starts with its protocol opcode.
-        statistics = read_vec_normalize_statistics(content) if content[:2] == b"PK" else statistics_from_pickle(content)
+        statistics = _statistics(content)
         settings = statistics.settings
         vec_normalize = VecNormalize(
             venv, norm_obs_keys=settings["norm_obs_keys"], **{name: settings[name] for name, _ in SETTINGS}
