@@ -4,7 +4,7 @@
 # Usage: benchmarks/mujoco_campaign.sh [CODE_DIR] [JOBS]
 #   CODE_DIR: a checkout whose sb3_trpo_plugin is benchmarked (default: this repository); a separate worktree keeps
 #   a campaign of hours on one version of the code. JOBS: runs at a time (default 2).
-# Results: benchmarks/results/mujoco_1m of this repository; `python benchmarks/learning.py report` renders them.
+# Results: benchmarks/results/mujoco_1m of this repository; `python benchmarks/mujoco_report.py` renders them.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CODE=${1:-$REPO}
@@ -14,9 +14,10 @@ R=$REPO/benchmarks/results/mujoco_1m
 cd "$CODE"
 export PYTHONPATH=$CODE
 run() { "$PY" benchmarks/learning.py run --jobs "$JOBS" --results "$R" --timesteps 1000000 "$@"; }
-# 1. Ant-v5 (Ant-v4's observation): ten seeds of both TRPOs, then the ablations of this TRPO's fast paths.
+# 1. Ant-v5 (Ant-v4's observation): ten seeds of both TRPOs.
 run --envs Ant-v5 --algos trpo sb3_contrib_trpo --seeds 0 1 2 3 4 5 6 7 8 9
-run --envs Ant-v5 --algos trpo_sb3_loop trpo_kl_hessian trpo_autograd_critic trpo_plain_adam --seeds 0 1 2 3 4
-# 2. The 1M table: both TRPOs, three seeds, then two more.
+# 2. The 1M table: both TRPOs, three seeds.
 run --envs Hopper-v5 HalfCheetah-v5 Walker2d-v5 Swimmer-v5 --algos trpo sb3_contrib_trpo --seeds 0 1 2
+# 3. The ablations of this TRPO's fast paths on Ant-v5, then two more seeds of the table.
+run --envs Ant-v5 --algos trpo_sb3_loop trpo_kl_hessian trpo_autograd_critic trpo_plain_adam --seeds 0 1 2 3 4
 run --envs Hopper-v5 HalfCheetah-v5 Walker2d-v5 Swimmer-v5 --algos trpo sb3_contrib_trpo --seeds 3 4
