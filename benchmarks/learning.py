@@ -88,6 +88,7 @@ ABLATIONS: dict[str, str] = {
     "trpo_kl_hessian": "Fisher-vector products by double backprop of the KL (fisher_product='kl_hessian')",
     "trpo_autograd_critic": "the critic's gradient by autograd instead of the hand-derived one",
     "trpo_plain_adam": "torch's Adam.step (foreach) instead of the fused kernel called directly",
+    "trpo_numpy_shuffle": "the critic's minibatch order from NumPy's generator, as sb3-contrib's buffer draws it",
 }
 ALGOS = ("trpo", "sb3_contrib_trpo", "ppo", *ABLATIONS)
 EVAL_SEED_OFFSET = 10_000
@@ -198,8 +199,29 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
     model = cls(preset.policy, env, seed=seed, verbose=0, device="cpu", **kwargs)
     if algo == "trpo_sb3_loop":
         model.lean_rollout = False
+    elif algo == "trpo_numpy_shuffle":
+        model.batch_reductions = NumpyShuffles  # one process's reductions, each epoch's order drawn by NumPy
     model.set_logger(logger)
     return model
+
+
+class NumpyShuffles:
+    """
+    One process's reductions with the critic's epoch orders drawn by ``np.random.permutation``, as sb3-contrib's
+    ``RolloutBuffer.get(batch_size)`` draws them (the ``trpo_numpy_shuffle`` ablation): torch's generator then samples
+    the actions alone, as in sb3-contrib's TRPO, instead of also shuffling the critic's minibatches.
+    """
+
+    def __new__(cls) -> Any:
+        import torch
+
+        from sb3_trpo_plugin.common.reductions import OneProcess
+
+        class Reductions(OneProcess):
+            def minibatch_order(self, n_rows: int, batch_size: int, device: Any) -> tuple[Any, int]:
+                return torch.as_tensor(np.random.permutation(n_rows), device=device), batch_size
+
+        return Reductions()
 
 
 def _use_autograd_critic() -> None:
