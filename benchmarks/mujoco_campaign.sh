@@ -18,6 +18,8 @@ run() { "$PY" benchmarks/learning.py run --jobs "$JOBS" --results "$R" --timeste
 run --envs Ant-v5 --algos trpo sb3_contrib_trpo --seeds 0 1 2 3 4 5 6 7 8 9
 # 2. The 1M table: both TRPOs, three seeds.
 run --envs Hopper-v5 HalfCheetah-v5 Walker2d-v5 Swimmer-v5 --algos trpo sb3_contrib_trpo --seeds 0 1 2
-# 3. The ablations of this TRPO's fast paths on Ant-v5, then two more seeds of the table.
-run --envs Ant-v5 --algos trpo_sb3_loop trpo_kl_hessian trpo_autograd_critic trpo_plain_adam --seeds 0 1 2 3 4
+# 3. The ablations of this TRPO's fast paths on Ant-v5 (three seeds), two more seeds of the table, two of the ablations.
+ABLATIONS="trpo_sb3_loop trpo_kl_hessian trpo_autograd_critic trpo_plain_adam"
+run --envs Ant-v5 --algos $ABLATIONS --seeds 0 1 2
 run --envs Hopper-v5 HalfCheetah-v5 Walker2d-v5 Swimmer-v5 --algos trpo sb3_contrib_trpo --seeds 3 4
+run --envs Ant-v5 --algos $ABLATIONS --seeds 3 4
