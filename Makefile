@@ -44,8 +44,8 @@ dist: $(VENV)/.installed-test
 
 # Hours on 2 cores; resumable (finished runs are skipped), then rewrites its section of docs/benchmarks.md.
 bench-learning: $(VENV)/.installed-bench
-	$(PY) benchmarks/learning.py run
-	$(PY) benchmarks/learning.py report
+	$(PY) -m benchmarks.learning run
+	$(PY) -m benchmarks.learning report
 
 clean:
 	rm -rf $(VENV) demo_output runs .pytest_cache docs/_build docs/_generated dist build
