@@ -29,8 +29,13 @@ test-fast: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 
+# Each speed benchmark writes its JSON into benchmarks/results/speed/; the report renders them into docs/benchmarks.md.
 bench-speed: $(VENV)/.installed-test
-	$(PY) benchmarks/speed.py
+	$(PY) -m benchmarks.speed_train
+	$(PY) -m benchmarks.speed_recurrent_train
+	$(PY) -m benchmarks.speed_variants
+	$(PY) -m benchmarks.speed_end_to_end
+	$(PY) -m benchmarks.speed_report
 
 # The documentation, into docs/_build/html (open index.html): warnings are errors, cross-references checked (-n).
 .PHONY: docs dist
@@ -44,8 +49,8 @@ dist: $(VENV)/.installed-test
 
 # Hours on 2 cores; resumable (finished runs are skipped), then rewrites its section of docs/benchmarks.md.
 bench-learning: $(VENV)/.installed-bench
-	$(PY) benchmarks/learning.py run
-	$(PY) benchmarks/learning.py report
+	$(PY) -m benchmarks.learning run
+	$(PY) -m benchmarks.learning report
 
 clean:
 	rm -rf $(VENV) demo_output runs .pytest_cache docs/_build docs/_generated dist build

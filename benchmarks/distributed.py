@@ -23,8 +23,8 @@ Settings (rl-zoo3's CartPole-v1 config: ``n_envs=2``, ``n_steps=512``, ``batch_s
 
 Usage::
 
-    python benchmarks/distributed.py        # writes docs/benchmarks.md's section, benchmarks/results/distributed.json
-    python benchmarks/distributed.py --repeats 2 --updates 2 --no-write
+    python -m benchmarks.distributed        # writes docs/benchmarks.md's section, benchmarks/results/distributed.json
+    python -m benchmarks.distributed --repeats 2 --updates 2 --no-write
 
 Each process runs torch on one thread (``OMP_NUM_THREADS=1``, as torchrun sets with several processes).
 """
@@ -40,16 +40,17 @@ import platform
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import sections
+from benchmarks import sections
+from benchmarks.launch import ROOT, child_environment, module_command
 
-ROOT = Path(__file__).resolve().parent.parent
+#: This module's name, which its worker processes run.
+MODULE = "benchmarks.distributed"
 ZOO_CARTPOLE = dict(
     n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20
 )
@@ -273,18 +274,15 @@ def start_group(name: str, folder: Path, updates: int) -> Group:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = os.environ | {
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "PYTHONFAULTHANDLER": "1",  # a Python stack if a process aborts
-    }
-    worker_args = [__file__, "--worker", f"--n-steps={n_steps}", f"--updates={updates}", f"--control={control}"]
+    env = child_environment({"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})  # a Python stack if a process aborts
+    worker_args = ["--worker", f"--n-steps={n_steps}", f"--updates={updates}", f"--control={control}"]
     worker_args += [] if split else ["--averaged"]
     if independent or n_processes == 1:
-        commands = [[sys.executable, *worker_args, f"--index={index}"] for index in range(n_processes)]
+        commands = [module_command(MODULE, *worker_args, f"--index={index}") for index in range(n_processes)]
     else:
-        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_processes}",
-                    "--master_addr=127.0.0.1", f"--master_port={port}"]  # fmt: skip
+        # torchrun's -m: each rank runs this module by name, as python -m does.
+        launcher = module_command("torch.distributed.run", f"--nproc_per_node={n_processes}", "--master_addr=127.0.0.1",
+                                  f"--master_port={port}", "-m", MODULE)  # fmt: skip
         commands = [[*launcher, *worker_args, "--index=0"]]
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for command in commands]
     return Group(name, control, processes, n_results=len(commands))
@@ -473,7 +471,7 @@ def report(
         f"Machine: {machine()}; torch {torch.__version__}.",
         f"Load average {load[0]} before the runs and {load[1]} after, on 2 cores. One all-reduce of 2 floats between",
         f"the two processes takes {split[0].get('all_reduce_latency_us', float('nan')):.0f} µs here.",
-        f"Command: `python benchmarks/distributed.py --repeats {args.repeats} --updates {args.updates}`.",
+        f"Command: `python -m benchmarks.distributed --repeats {args.repeats} --updates {args.updates}`.",
     ]
     return "\n".join(lines)
 

@@ -7,8 +7,8 @@ runs are skipped, so the command resumes. ``report`` prints the markdown table r
 
 Usage::
 
-    python benchmarks/entropy_bonus.py run --env CartPole-v1 --seeds 0 1 2 --ent-coefs 0 0.01 --timesteps 50000
-    python benchmarks/entropy_bonus.py report --env CartPole-v1
+    python -m benchmarks.entropy_bonus run --env CartPole-v1 --seeds 0 1 2 --ent-coefs 0 0.01 --timesteps 50000
+    python -m benchmarks.entropy_bonus report --env CartPole-v1
 
 Torch runs on one thread (set here, not in the library).
 """

@@ -14,8 +14,8 @@ Before a fast path first serves a model it runs beside the upstream computation 
 
 Usage::
 
-    python benchmarks/fast_path_proofs.py                     # both, 3 rounds of learn()
-    python benchmarks/fast_path_proofs.py --rounds 1 --timesteps 20000 --json proofs.json
+    python -m benchmarks.fast_path_proofs                     # both, 3 rounds of learn()
+    python -m benchmarks.fast_path_proofs --rounds 1 --timesteps 20000 --json proofs.json
 
 Torch runs on one thread (set here, not in the library).
 """

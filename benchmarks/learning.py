@@ -15,10 +15,10 @@ process is what makes ``--jobs`` runs share the cores without oversubscription.
 
 Usage::
 
-    python benchmarks/learning.py run --jobs 2                   # the whole campaign
-    python benchmarks/learning.py run --envs CartPole-v1 --seeds 0 1 2 3 4
-    python benchmarks/learning.py run --timesteps-scale 0.02 --results /tmp/smoke   # a smoke test
-    python benchmarks/learning.py report                          # docs/benchmarks.md + docs/learning_<env>.png
+    python -m benchmarks.learning run --jobs 2                   # the whole campaign
+    python -m benchmarks.learning run --envs CartPole-v1 --seeds 0 1 2 3 4
+    python -m benchmarks.learning run --timesteps-scale 0.02 --results /tmp/smoke   # a smoke test
+    python -m benchmarks.learning report                          # docs/benchmarks.md + docs/learning_<env>.png
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -46,9 +45,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from learning_report import (
+from benchmarks.launch import child_environment, module_command
+from benchmarks.learning_report import (
     CurvePoint,
     load_results,
     plot_env,
@@ -604,22 +602,13 @@ def run_campaign(args: argparse.Namespace) -> None:
             env_id, algo, seed = job = jobs.pop(0)
             if (results / env_id / algo / f"seed{seed}.json").exists():  # done meanwhile by another campaign
                 continue
-            command = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "one",
-                env_id,
-                algo,
-                str(seed),
-                "--results",
-                str(results),
-            ]
+            command = module_command("benchmarks.learning", "one", env_id, algo, str(seed), "--results", str(results))
             command += ["--evals", str(args.evals), "--eval-episodes", str(args.eval_episodes)]
             command += ["--final-episodes", str(args.final_episodes), "--timesteps-scale", str(args.timesteps_scale)]
             if args.timesteps:
                 command += ["--timesteps", str(args.timesteps)]
             print(f"{time.strftime('%H:%M:%S')} start {env_id} {algo} seed {seed}", flush=True)
-            running.append((subprocess.Popen(command), job, time.perf_counter()))
+            running.append((subprocess.Popen(command, env=child_environment()), job, time.perf_counter()))
         time.sleep(0.5)
         for entry in list(running):
             process, (env_id, algo, seed), t0 = entry

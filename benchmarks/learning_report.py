@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sections
+
+from benchmarks import sections
 
 #: Display names, in table and legend order.
 ALGO_LABELS: dict[str, str] = {

@@ -20,7 +20,7 @@ arrangement. ``tests/test_lockstep.py`` runs it on Pendulum-v1; ``investigations
 
 Usage::
 
-    python benchmarks/lockstep.py Ant-v5 --updates 300 --seed 0 --out lockstep_seed0.csv
+    python -m benchmarks.lockstep Ant-v5 --updates 300 --seed 0 --out lockstep_seed0.csv
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import argparse
 import copy
 import csv
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
+from benchmarks import learning
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.common.reductions import OneProcess
 from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer_state
@@ -183,9 +183,6 @@ def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import learning
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("env_id", choices=list(learning.ALL_ENVS))
     parser.add_argument("--updates", type=int, default=300)

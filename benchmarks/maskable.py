@@ -9,8 +9,8 @@ Both algorithms run with their defaults otherwise. A deterministic, masked evalu
 
 Usage::
 
-    python benchmarks/maskable.py run --seeds 0 1 2 3 4 --timesteps 30000
-    python benchmarks/maskable.py report          # prints the markdown table, writes docs/maskable_learning.png
+    python -m benchmarks.maskable run --seeds 0 1 2 3 4 --timesteps 30000
+    python -m benchmarks.maskable report          # prints the markdown table, writes docs/maskable_learning.png
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 # Usage: benchmarks/mujoco_campaign.sh [CODE_DIR] [JOBS]
 #   CODE_DIR: a checkout whose sb3_trpo_plugin is benchmarked (default: this repository); a separate worktree keeps
 #   a campaign of hours on one version of the code. JOBS: runs at a time (default 2).
-# Results: benchmarks/results/mujoco_1m of this repository; `python benchmarks/mujoco_report.py` renders them.
+# Results: benchmarks/results/mujoco_1m of this repository; `python -m benchmarks.mujoco_report` renders them.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CODE=${1:-$REPO}
@@ -13,7 +13,7 @@ PY=${PYTHON:-$REPO/.venv/bin/python}
 R=$REPO/benchmarks/results/mujoco_1m
 cd "$CODE"
 export PYTHONPATH=$CODE
-run() { "$PY" benchmarks/learning.py run --jobs "$JOBS" --results "$R" --timesteps 1000000 "$@"; }
+run() { "$PY" -m benchmarks.learning run --jobs "$JOBS" --results "$R" --timesteps 1000000 "$@"; }
 # 1. Ant-v5 (Ant-v4's observation): ten seeds of both TRPOs.
 run --envs Ant-v5 --algos trpo sb3_contrib_trpo --seeds 0 1 2 3 4 5 6 7 8 9
 # 2. The 1M table: both TRPOs, three seeds.

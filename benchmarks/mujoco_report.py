@@ -9,7 +9,7 @@ approximations.
 
 Usage::
 
-    python benchmarks/mujoco_report.py                      # docs/benchmarks.md section + docs/mujoco_<env>.png
+    python -m benchmarks.mujoco_report                      # docs/benchmarks.md section + docs/mujoco_<env>.png
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import sections
-from learning_report import ALGO_LABELS, RunResult, load_results
+
+from benchmarks import sections
+from benchmarks.learning_report import ALGO_LABELS, RunResult, load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "mujoco_1m"
@@ -291,7 +292,7 @@ def render_section(
 
 def report(results: Path, doc: Path, plots: Path) -> None:
     """Rewrite the ``mujoco`` section of ``doc`` and the plots from the runs under ``results``."""
-    from learning import ABLATIONS
+    from benchmarks.learning import ABLATIONS  # imports SB3 and torch: only when a report is written
 
     table = load_results(results)
     plots.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ alternating rounds of the same observations in one process, so that both see the
 ``predict`` is given what the graph takes care of itself: ``VecNormalize.normalize_obs``, the masks, the LSTM
 states. Prints a Markdown table (medians over rounds of each round's median step)::
 
-    python benchmarks/onnx_latency.py --rounds 7 --steps 300
+    python -m benchmarks.onnx_latency --rounds 7 --steps 300
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ every rollout, then evaluates the final policy deterministically over 20 episode
 
 Usage::
 
-    python benchmarks/recurrent_learning.py run --seeds 0 1 2 --timesteps 50000   # resumable
-    python benchmarks/recurrent_learning.py report   # docs/benchmarks.md's section, docs/recurrent_cartpole_novel.png
+    python -m benchmarks.recurrent_learning run --seeds 0 1 2 --timesteps 50000   # resumable
+    python -m benchmarks.recurrent_learning report   # docs/benchmarks.md's section, docs/recurrent_cartpole_novel.png
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks import sections
+from benchmarks.launch import child_environment, module_command
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "recurrent"
@@ -128,8 +130,8 @@ def campaign(algos: list[str], seeds: list[int], timesteps: int, results: Path) 
         for algo in algos:
             if (results / algo / f"seed{seed}.json").exists():
                 continue
-            command = [sys.executable, str(Path(__file__).resolve()), "one", algo, str(seed), str(timesteps), str(results)]
-            subprocess.run(command, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            command = module_command("benchmarks.recurrent_learning", "one", algo, str(seed), str(timesteps), str(results))
+            subprocess.run(command, check=False, env=child_environment({"OMP_NUM_THREADS": "1"}))
 
 
 def report(results: Path) -> str:
@@ -181,9 +183,9 @@ def section(table: str, results: Path) -> str:
         [
             "## RecurrentTRPO against RecurrentPPO: CartPole without velocities",
             "",
-            "Command: `python benchmarks/recurrent_learning.py run --seeds 0 1 2 --timesteps "
+            "Command: `python -m benchmarks.recurrent_learning run --seeds 0 1 2 --timesteps "
             f"{budgets[-1] if budgets else 30000}` (resumable: finished runs are skipped), then "
-            "`python benchmarks/recurrent_learning.py report`. Results: `benchmarks/results/recurrent/<algo>/seed<k>.json`.",
+            "`python -m benchmarks.recurrent_learning report`. Results: `benchmarks/results/recurrent/<algo>/seed<k>.json`.",
             "",
             "CartPole-v1 with the velocities hidden (rl-zoo3's `CartPoleNoVel-v1`: position and angle only), 8 envs,",
             "VecNormalize. RecurrentPPO: rl-zoo3's tuned `ppo_lstm.yml` settings (n_steps 32, batch 256, 20 epochs, linear",
@@ -221,9 +223,6 @@ def main() -> None:
     elif arguments.command == "one":
         run(arguments.algo, arguments.seed, arguments.timesteps, arguments.results)
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import sections
-
         text = section(report(arguments.results), arguments.results)
         print(text)
         sections.write_section("recurrent_learning", text)

@@ -8,9 +8,9 @@ write) is soaked too.
 
 Usage::
 
-    nice python benchmarks/soak.py                              # 1M steps (the full soak)
-    nice python benchmarks/soak.py --total-timesteps 50000      # a quick check
-    python benchmarks/soak.py --output soak.csv --max-growth-mib 20
+    nice python -m benchmarks.soak                              # 1M steps (the full soak)
+    nice python -m benchmarks.soak --total-timesteps 50000      # a quick check
+    python -m benchmarks.soak --output soak.csv --max-growth-mib 20
 
 It prints one line per sample (step count, elapsed time, RSS, Python objects) and a summary: RSS after
 the warm-up, at the end, the growth in between, and a least-squares slope in MiB per 100k steps. The

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -24,24 +21,6 @@ ACTION_SPACES = {
     "multidiscrete": spaces.MultiDiscrete([2, 3]),
     "multibinary": spaces.MultiBinary(3),
 }
-
-
-def load_benchmark(filename: str, module_name: str) -> ModuleType:
-    """
-    Import a script of ``benchmarks/`` (not a package) as ``module_name``, for testing its pure parts.
-
-    :param filename: e.g. ``"distributed.py"``
-    :param module_name: the name it is registered under in ``sys.modules``
-    """
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / filename
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))  # the benchmark scripts import their sibling modules
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def filled_model(env, **kwargs) -> TRPO:

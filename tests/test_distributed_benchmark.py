@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import load_benchmark
-
-db = load_benchmark("distributed.py", "distributed_benchmark")
+from benchmarks import distributed as db
 
 
 def test_each_burst_is_compared_with_the_mean_of_its_neighbouring_reference_bursts() -> None:

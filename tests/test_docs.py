@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import json
 import os
 import pkgutil
@@ -154,6 +155,10 @@ def test_shell_commands_name_what_exists() -> None:
                     assert words[3] in SCRIPTS, where
                 if words[0] == "make":
                     assert set(word for word in words[1:] if "=" not in word) <= makefile_targets, where
+                for before, module in itertools.pairwise(words):
+                    if before == "-m" and module.startswith(("benchmarks.", "investigations.")):  # python -m benchmarks.x
+                        assert (ROOT / module.replace(".", "/")).with_suffix(".py").is_file(), where
+                        checked += 1
                 for word in words:
                     if re.match(r"^(examples|benchmarks|docs)/[\w/.-]+\.(py|sh)$", word):
                         assert (ROOT / word).is_file(), where

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_benchmark
-
 
 def test_runs_are_written_skipped_when_done_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    benchmark = load_benchmark("entropy_bonus.py", "entropy_bonus_benchmark")
+    from benchmarks import entropy_bonus as benchmark
+
     monkeypatch.setattr(benchmark, "RESULTS", tmp_path)
     monkeypatch.setitem(benchmark.ZOO_SETTINGS, "CartPole-v1", dict(n_envs=1, hyperparams=dict(n_steps=64, batch_size=64)))
     for ent_coef in (0.0, 5.0):

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_benchmark
-
-lr = load_benchmark("learning_report.py", "learning_report")
+from benchmarks import learning_report as lr
 
 
 def curve(*points: tuple[int, float, float]) -> list:
@@ -115,7 +113,8 @@ def test_one_run_writes_its_curve_then_its_metadata(tmp_path: Path, gymnasium_re
 
     pytest.importorskip("rl_zoo3")
     pytest.importorskip("sb3_contrib")
-    learning = load_benchmark("learning.py", "learning_benchmark")
+    from benchmarks import learning
+
     # rl-zoo3's CartPole-v1 preset: 2 envs x 512 steps, so two rollouts of 1024 steps.
     json_path = learning.run_one(
         "CartPole-v1", "trpo", 0, tmp_path, n_evals=2, eval_episodes=2, final_episodes=3, timesteps=2048
@@ -167,7 +166,8 @@ def test_trpo_takes_sb3_contribs_step_with_the_same_preset() -> None:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import Logger
 
-    learning = load_benchmark("learning.py", "learning_benchmark")
+    from benchmarks import learning
+
     preset = learning.Preset("MlpPolicy", {"n_steps": 256, "n_critic_updates": 1}, 2, 512, False, {}, {})
 
     steps = {}

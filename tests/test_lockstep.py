@@ -15,10 +15,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecNormalize
 
+from benchmarks import lockstep
 from sb3_trpo_plugin import TRPO
-from tests.conftest import load_benchmark
-
-lockstep = load_benchmark("lockstep.py", "lockstep")
 
 #: rl-zoo3's MuJoCo settings for TRPO, at a smaller batch.
 SETTINGS = dict(n_steps=256, batch_size=64, gamma=0.99, gae_lambda=0.95, cg_max_steps=25, cg_damping=0.1, n_critic_updates=5)

@@ -8,10 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import load_benchmark
-
-lr = load_benchmark("learning_report.py", "learning_report")
-mr = load_benchmark("mujoco_report.py", "mujoco_report")
+from benchmarks import learning_report as lr
+from benchmarks import mujoco_report as mr
 
 
 def run(algo: str, seed: int, returns: list[float], walls: list[float], env_id: str = "Ant-v5") -> object:

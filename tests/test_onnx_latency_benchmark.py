@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import load_benchmark
-
-lb = load_benchmark("onnx_latency.py", "onnx_latency_benchmark")
+from benchmarks import onnx_latency as lb
 
 
 def test_rounds_alternate_which_side_goes_first(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The pure parts of the speed benchmark: per-round arithmetic, targets, the report, the instrumentation, the dummy env."""
+"""The measuring parts of the speed benchmarks: per-round arithmetic, the instrumentation, the dummy env, the variants."""
 
 from __future__ import annotations
 
@@ -9,46 +9,46 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from tests.conftest import load_benchmark
-
-sb = load_benchmark("speed.py", "speed_benchmark")
+from benchmarks import speed_end_to_end as e2e
+from benchmarks import speed_report, speed_train, speed_variants
+from benchmarks import speed_timing as st
 
 
 def timing(wall: float, rollout: float, update: float, steps: int = 1000) -> Any:
-    return sb.LearnTiming(wall_s=wall, rollout_s=rollout, update_s=update, timesteps=steps)
+    return st.LearnTiming(wall_s=wall, rollout_s=rollout, update_s=update, timesteps=steps)
 
 
 def test_each_round_starts_one_further_along_the_order() -> None:
     order = ["ours", "sb3-contrib", "ppo", "bare"]
-    assert sb.rotated(order, 0) == order
-    assert sb.rotated(order, 1) == ["sb3-contrib", "ppo", "bare", "ours"]
-    assert sb.rotated(order, 6) == ["ppo", "bare", "ours", "sb3-contrib"]
+    assert st.rotated(order, 0) == order
+    assert st.rotated(order, 1) == ["sb3-contrib", "ppo", "bare", "ours"]
+    assert st.rotated(order, 6) == ["ppo", "bare", "ours", "sb3-contrib"]
 
 
 def test_learn_does_whole_rollouts_until_the_budget_is_reached() -> None:
-    assert sb.learn_steps(4096, n_steps=512, n_envs=2) == 4096
-    assert sb.learn_steps(4097, n_steps=512, n_envs=2) == 5120
-    assert sb.learn_steps(1, n_steps=1024, n_envs=2) == 2048
+    assert e2e.learn_steps(4096, n_steps=512, n_envs=2) == 4096
+    assert e2e.learn_steps(4097, n_steps=512, n_envs=2) == 5120
+    assert e2e.learn_steps(1, n_steps=1024, n_envs=2) == 2048
 
 
 def test_per_step_time_and_overhead_above_stepping() -> None:
-    assert sb.microseconds_per_step(0.5, 1000) == pytest.approx(500.0)
-    assert sb.overhead_above_stepping(30.0, 10.0) == pytest.approx(2.0)
-    assert sb.overhead_above_stepping(10.0, 10.0) == 0.0
-    assert sb.overhead_above_stepping(15.0, 10.0) == pytest.approx(0.5)
+    assert st.microseconds_per_step(0.5, 1000) == pytest.approx(500.0)
+    assert e2e.overhead_above_stepping(30.0, 10.0) == pytest.approx(2.0)
+    assert e2e.overhead_above_stepping(10.0, 10.0) == 0.0
+    assert e2e.overhead_above_stepping(15.0, 10.0) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no steps"):
-        sb.microseconds_per_step(1.0, 0)
+        st.microseconds_per_step(1.0, 0)
     with pytest.raises(ValueError, match="bare stepping"):
-        sb.overhead_above_stepping(1.0, 0.0)
+        e2e.overhead_above_stepping(1.0, 0.0)
 
 
 def test_the_speed_up_is_the_median_of_per_round_ratios() -> None:
     # Ratios 2, 3, 1: median 2; the ratio of the medians would be 4 / 3.
-    assert sb.median_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 4.0]) == pytest.approx(2.0)
+    assert st.median_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 4.0]) == pytest.approx(2.0)
     with pytest.raises(ValueError):
-        sb.median_ratio([1.0, 2.0], [1.0])
+        st.median_ratio([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="no rounds"):
-        sb.median_ratio([], [])
+        st.median_ratio([], [])
 
 
 def test_summary_of_the_rounds() -> None:
@@ -57,8 +57,8 @@ def test_summary_of_the_rounds() -> None:
         {"ours": timing(0.5, 0.3, 0.2), "sb3-contrib": timing(2.5, 1.5, 1.0), "ppo": timing(5.0, 1.0, 4.0)},
         {"ours": timing(2.0, 1.5, 0.5), "sb3-contrib": timing(3.0, 1.5, 1.5), "ppo": timing(4.5, 1.0, 3.5)},
     ]
-    stepping = [sb.SteppingTiming(0.1, 1000), sb.SteppingTiming(0.2, 1000), sb.SteppingTiming(0.5, 1000)]
-    summary = sb.summarize_end_to_end(rounds, stepping)
+    stepping = [e2e.SteppingTiming(0.1, 1000), e2e.SteppingTiming(0.2, 1000), e2e.SteppingTiming(0.5, 1000)]
+    summary = e2e.summarize_end_to_end(rounds, stepping)
     ours = summary["implementations"]["ours"]
     assert ours["steps_per_s"] == pytest.approx(1000.0)  # median of 1000, 2000, 500
     # Shares of the times summed over rounds (3.5 s): they add up to 1, the rest included.
@@ -75,93 +75,27 @@ def test_summary_of_the_rounds() -> None:
     assert summary["implementations"]["ppo"]["update_share"] == pytest.approx(10.4 / 13.5)
     assert summary["rounds"] == 3
     with pytest.raises(ValueError, match="one bare stepping per round"):
-        sb.summarize_end_to_end(rounds, stepping[:2])
-
-
-def summary(speed_up: float, overhead: float, with_ppo: bool = True) -> dict[str, Any]:
-    row = {
-        "steps_per_s": 1000.0,
-        "rollout_share": 0.7,
-        "update_share": 0.25,
-        "rest_share": 0.05,
-        "rollout_us_per_step": 400.0,
-        "overhead": overhead,
-    }
-    implementations = {"ours": row, "sb3-contrib": {**row, "steps_per_s": 1000.0 / speed_up}}
-    if with_ppo:
-        implementations["ppo"] = {**row, "steps_per_s": 321.0}
-    return {
-        "implementations": implementations,
-        "bare_us_per_step": 100.0,
-        "speed_up": speed_up,
-        "speed_up_min": speed_up - 0.1,
-        "speed_up_max": speed_up + 0.1,
-        "rounds": 3,
-        "setup": {"n_envs": 2, "n_steps": 512, "timesteps": 4096, "normalize": False},
-    }
-
-
-def test_targets_of_the_configurations_that_ran() -> None:
-    results = {
-        "cartpole": summary(2.5, 3.0),  # both bounds are inclusive
-        "hopper": summary(1.7, 0.6),
-        "pendulum_gsde": summary(1.49, 9.0),  # no overhead target
-    }
-    checks = {(check.description, check.bound): check for check in sb.target_checks(results)}
-    assert [(description, bound, check.holds) for (description, bound), check in checks.items()] == [
-        ("`learn()` ≥ 2.5× sb3-contrib on CartPole-v1", 2.5, True),
-        ("`learn()` ≥ 1.8× sb3-contrib on Hopper-v5", 1.8, False),
-        ("`learn()` ≥ 1.5× sb3-contrib on Pendulum-v1 (gSDE)", 1.5, False),
-        ("our rollout's overhead ≤ 3× bare env stepping on CartPole-v1", 3.0, True),
-        ("our rollout's overhead ≤ 0.5× bare env stepping on Hopper-v5", 0.5, False),
-    ]
-    assert checks[("our rollout's overhead ≤ 0.5× bare env stepping on Hopper-v5", 0.5)].value == pytest.approx(0.6)
-
-
-def test_end_to_end_section() -> None:
-    results = {"cartpole": summary(2.6, 1.25), "halfcheetah": summary(1.2, 0.4, with_ppo=False)}
-    text = sb.end_to_end_markdown(results, "python benchmarks/speed.py --only end-to-end", "Machine: test  ", "today")
-    lines = text.splitlines()
-    assert lines[0] == "## Speed: end-to-end `learn()` against sb3-contrib's TRPO"
-    assert "Command: `python benchmarks/speed.py --only end-to-end`  " in lines
-    assert "| CartPole-v1 | 2 × 512 | 4096 | 1000 | 385 | 321 | **2.60×** (2.50–2.70) | ≥ 2.5×: holds |" in lines
-    assert "| HalfCheetah-v5 | 2 × 512 | 4096 | 1000 | 833 | — | **1.20×** (1.10–1.30) | ≥ 1.5×: **not reached** |" in lines
-    assert "| CartPole-v1 | ours | 70% | 25% | 5% | 400.0 | 1.25× |" in lines
-    assert "| CartPole-v1 | PPO | 70% | 25% | 5% | 400.0 | 1.25× |" in lines
-    assert "| HalfCheetah-v5 | bare env stepping | — | — | — | 100.0 | — |" in lines
-    assert not any(line.startswith("| HalfCheetah-v5 | PPO") for line in lines)
-    assert "- our rollout's overhead ≤ 3× bare env stepping on CartPole-v1: 1.25×, holds" in lines
-    assert "- `learn()` ≥ 1.5× sb3-contrib on HalfCheetah-v5: 1.20×, **not reached**" in lines
-    assert "one update each;\n3 rounds." in text
-
-
-def test_the_end_to_end_section_leaves_the_train_section_alone() -> None:
-    document = sb.sections.replace_section("", "speed", "train() table")
-    document = sb.sections.replace_section(document, "speed_end_to_end", "learn() v1")
-    document = sb.sections.replace_section(document, "speed_end_to_end", "learn() v2")
-    assert "train() table" in document
-    assert "learn() v2" in document and "learn() v1" not in document
-    assert document.count("<!-- speed:start -->") == document.count("<!-- speed_end_to_end:start -->") == 1
+        e2e.summarize_end_to_end(rounds, stepping[:2])
 
 
 def test_budgets_from_the_command_line() -> None:
     defaults = {"cartpole": 4096, "hopper": 6144}
-    assert sb.parse_timesteps([], defaults) == defaults
-    assert sb.parse_timesteps(["hopper=2048"], defaults) == {"cartpole": 4096, "hopper": 2048}
+    assert e2e.parse_timesteps([], defaults) == defaults
+    assert e2e.parse_timesteps(["hopper=2048"], defaults) == {"cartpole": 4096, "hopper": 2048}
     for item in ("walker=1000", "cartpole", "cartpole=0", "cartpole=1e3", "cartpole=-5"):
         with pytest.raises(ValueError):
-            sb.parse_timesteps([item], defaults)
+            e2e.parse_timesteps([item], defaults)
 
 
 def test_ppo_shares_the_rollout_settings_only() -> None:
     pendulum = {"n_steps": 1024, "gamma": 0.9, "n_critic_updates": 15, "use_sde": True, "sde_sample_freq": 4}
-    assert sb.ppo_kwargs(pendulum) == {"n_steps": 1024, "use_sde": True, "sde_sample_freq": 4}
-    assert sb.ppo_kwargs({"n_steps": 512, "batch_size": 512, "cg_damping": 1e-3}) == {"n_steps": 512}
+    assert e2e.ppo_kwargs(pendulum) == {"n_steps": 1024, "use_sde": True, "sde_sample_freq": 4}
+    assert e2e.ppo_kwargs({"n_steps": 512, "batch_size": 512, "cg_damping": 1e-3}) == {"n_steps": 512}
 
 
 def test_mujoco_presets_are_rl_zoo3s_tuned_settings() -> None:
     for name in ("hopper", "halfcheetah"):
-        preset = sb.load_preset("trpo", sb.E2E_CONFIGS[name].env_id)
+        preset = e2e.load_preset("trpo", e2e.E2E_CONFIGS[name].env_id)
         assert (preset.n_envs, preset.normalize) == (2, True)
         kwargs = preset.kwargs
         assert (kwargs["batch_size"], kwargs["n_steps"], kwargs["cg_max_steps"]) == (128, 1024, 25)
@@ -181,10 +115,10 @@ class FakeModel:
 
 def test_instrumentation_times_the_instance_and_leaves_the_class_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = itertools.count(start=0.0, step=0.5)  # every reading of the clock is 0.5 s after the previous one
-    monkeypatch.setattr(sb.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(st.time, "perf_counter", lambda: next(clock))
     methods = (FakeModel.collect_rollouts, FakeModel.train)
     model = FakeModel()
-    totals = sb.instrument(model)
+    totals = st.instrument(model)
     assert model.collect_rollouts(3) is True  # the wrapped methods return what the methods return
     assert model.collect_rollouts(0) is False
     model.train()
@@ -196,7 +130,7 @@ def test_instrumentation_times_the_instance_and_leaves_the_class_alone(monkeypat
 
 def test_synthetic_envs_give_standard_normal_rewards_and_200_step_episodes() -> None:
     observation_space = spaces.Box(-1, 1, (17,), np.float32)
-    venv = sb.synthetic(observation_space, spaces.Box(-1, 1, (6,), np.float32), n_envs=2)()
+    venv = speed_train.synthetic(observation_space, spaces.Box(-1, 1, (6,), np.float32), n_envs=2)()
     venv.seed(3)
     first = venv.reset()
     assert first.shape == (2, 17) and observation_space.contains(first[0])
@@ -217,7 +151,7 @@ def test_variant_comparison_rotates_the_implementations_and_takes_medians_of_per
 ) -> None:
     walls = {"lean": [1.0, 2.0, 1.0], "peer_loop": [2.0, 3.0, 3.0], "peer": [4.0, 4.0, 2.5]}
     calls: list[tuple[str, int, int]] = []
-    comparison = sb.VARIANTS["masked"]
+    comparison = speed_variants.VARIANTS["masked"]
 
     def fake_learn(given: Any, implementation: str, seed: int, timesteps: int) -> Any:
         assert given is comparison
@@ -227,10 +161,10 @@ def test_variant_comparison_rotates_the_implementations_and_takes_medians_of_per
         wall = walls[implementation][seed]
         return timing(wall, wall / 2, wall / 2, steps=timesteps)
 
-    monkeypatch.setattr(sb, "time_variant_learn", fake_learn)
-    result = sb.time_variant(comparison, rounds=3, timesteps=4096)
+    monkeypatch.setattr(speed_variants, "time_variant_learn", fake_learn)
+    result = speed_variants.time_variant(comparison, rounds=3, timesteps=4096)
     timed = [(name, seed) for name, seed, steps in calls if steps == 4096]
-    assert timed == [(name, r) for r in range(3) for name in sb.rotated(sb.VARIANT_IMPLEMENTATIONS, r)]
+    assert timed == [(name, r) for r in range(3) for name in st.rotated(speed_variants.VARIANT_IMPLEMENTATIONS, r)]
     rows = result["implementations"]
     # Per-round ratios peer_loop / lean: 2, 1.5, 3 -> 2; peer / lean: 4, 2, 2.5 -> 2.5.
     assert rows["peer_loop"]["lean_speed_up"] == pytest.approx(2.0)
@@ -239,16 +173,17 @@ def test_variant_comparison_rotates_the_implementations_and_takes_medians_of_per
     assert rows["lean"]["steps_per_s"] == pytest.approx(4096 / 1.0)
     assert rows["lean"]["rollout_us_per_step"] == pytest.approx(0.5 / 4096 * 1e6)
     assert rows["lean"]["rollout_share"] == pytest.approx(0.5)
-    text = sb.variant_markdown(comparison, result, "python benchmarks/speed.py --only masked")
+    record = {"command": "python -m benchmarks.speed_variants masked", "machine": "test", "date": "today"}
+    text = speed_report.variant_section({**record, "results": speed_variants.described(comparison, result)})
     assert "| MaskableTRPO, sb3-contrib's rollout loop | 1365 | 50% | 366.2 | **2.00×** |" in text
     assert "| MaskableTRPO | 4096 | 50% | 122.1 | — |" in text
     assert "| MaskablePPO (sb3-contrib) | 1024 | 50% | 488.3 | **2.50×** |" in text
 
 
-@pytest.mark.parametrize("name", sorted(sb.VARIANTS))
+@pytest.mark.parametrize("name", sorted(speed_variants.VARIANTS))
 def test_variant_models_are_the_announced_implementations(name: str) -> None:
-    comparison = sb.VARIANTS[name]
-    models = {implementation: comparison.make(implementation, 0) for implementation in sb.VARIANT_IMPLEMENTATIONS}
+    comparison = speed_variants.VARIANTS[name]
+    models = {implementation: comparison.make(implementation, 0) for implementation in speed_variants.VARIANT_IMPLEMENTATIONS}
     assert models["lean"].lean_rollout is True and models["peer_loop"].lean_rollout is False
     assert type(models["lean"]) is type(models["peer_loop"]) and type(models["peer"]).__module__.startswith("sb3_contrib")
     assert models["lean"].n_steps == models["peer"].n_steps and models["lean"].n_envs == models["peer"].n_envs

@@ -7,7 +7,7 @@ runs one ``train()`` of each without critic updates, and prints the cosine and t
 
 Usage::
 
-    python investigations/hopper_step_agreement/hopper_step_agreement.py 20480 102400
+    python -m investigations.hopper_step_agreement.hopper_step_agreement 20480 102400   # from the repository root
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from __future__ import annotations
 import copy
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import learning
 from stable_baselines3.common.logger import Logger
+
+from benchmarks import learning
 
 
 def actor(model: object) -> list[torch.Tensor]:

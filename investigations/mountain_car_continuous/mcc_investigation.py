@@ -7,26 +7,25 @@ and one change at a time (reward clip, reward normalisation, algorithm keywords)
 A finished investigation, kept to reproduce it: it imports ``load_preset`` and ``EVAL_SEED_OFFSET`` from
 ``benchmarks/learning.py``.
 
-Usage: ``python investigations/mountain_car_continuous/mcc_investigation.py MountainCarContinuous-v0 {ours|contrib} SEED
-[--clip-reward 1e9 | --norm-reward 0 | --kw '{"normalize_advantage": false}'] [--trace FILE]``
+Usage, from the repository root: ``python -m investigations.mountain_car_continuous.mcc_investigation
+MountainCarContinuous-v0 {ours|contrib} SEED [--clip-reward 1e9 | --norm-reward 0 |
+--kw '{"normalize_advantage": false}'] [--trace FILE]``
 """
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-# benchmarks/learning.py, whose runs this one repeats.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import numpy as np
 import torch
-from learning import EVAL_SEED_OFFSET, load_preset
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+
+from benchmarks.learning import EVAL_SEED_OFFSET, load_preset  # the benchmark whose runs this one repeats
 
 torch.set_num_threads(1)  # as benchmarks/learning.py
 

@@ -1,0 +1,67 @@
+"""
+``benchmarks/`` is a package run by module name: no module of it touches ``sys.path`` or starts a child by file path,
+and every one of them imports as ``benchmarks.<name>``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+MODULES = sorted(path.stem for path in BENCHMARKS.glob("*.py") if path.stem != "__init__")
+
+
+def attribute_uses(path: Path) -> set[str]:
+    """``name.attribute`` for every attribute read of a plain name in a source file (``sys.path``, ``sys.executable``)."""
+    tree = ast.parse(path.read_text())
+    return {
+        f"{node.value.id}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+    }
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The modules a source file imports, at any depth (``from a import b`` gives ``a``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.name}: a relative import"
+            found.add(node.module or "")
+    return found
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_benchmark_touches_sys_path(module: str) -> None:
+    path = BENCHMARKS / f"{module}.py"
+    uses = attribute_uses(path)
+    assert "sys.path" not in uses
+    # Children run modules by name through benchmarks.launch, never a file by its path.
+    assert "sys.executable" not in uses or module == "launch"
+    assert not {name for name in imported_modules(path) if name in MODULES}, "siblings are imported as benchmarks.<name>"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_benchmark_imports_as_a_module_of_the_package(module: str) -> None:
+    assert importlib.import_module(f"benchmarks.{module}").__name__ == f"benchmarks.{module}"
+
+
+def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
+    source = tmp_path / "old.py"
+    source.write_text("import sys\nsys.path.insert(0, 'x')\nimport sections\nfrom learning import ABLATIONS\n")
+    assert "sys.path" in attribute_uses(source)
+    assert {"sections", "learning"} <= imported_modules(source)
+
+
+def test_the_shell_scripts_run_modules_by_name() -> None:
+    for script in BENCHMARKS.glob("*.sh"):
+        text = script.read_text()
+        assert not re.search(r"benchmarks/\w+\.py (run|one|report)", text), script.name
+        assert '"$PY" -m benchmarks.learning run' in text, script.name
