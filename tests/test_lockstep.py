@@ -4,7 +4,7 @@ This TRPO's update against sb3-contrib's along sb3-contrib's own training trajec
 One-update tests (tests/test_trpo_step.py) start both algorithms from the same fresh state. Here the comparison runs
 for several updates of a real training run, with VecNormalize, the critic's regression and its Adam state included:
 what carries over from one update to the next (Adam's moments and step count, the learning rate, the minibatch
-order) is covered too. On Ant-v5 the same comparison ran for 300 updates (investigations/ant_learning_gap/).
+order) is covered too. On Ant-v5 the same comparison ran for 215 updates (investigations/ant_learning_gap/).
 """
 
 from __future__ import annotations
