@@ -4,7 +4,7 @@ Data-parallel training over ``torch.distributed``: several processes (ranks) tha
 - :mod:`.process_group`: joining the process group from ``torchrun``'s environment, and this process's rank (the one
   module that changes process-wide state: torch's default group, the CUDA device, an ``atexit`` handler);
 - :mod:`.collectives`: the process group's collectives (:class:`~.collectives.Collectives`), each failure turned into
-  a :class:`~.rendezvous.CollectiveError` in one place;
+  a :class:`~sb3_trpo_plugin.parallel.CollectiveError` in one place;
 - :mod:`.agreement`: what the ranks agree on besides the batch (identical weights, merged running statistics);
 - :mod:`.algorithm`: :class:`DataParallelOnPolicyAlgorithm`, the rollout side (global step count, rank-0
   logging and callbacks, merged VecNormalize and episode statistics, weight synchronisation);

@@ -9,9 +9,10 @@ the same size, which the data-parallel algorithm checks. A single process has no
 then runs its single-process code, untouched.
 
 A collective that waits for a rank that died or stopped answering fails within the process group's timeout
-(:func:`~.rendezvous.collective_timeout`: ``SB3_TRPO_COLLECTIVE_TIMEOUT`` seconds, 300 by default, instead of torch's
-30 minutes); every collective runs through :meth:`Collectives.run`, which turns the failure into a
-:class:`~.rendezvous.CollectiveError` naming the operation and the ranks, so that ``torchrun`` can restart the group.
+(:func:`~sb3_trpo_plugin.parallel.collective_timeout`: ``SB3_TRPO_COLLECTIVE_TIMEOUT`` seconds, 300 by default,
+instead of torch's 30 minutes); every collective runs through :meth:`Collectives.run`, which turns the failure into a
+:class:`~sb3_trpo_plugin.parallel.CollectiveError` naming the operation and the ranks, so that ``torchrun`` can
+restart the group.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Collectives:
 
     def run(self, operation: str, collective: Callable[[], Result]) -> Result:
         """
-        Run one collective (or several that fail as one), turning its failure into a :class:`CollectiveError`.
+        Run one collective (or several that fail as one), turning its failure into a
+        :class:`~sb3_trpo_plugin.parallel.CollectiveError`.
 
         :param operation: the collective's name, for the error message
         :param collective: the calls to ``torch.distributed``
@@ -71,7 +73,7 @@ class Collectives:
         self, tensor: torch.Tensor, operation: str, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM
     ) -> torch.Tensor:
         """
-        In-place all-reduce, reported to :attr:`observer` as ``operation``: every all-reduce goes through here.
+        In-place all-reduce, reported to ``observer`` as ``operation``: every all-reduce goes through here.
 
         :param tensor: same shape and dtype on every rank; overwritten by the result
         :param operation: the name the observer and a failure's message see
@@ -217,7 +219,7 @@ class Collectives:
         return gathered
 
     def _error(self, operation: str, waited: float, error: RuntimeError) -> CollectiveError:
-        """The :class:`CollectiveError` that says which collective failed, after how long, and waiting for whom."""
+        """The ``CollectiveError`` that says which collective failed, after how long, and waiting for whom."""
         others = [other for other in range(self.world_size) if other != self.rank]
         timed_out = "timed out" in str(error).lower() or "timeout" in str(error).lower()
         cause = (

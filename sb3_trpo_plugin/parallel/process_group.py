@@ -67,7 +67,7 @@ def init_from_environment(device: torch.device | str = "auto", timeout: float | 
     attempt (the first start and each restart) joins under keys of its own (:func:`~.rendezvous.attempt_store`).
 
     :param device: the model's device, as given to the algorithm
-    :param timeout: seconds a collective waits for the other ranks (:func:`~.rendezvous.collective_timeout`;
+    :param timeout: seconds a collective waits for the other ranks (:func:`~sb3_trpo_plugin.parallel.collective_timeout`;
         ``None``: the environment's ``SB3_TRPO_COLLECTIVE_TIMEOUT``, else 300)
     :return: whether ``torch.distributed`` is initialised with several processes afterwards
     :raise CollectiveError: when the other ranks do not join within the timeout
