@@ -24,7 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.parallel import Collectives, is_distributed, world_size
-from sb3_trpo_plugin.parallel.communication import running_mean_std_state
+from sb3_trpo_plugin.parallel.agreement import check_in_sync, merge_running_mean_std, running_mean_std_state
 
 #: Shared by the ranks and the single-process reference in the tests.
 EQUIVALENCE_KWARGS = dict(
@@ -144,7 +144,7 @@ def running_statistics(rank: int) -> dict:
     rms.update(data[-1])  # the common start
     start = running_mean_std_state(rms)
     rms.update(data[rank])
-    collectives.merge_running_mean_std(rms, start)
+    merge_running_mean_std(collectives, rms, start)
     union = RunningMeanStd(shape=(3,))
     union.update(data[-1])
     union.update(np.concatenate(data[:world]))
@@ -189,12 +189,12 @@ def drift(rank: int) -> dict:
     """A weight changed on one rank only is reported on every rank."""
     module, collectives = torch.nn.Linear(3, 2), Collectives()
     collectives.broadcast_parameters(module)
-    collectives.check_in_sync(module)  # in sync: no error
+    check_in_sync(collectives, module)  # in sync: no error
     if rank == 1:
         with torch.no_grad():
             module.weight[0, 0] += 1e-6
     try:
-        collectives.check_in_sync(module, "in the drift test")
+        check_in_sync(collectives, module, "in the drift test")
     except RuntimeError as error:
         return {"drift_error": str(error)}
     return {"drift_error": None}

@@ -1,11 +1,14 @@
 """
-The package's layers, checked from the source: each package imports only the packages below it
-(``docs/architecture.md`` draws the same table), so no two packages import each other.
+The package's layers, checked from the source: each package imports only the packages below it, so no two packages
+import each other; and ``docs/architecture.md`` checked against the source where it states what the source can
+confirm: its import table, who defines ``collect_rollouts``, the one module that touches process-wide state, its map
+of every module. Every module stays under :data:`MAX_LINES` lines.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +104,203 @@ def test_the_checker_sees_imports() -> None:
     assert {"trpo", "parallel", "serialization"} <= imported_parts(PACKAGE / "trpo" / "trpo.py")
     assert imported_parts(PACKAGE / "__init__.py") >= {"trpo", "loading", "version"}
     assert imported_parts(PACKAGE / "zoo" / "__init__.py") & {"", "trpo"}
+
+
+# docs/architecture.md, checked where it states something the source can confirm.
+
+ARCHITECTURE_PAGE = PACKAGE.parent / "docs" / "architecture.md"
+#: The most lines a source file of the package may have (one concern per file keeps them short).
+MAX_LINES = 500
+#: Calls that change state belonging to the whole process (its exit, torch's process group and device, the global
+#: generators and settings of torch and NumPy, the environment), by the dotted name they resolve to.
+PROCESS_WIDE_CALLS = {
+    "atexit.register",
+    "torch.distributed.init_process_group",
+    "torch.distributed.destroy_process_group",
+    "torch.cuda.set_device",
+    "torch.set_num_threads",
+    "torch.set_num_interop_threads",
+    "torch.set_default_dtype",
+    "torch.set_default_device",
+    "torch.set_default_tensor_type",
+    "torch.set_float32_matmul_precision",
+    "torch.use_deterministic_algorithms",
+    "torch.manual_seed",
+    "torch.seed",
+    "torch.cuda.manual_seed",
+    "torch.cuda.manual_seed_all",
+    "numpy.random.seed",
+    "random.seed",
+    "os.putenv",
+    "os.environ.update",
+    "os.environ.setdefault",
+    "os.environ.pop",
+    "signal.signal",
+    "sys.setrecursionlimit",
+    "warnings.resetwarnings",
+}
+#: The one module allowed to make them, and the ones it makes (``docs/architecture.md``, "Process-wide state").
+PROCESS_GROUP_MODULE = "parallel/process_group.py"
+PROCESS_GROUP_CALLS = {
+    "atexit.register",
+    "torch.distributed.init_process_group",
+    "torch.distributed.destroy_process_group",
+    "torch.cuda.set_device",
+}
+
+
+def page_section(title: str) -> str:
+    """The text of ``docs/architecture.md`` under the heading ``## title``, up to the next such heading."""
+    text = ARCHITECTURE_PAGE.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def table_rows(section: str) -> list[list[str]]:
+    """The cells of each body row of the Markdown tables in ``section``."""
+    rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row] for row in rows if not set(row[0].strip()) <= {"-", " "}][1:]
+
+
+def ticked(cell: str) -> list[str]:
+    """The names in backticks in a table cell, in order."""
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def test_the_import_table_on_the_page_is_the_checked_one() -> None:
+    """The page's "may import" column says exactly what :data:`ALLOWED` lets each part import."""
+    on_page: dict[str, set[str]] = {}
+    for label, _job, may_import in (row for row in table_rows(page_section("Layers")) if len(row) == 3):
+        names = ticked(label)
+        part = "" if label == "package root" else names[0].removesuffix("/").removesuffix(".py")
+        allowed = set(ticked(may_import)) | ({""} if "package root" in may_import else set())
+        assert may_import != "nothing" or not allowed
+        on_page[part] = allowed
+    assert on_page == ALLOWED
+
+
+def module_map() -> set[str]:
+    """The modules the page's map of the code lists, as paths inside the package (``parallel/collectives.py``)."""
+    block = page_section("Map of the code").split("```text\n", 1)[1].split("```", 1)[0]
+    listed, package = set(), None
+    for line in block.splitlines()[1:]:  # below ``sb3_trpo_plugin/``
+        indent, name = len(line) - len(line.lstrip()), line.split()[0] if line.strip() else ""
+        if indent == 0:
+            break  # tests/, examples/, ...: outside the package
+        if indent == 2 and name.endswith("/"):
+            package = name
+        elif indent == 2:
+            listed.add(name)
+        elif indent == 4:
+            listed.add(f"{package}{name}")
+    return listed
+
+
+def test_the_module_map_lists_every_module() -> None:
+    """Every module of the package is on the map (a subpackage by its line, its ``__init__.py`` standing for it)."""
+    modules = {
+        str(path.relative_to(PACKAGE))
+        for path in source_files()
+        if not (path.name == "__init__.py" and path.parent != PACKAGE)
+    }
+    assert module_map() == modules
+
+
+def collect_rollouts_owners() -> dict[str, list[str]]:
+    """The page's table: each algorithm, and the classes whose ``collect_rollouts`` it runs, in MRO order."""
+    rows = table_rows(page_section("Who collects the rollouts"))
+    return {ticked(algorithm)[0]: ticked(chain) for algorithm, chain in rows}
+
+
+def test_the_page_says_who_collects_the_rollouts() -> None:
+    """Each algorithm's ``collect_rollouts`` definitions, in the order Python runs them, are the page's."""
+    pytest.importorskip("sb3_contrib")
+    import sb3_trpo_plugin
+
+    owners = collect_rollouts_owners()
+    assert set(owners) == {"TRPO", "MaskableTRPO", "RecurrentTRPO"}
+    for name, chain in owners.items():
+        algorithm = getattr(sb3_trpo_plugin, name)
+        assert [cls.__name__ for cls in algorithm.__mro__ if "collect_rollouts" in vars(cls)] == chain, name
+
+
+def test_the_page_names_every_class_of_the_package_that_defines_collect_rollouts() -> None:
+    defining = set()
+    for path in source_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(item, ast.FunctionDef) and item.name == "collect_rollouts" for item in node.body
+            ):
+                defining.add(node.name)
+    named = {cls for chain in collect_rollouts_owners().values() for cls in chain} - {"OnPolicyAlgorithm"}
+    assert defining == named
+
+
+def dotted_calls(tree: ast.AST) -> set[str]:
+    """The calls of a module by the dotted name they resolve to through its imports (``dist.x`` → ``torch.distributed.x``)."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+                else:
+                    head = alias.name.split(".")[0]
+                    aliases[head] = head
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        parts, target = [], node.func
+        while isinstance(target, ast.Attribute):
+            parts.append(target.attr)
+            target = target.value
+        if isinstance(target, ast.Name) and target.id in aliases:
+            found.add(".".join([aliases[target.id], *reversed(parts)]))
+    return found
+
+
+def writes_environment(tree: ast.AST) -> bool:
+    """Whether a module assigns to or deletes from ``os.environ``."""
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else []
+        if isinstance(node, ast.AugAssign):
+            targets = [node.target]
+        if any(isinstance(t, ast.Subscript) and ast.unparse(t.value) == "os.environ" for t in targets):
+            return True
+    return False
+
+
+def test_only_the_process_group_module_touches_process_wide_state() -> None:
+    """``docs/architecture.md``, "Process-wide state": one module, and the four things it does; no ``global`` anywhere."""
+    touching: dict[str, set[str]] = {}
+    for path in source_files():
+        tree = ast.parse(path.read_text())
+        calls = dotted_calls(tree) & PROCESS_WIDE_CALLS
+        if writes_environment(tree):
+            calls.add("os.environ[...] =")
+        if any(isinstance(node, ast.Global) for node in ast.walk(tree)):
+            calls.add("global")
+        if calls:
+            touching[str(path.relative_to(PACKAGE))] = calls
+    assert touching == {PROCESS_GROUP_MODULE: PROCESS_GROUP_CALLS}
+
+
+def test_the_process_wide_scan_resolves_aliases() -> None:
+    """The scanner itself: an aliased module, a name imported from a module, and a method of a value (not resolved)."""
+    tree = ast.parse(
+        "import atexit\nimport torch.distributed as dist\nfrom torch import manual_seed\nimport os\n"
+        "atexit.register(f)\ndist.init_process_group('gloo')\nmanual_seed(0)\ntorch_generator().manual_seed(0)\n"
+        "os.environ['X'] = '1'\n"
+    )
+    assert dotted_calls(tree) == {"atexit.register", "torch.distributed.init_process_group", "torch.manual_seed"}
+    assert writes_environment(tree)
+
+
+@pytest.mark.parametrize("path", source_files(), ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_every_module_is_at_most_500_lines(path: Path) -> None:
+    assert len(path.read_text().splitlines()) <= MAX_LINES

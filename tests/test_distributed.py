@@ -24,7 +24,7 @@ from stable_baselines3.common.logger import Logger
 from sb3_trpo_plugin import TRPO, parallel
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS
 from sb3_trpo_plugin.parallel import Collectives
-from sb3_trpo_plugin.trpo.policy_step import normalize_advantages
+from sb3_trpo_plugin.trpo.policy_objective import normalize_advantages
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_worker import BUFFER_FIELDS, EQUIVALENCE_ENVS, EQUIVALENCE_KWARGS, N_ENVS, N_STEPS, equivalence_env

@@ -24,7 +24,9 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo_plugin.parallel.communication import Collectives, init_from_environment, is_main_process, running_mean_std_state
+from sb3_trpo_plugin.parallel.agreement import check_in_sync, merge_running_mean_std, running_mean_std_state
+from sb3_trpo_plugin.parallel.collectives import Collectives
+from sb3_trpo_plugin.parallel.process_group import init_from_environment, is_main_process
 from sb3_trpo_plugin.parallel.reductions import AllRanks
 from sb3_trpo_plugin.rollout import LeanRolloutAlgorithm
 
@@ -149,7 +151,7 @@ class DataParallelOnPolicyAlgorithm(LeanRolloutAlgorithm):
         if collectives is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         if self.sync_check_interval and self._n_updates % self.sync_check_interval == 0:
-            collectives.check_in_sync(self.policy, f"before the rollout after update {self._n_updates}")
+            check_in_sync(collectives, self.policy, f"before the rollout after update {self._n_updates}")
         steps_before = self.num_timesteps
         self._rollout_episodes, self._rollout_successes = [], []
         continue_training = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
@@ -159,7 +161,7 @@ class DataParallelOnPolicyAlgorithm(LeanRolloutAlgorithm):
         if self._vec_normalize_start is not None:
             stats = self._running_statistics()
             for rms, start in zip(stats, self._vec_normalize_start, strict=True):
-                collectives.merge_running_mean_std(rms, start)
+                merge_running_mean_std(collectives, rms, start)
             self._vec_normalize_start = [running_mean_std_state(rms) for rms in stats]
         gathered = collectives.all_gather_objects([self._rollout_episodes, self._rollout_successes])
         assert self.ep_info_buffer is not None and self.ep_success_buffer is not None

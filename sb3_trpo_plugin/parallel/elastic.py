@@ -25,7 +25,8 @@ import os
 import pathlib
 from typing import Any
 
-from sb3_trpo_plugin.parallel.communication import Collectives, is_distributed
+from sb3_trpo_plugin.parallel.collectives import Collectives
+from sb3_trpo_plugin.parallel.process_group import is_distributed
 from sb3_trpo_plugin.serialization.atomic import atomic_write_bytes
 from sb3_trpo_plugin.serialization.checkpoints import Checkpoint, CheckpointCallback, find_latest_checkpoint
 
@@ -98,7 +99,7 @@ def latest_checkpoint_on_every_rank(
     the rank holding the newest checkpoint (the lowest such rank on a tie) sends its files to the others, which
     write them into their ``save_path`` where they are missing or differ (machines without a shared disk). Every
     rank then loads the same bytes. One process (not distributed): :func:`find_latest_checkpoint` itself.
-    Call it on every rank, after the process group exists (:func:`~.communication.init_from_environment`).
+    Call it on every rank, after the process group exists (:func:`~.process_group.init_from_environment`).
 
     :param save_path: the checkpoint callback's folder
     :param name_prefix: the checkpoint callback's prefix

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from sb3_trpo_plugin.common.reductions import OneProcess
-from sb3_trpo_plugin.parallel.communication import Collectives
+from sb3_trpo_plugin.parallel.collectives import Collectives
 
 
 class InterleavedShuffle:

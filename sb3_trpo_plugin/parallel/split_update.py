@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import torch
 from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, RolloutBufferSamples
 
-from sb3_trpo_plugin.parallel.communication import Collectives
+from sb3_trpo_plugin.parallel.collectives import Collectives
 from sb3_trpo_plugin.parallel.reductions import WholeBatchOnThisRank
 from sb3_trpo_plugin.trust_region import unflatten_like
 

@@ -12,6 +12,9 @@ products), scaled to the boundary ``β = sqrt(2δ / xᵀ(F + λI)x)`` and checke
 :class:`PolicyStep` orchestrates those pieces of :mod:`sb3_trpo_plugin.trust_region`; a data-parallel run
 injects its :class:`~sb3_trpo_plugin.common.reductions.BatchReductions`, nothing else here knows about it.
 
+The objective's pieces (surrogate, mean entropy, the advantages' z-score) are :mod:`.policy_objective`'s, the record
+of what a step did (:class:`~.policy_step_stats.PolicyStepStats`) is :mod:`.policy_step_stats`'s.
+
 Seam for variants of the policy (masked actions, recurrent policies): :meth:`PolicyStep.batch_distribution`,
 how the action distributions of a batch's states are computed, with a :class:`PolicyBatch` subclass carrying
 what they need (masks, hidden states); :meth:`PolicyBatch.every` selects the states the Fisher matrix uses.
@@ -42,6 +45,8 @@ from sb3_trpo_plugin.common.modes import has_statistics, training_mode
 from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.replicas.actor_jacobian import actor_jacobian
+from sb3_trpo_plugin.trpo.policy_objective import mean_entropy, mean_entropy_value, surrogate_objective
+from sb3_trpo_plugin.trpo.policy_step_stats import CG_STATUSES, PolicyStepStats
 from sb3_trpo_plugin.trust_region import (
     ConjugateGradientStatus,
     Linearization,
@@ -125,103 +130,6 @@ class LinearizedPolicy:
     fisher_product: Callable[[torch.Tensor], torch.Tensor]
     old_distribution: Distribution
     entropy: float = math.nan
-
-
-@dataclass(frozen=True)
-class PolicyStepStats:
-    """
-    What one trust-region step did, for the logs.
-
-    ``objective`` is what the line search maximises (the surrogate, plus ``c·H̄`` with an entropy bonus) at the
-    accepted step, or at ``θ_old`` when no step was taken; ``entropy`` is ``H̄(π_old)``; ``cg_status`` is the
-    position of the conjugate gradient's :class:`~sb3_trpo_plugin.trust_region.ConjugateGradientStatus` in
-    :data:`CG_STATUSES` (``-1`` when it did not run: a non-finite objective or gradient).
-    """
-
-    objective: float
-    kl: float
-    accepted: bool
-    non_finite: bool = False
-    line_search_steps: int = 0
-    step_fraction: float = 0.0
-    cg_steps: int = 0
-    cg_residual: float = float("nan")
-    gradient_norm: float = float("nan")
-    max_step_size: float = float("nan")
-    expected_improvement: float = 0.0
-    actual_improvement: float = 0.0
-    action_std: float = float("nan")
-    cg_status: int = -1
-    entropy: float = float("nan")
-
-    @property
-    def cg_status_name(self) -> str:
-        """The conjugate gradient's status as its name (``"not_run"`` when it did not run)."""
-        return CG_STATUSES[self.cg_status].value if self.cg_status >= 0 else "not_run"
-
-    @property
-    def is_cg_breakdown(self) -> bool:
-        """Whether the conjugate gradient broke down (non-positive curvature or a non-finite value): no step then."""
-        return self.cg_status >= 0 and CG_STATUSES[self.cg_status] in _BREAKDOWNS
-
-    def to_floats(self) -> list[float]:
-        """The statistics as floats, in field order (to send them to another process)."""
-        return [float(getattr(self, f.name)) for f in dataclasses.fields(self)]
-
-    @classmethod
-    def from_floats(cls, values: Sequence[float]) -> PolicyStepStats:
-        """The inverse of :meth:`to_floats`."""
-        kinds = {"float": float, "bool": bool, "int": int}
-        return cls(**{f.name: kinds[str(f.type)](v) for f, v in zip(dataclasses.fields(cls), values, strict=True)})
-
-
-#: The conjugate gradient's statuses, in the order ``PolicyStepStats.cg_status`` numbers them.
-CG_STATUSES: tuple[ConjugateGradientStatus, ...] = tuple(ConjugateGradientStatus)
-_BREAKDOWNS = (ConjugateGradientStatus.NON_POSITIVE_CURVATURE, ConjugateGradientStatus.NON_FINITE)
-
-
-def surrogate_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """
-    Importance-sampled surrogate ``L(θ) = mean_t[ π_θ(a_t|s_t) / π_old(a_t|s_t) · A_t ]``.
-
-    :param log_prob: ``log π_θ(a_t|s_t)``
-    :param old_log_prob: ``log π_old(a_t|s_t)``
-    :param advantages: ``A_t``
-    :return: scalar surrogate
-    """
-    return (torch.exp(log_prob - old_log_prob) * advantages).mean()
-
-
-def mean_entropy(distribution: Distribution) -> torch.Tensor | None:
-    """
-    ``H̄(π) = mean_t H(π(·|s_t))``, with SB3's entropy per state (summed over independent action dimensions).
-
-    :param distribution: an SB3 distribution after ``proba_distribution``
-    :return: scalar mean entropy, or ``None`` when the distribution has no closed-form entropy (gSDE with
-        ``squash_output``)
-    """
-    entropy = distribution.entropy()
-    return None if entropy is None else entropy.mean()
-
-
-def normalize_advantages(
-    advantages: torch.Tensor, reductions: BatchReductions = ONE_PROCESS, eps: float = 1e-8
-) -> torch.Tensor:
-    """
-    Z-score over the batch: ``Â = (A - mean A) / (std A + ε)``.
-
-    Advantages that are all equal up to rounding (e.g. constant rewards) give zeros: their spread is
-    rounding noise, which the z-score would otherwise blow up to unit scale and follow.
-
-    :param advantages: ``A_t`` for this batch
-    :param reductions: how this batch's moments become the whole batch's
-    :param eps: ``ε`` guarding a zero standard deviation
-    :return: ``Â``
-    """
-    mean, std = reductions.mean_std(advantages)
-    normalized = (advantages - mean) / (std + eps)
-    spread_is_rounding = std <= 32 * torch.finfo(advantages.dtype).eps * mean.abs()
-    return torch.where(spread_is_rounding, torch.zeros_like(normalized), normalized)
 
 
 class PolicyStep:
@@ -375,7 +283,7 @@ class PolicyStep:
             local = self._linearize_in_closed_form(batch, distribution, parameters, metric)
         gradient = self.reductions.mean(local.gradient)
         # H̄(π_old) for the logs, once here whichever way the local model was built.
-        objective, entropy = self.reductions.mean_floats(local.objective, _mean_entropy_value(local.old_distribution))
+        objective, entropy = self.reductions.mean_floats(local.objective, mean_entropy_value(local.old_distribution))
         local_product = local.fisher_product
 
         def fisher_product(vector: torch.Tensor) -> torch.Tensor:
@@ -500,10 +408,3 @@ class PolicyStep:
                 with torch.no_grad():
                     torch._foreach_copy_(params, originals)
         return result
-
-
-def _mean_entropy_value(distribution: Distribution) -> float:
-    """``H̄`` as a float, for the logs (``nan`` when the distribution has no closed-form entropy)."""
-    with torch.no_grad():
-        entropy = mean_entropy(distribution)
-    return math.nan if entropy is None else float(entropy)

@@ -51,14 +51,9 @@ from sb3_trpo_plugin.trpo.hyperparameters import (
     validate_hyperparameters,
 )
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-from sb3_trpo_plugin.trpo.policy_step import (
-    FisherProduct,
-    PolicyBatch,
-    PolicyStep,
-    PolicyStepStats,
-    TrustRegionSettings,
-    normalize_advantages,
-)
+from sb3_trpo_plugin.trpo.policy_objective import normalize_advantages
+from sb3_trpo_plugin.trpo.policy_step import FisherProduct, PolicyBatch, PolicyStep, TrustRegionSettings
+from sb3_trpo_plugin.trpo.policy_step_stats import PolicyStepStats
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 Rollout = RolloutBufferSamples | DictRolloutBufferSamples
