@@ -18,21 +18,28 @@ import torch
 from gymnasium import spaces
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
-from sb3_contrib.common.recurrent.type_aliases import RecurrentDictRolloutBufferSamples, RecurrentRolloutBufferSamples
+from sb3_contrib.common.recurrent.type_aliases import (
+    RecurrentDictRolloutBufferSamples,
+    RecurrentRolloutBufferSamples,
+    RNNStates,
+)
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import MaybeCallback, PyTorchObs
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.recurrent.critic_fit import feedforward_critic_regression, fit_critic_over_sequences
+from sb3_trpo_plugin.recurrent.on_policy import RecurrentOnPolicyAlgorithm
 from sb3_trpo_plugin.recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
 from sb3_trpo_plugin.recurrent.policy_step import RecurrentPolicyStep
-from sb3_trpo_plugin.recurrent.rollout import RecurrentRollouts, zero_lstm_states
+from sb3_trpo_plugin.recurrent.rollout import recurrent_lean_rollout, zero_lstm_states
 from sb3_trpo_plugin.recurrent.sequences import RecurrentPolicyBatch
+from sb3_trpo_plugin.rollout.algorithm import LeanRollout
 from sb3_trpo_plugin.trpo.critic_fit import fit_critic
-from sb3_trpo_plugin.trpo.hyperparameters import explain_ppo_keywords
-from sb3_trpo_plugin.trpo.policy_step import FisherProduct, PolicyBatch, PolicyStep
+from sb3_trpo_plugin.trpo.policy_step import PolicyBatch, PolicyStep
 from sb3_trpo_plugin.trpo.trpo import TRPO
 
 SelfRecurrentTRPO = TypeVar("SelfRecurrentTRPO", bound="RecurrentTRPO")
@@ -40,7 +47,7 @@ RecurrentRollout = RecurrentRolloutBufferSamples | RecurrentDictRolloutBufferSam
 PairOfStates = tuple[torch.Tensor, torch.Tensor]  # sb3-contrib's annotation of an LSTM's (hidden, cell) states
 
 
-class RecurrentTRPO(RecurrentRollouts, TRPO):
+class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout classes in the MRO: see on_policy.py
     """
     Trust Region Policy Optimization with recurrent (LSTM) policies.
 
@@ -106,110 +113,27 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
     policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
     policy_step_class: ClassVar[type[PolicyStep]] = RecurrentPolicyStep
 
-    @explain_ppo_keywords
-    def __init__(
-        self,
-        policy: str | type[RecurrentActorCriticPolicy],
-        env: GymEnv | str,
-        learning_rate: float | Schedule = 1e-3,
-        n_steps: int = 2048,
-        batch_size: int = 128,
-        gamma: float = 0.99,
-        cg_max_steps: int = 15,
-        cg_damping: float = 0.1,
-        line_search_shrinking_factor: float = 0.8,
-        line_search_max_iter: int = 10,
-        n_critic_updates: int = 10,
-        gae_lambda: float = 0.95,
-        use_sde: bool = False,
-        sde_sample_freq: int = -1,
-        rollout_buffer_class: type[RolloutBuffer] | None = None,
-        rollout_buffer_kwargs: dict[str, Any] | None = None,
-        normalize_advantage: bool = True,
-        target_kl: float = 0.01,
-        sub_sampling_factor: int = 1,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: torch.device | str = "auto",
-        _init_setup_model: bool = True,
-        fisher_product: FisherProduct = "auto",
-        cg_residual_tol: float = 1e-10,
-        fisher_sub_sampling_factor: int = 1,
-        ent_coef: float = 0.0,
-    ):
-        if rollout_buffer_class is not None and not issubclass(
-            rollout_buffer_class, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)
-        ):
-            raise ValueError(
-                "rollout_buffer_class must be sb3-contrib's RecurrentRolloutBuffer or RecurrentDictRolloutBuffer "
-                f"(or a subclass), which store the LSTM states; got {rollout_buffer_class.__name__}"
-            )
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            batch_size=batch_size,
-            gamma=gamma,
-            cg_max_steps=cg_max_steps,
-            cg_damping=cg_damping,
-            line_search_shrinking_factor=line_search_shrinking_factor,
-            line_search_max_iter=line_search_max_iter,
-            n_critic_updates=n_critic_updates,
-            gae_lambda=gae_lambda,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            rollout_buffer_class=rollout_buffer_class,
-            rollout_buffer_kwargs=rollout_buffer_kwargs,
-            normalize_advantage=normalize_advantage,
-            target_kl=target_kl,
-            sub_sampling_factor=sub_sampling_factor,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            _init_setup_model=_init_setup_model,
-            fisher_product=fisher_product,
-            cg_residual_tol=cg_residual_tol,
-            fisher_sub_sampling_factor=fisher_sub_sampling_factor,
-            ent_coef=ent_coef,
-        )
-
     def _setup_model(self) -> None:
         if self.collectives is not None:
             raise NotImplementedError(
                 "RecurrentTRPO does not support data-parallel training (torch.distributed with several processes): "
                 "run it in one process"
             )
-        if self.rollout_buffer_class is None:
-            is_dict = isinstance(self.observation_space, spaces.Dict)
-            self.rollout_buffer_class = RecurrentDictRolloutBuffer if is_dict else RecurrentRolloutBuffer
-        # SB3 builds the buffer before the policy, whose LSTM sets the states' shape: a placeholder shape first,
-        # then the buffer again once the policy exists.
-        caller_kwargs = self.rollout_buffer_kwargs
-        self.rollout_buffer_kwargs = {**caller_kwargs, "hidden_state_shape": (self.n_steps, 1, self.n_envs, 1)}
-        try:
-            super()._setup_model()
-        finally:
-            self.rollout_buffer_kwargs = caller_kwargs
-        lstm = self.policy.lstm_actor
-        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[call-arg]
-            self.n_steps,
-            self.observation_space,  # type: ignore[arg-type]
-            self.action_space,
-            device=self.device,
-            gamma=self.gamma,
-            gae_lambda=self.gae_lambda,
-            n_envs=self.n_envs,
-            hidden_state_shape=(self.n_steps, lstm.num_layers, self.n_envs, lstm.hidden_size),
-            **self.rollout_buffer_kwargs,
-        )
-        self._last_lstm_states = zero_lstm_states(self.policy, self.n_envs)
+        super()._setup_model()
+
+    def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
+        """
+        The lean loop's parts carrying the LSTM states (:func:`~sb3_trpo_plugin.recurrent.rollout.recurrent_lean_rollout`);
+        ``None`` leaves the rollout to sb3-contrib's ``RecurrentPPO`` loop.
+        """
+
+        def keep(states: RNNStates) -> None:
+            self._last_lstm_states = states
+
+        states = self._lstm_states_for(env.num_envs)
+        episode_starts = self._last_episode_starts
+        assert episode_starts is not None, "set by _setup_learn"
+        return recurrent_lean_rollout(self.policy, rollout_buffer, states, episode_starts, keep)
 
     def _policy_functions(self) -> tuple[Callable[[PyTorchObs], Distribution], Callable[[PyTorchObs], torch.Tensor]]:
         """One observation's distribution and value from zero LSTM states, for the actor/critic split's trace."""
