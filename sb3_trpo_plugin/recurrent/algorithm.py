@@ -63,7 +63,7 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
     parameters, its LSTM included (and a shared LSTM), move by the trust-region step only. A separate critic LSTM
     (``enable_critic_lstm=True``) is the critic's, fitted by the critic's regression over sequence minibatches of
     ``batch_size`` steps. ``sub_sampling_factor`` selects every k-th sequence, and so does ``fisher_sub_sampling_factor``
-    for the closed-form Fisher products.
+    for the Fisher products (of either kind).
     Data-parallel training (``torchrun``) is not supported and is refused.
 
     :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy, or a
@@ -99,8 +99,8 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
     :param fisher_product: ``"gauss_newton"`` (closed form ``Jᵀ M J v``, the Jacobian-vector products through the
         LSTM), ``"kl_hessian"`` (double backpropagation), ``"auto"`` (the closed form where it exists)
     :param cg_residual_tol: The conjugate gradient stops early once ``‖g - F x‖² <= cg_residual_tol · ‖g‖²``
-    :param fisher_sub_sampling_factor: Estimate the Fisher matrix on every k-th sequence of the policy batch
-        (closed form; with ``fisher_product="kl_hessian"``, on every k-th valid step, as TRPO does with states)
+    :param fisher_sub_sampling_factor: Estimate the Fisher matrix on every k-th whole sequence of the policy batch
+        (by either kind of product: the closed form and ``fisher_product="kl_hessian"`` take the same steps)
     :param ent_coef: Entropy coefficient ``c``: the step maximises the surrogate plus ``c`` times the mean entropy of
         the valid steps' action distributions (0, the default: the plain TRPO step)
     """
