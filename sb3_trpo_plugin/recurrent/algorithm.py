@@ -30,7 +30,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import MaybeCallback, PyTorchObs
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
+from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions, weighted_by_rows
 from sb3_trpo_plugin.recurrent.critic_fit import feedforward_critic_regression, fit_critic_over_sequences
 from sb3_trpo_plugin.recurrent.on_policy import RecurrentOnPolicyAlgorithm
 from sb3_trpo_plugin.recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
@@ -39,7 +39,7 @@ from sb3_trpo_plugin.recurrent.rollout import recurrent_lean_rollout, zero_lstm_
 from sb3_trpo_plugin.recurrent.sequences import RecurrentPolicyBatch
 from sb3_trpo_plugin.rollout.algorithm import LeanRollout
 from sb3_trpo_plugin.trpo.critic_fit import fit_critic
-from sb3_trpo_plugin.trpo.policy_step import PolicyBatch, PolicyStep
+from sb3_trpo_plugin.trpo.policy_step import PolicyBatch, PolicyStep, PolicyStepStats
 from sb3_trpo_plugin.trpo.trpo import TRPO
 
 SelfRecurrentTRPO = TypeVar("SelfRecurrentTRPO", bound="RecurrentTRPO")
@@ -64,7 +64,9 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
     (``enable_critic_lstm=True``) is the critic's, fitted by the critic's regression over sequence minibatches of
     ``batch_size`` steps. ``sub_sampling_factor`` selects every k-th sequence, and so does ``fisher_sub_sampling_factor``
     for the Fisher products (of either kind).
-    Data-parallel training (``torchrun``) is not supported and is refused.
+    Data-parallel training (``torchrun``) works as TRPO's: the statistics of the update are means over the valid steps
+    of every process's sequences together, and the critic LSTM's minibatch gradients are averaged over the processes
+    (the update is not split over them: see :attr:`split_update`).
 
     :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy, or a
         ``RecurrentActorCriticPolicy`` subclass)
@@ -113,13 +115,32 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
     policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
     policy_step_class: ClassVar[type[PolicyStep]] = RecurrentPolicyStep
 
-    def _setup_model(self) -> None:
-        if self.collectives is not None:
+    #: The split update (:mod:`sb3_trpo_plugin.parallel.split_update`) gathers flat rows, not padded sequences with
+    #: their LSTM states: a data-parallel RecurrentTRPO reduces every step of its update over the processes instead.
+    split_update: bool = False
+
+    def splits_update(self, critic_depends_on_actor: bool) -> bool:
+        """
+        ``False``: the update of a data-parallel RecurrentTRPO reduces each step over the processes.
+
+        :param critic_depends_on_actor: whether the critic's value depends on the actor's parameters
+        :raises NotImplementedError: when :attr:`split_update` is set on a data-parallel model
+        """
+        if self.collectives is not None and self.split_update:
             raise NotImplementedError(
-                "RecurrentTRPO does not support data-parallel training (torch.distributed with several processes): "
-                "run it in one process"
+                "RecurrentTRPO cannot split its update over the processes (the split update gathers rows, not padded "
+                "sequences with their LSTM states): leave split_update = False, its default, and every step of the "
+                "update is reduced over the processes instead"
             )
-        super()._setup_model()
+        return False
+
+    def _take_policy_step(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> PolicyStepStats:
+        """
+        The trust-region step on the actor, its statistics means over the valid steps of every process's sequences
+        together (processes whose sub-sampled sequences hold different numbers of steps are weighed by them).
+        """
+        batch = self._policy_batch(rollout, reductions)
+        return self.make_policy_step(weighted_by_rows(reductions, int(batch.advantages.shape[0]))).take(batch)
 
     def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
         """
@@ -194,6 +215,7 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
                 self._actor_params,
                 n_epochs=self.n_critic_updates,
                 batch_size=self.batch_size,
+                reductions=reductions,
             )
         return fit_critic(
             feedforward_critic_regression(self.policy, self._critic_params, rollout),
