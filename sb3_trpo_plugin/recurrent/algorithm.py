@@ -66,7 +66,7 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
     for the Fisher products (of either kind).
     Data-parallel training (``torchrun``) works as TRPO's: the statistics of the update are means over the valid steps
     of every process's sequences together, and the critic LSTM's minibatch gradients are averaged over the processes
-    (the update is not split over them: see :attr:`split_update`).
+    (the update is not split over them: ``split_update`` is ``False``, and setting it is refused).
 
     :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy, or a
         ``RecurrentActorCriticPolicy`` subclass)

@@ -67,8 +67,9 @@ class CarriedLSTMStates:
     The lean loop's inference for a recurrent policy, and the LSTM states it carries (a
     :class:`~sb3_trpo_plugin.rollout.algorithm.CarriedState`).
 
-    Each call acts from :attr:`states` (held before the step) and the step's episode starts, and keeps the states
-    after the step apart until the loop calls :meth:`advance`; the buffer writer stores :attr:`states` with the step.
+    Each call acts from ``states`` (held before the step) and the step's episode starts, and keeps the states after
+    the step apart (``states_after_step``) until the loop calls :meth:`advance`; the buffer writer stores ``states``
+    with the step.
 
     :param inference: the policy's lean inference
     :param states: the states held before the rollout's first step
