@@ -103,7 +103,8 @@ nitpick_ignore_regex = [
     # SB3's and sb3-contrib's type aliases and rollout buffers, which their documentation does not render.
     ("py:.*", r"stable_baselines3\.common\.(type_aliases|buffers|torch_layers|preprocessing|running_mean_std|save_util)\..*"),
     ("py:.*", r"sb3_contrib\.common\.(maskable|recurrent)\.(buffers|type_aliases|distributions)\..*"),
-    ("py:class", r"Maskable(Dict)?RolloutBuffer"),  # an attribute's annotation, which autodoc leaves unqualified
+    # Annotations that autodoc leaves unqualified: an attribute's; a signature's seen through a type alias's expansion.
+    ("py:class", r"(Maskable(Dict)?)?RolloutBuffer"),
     ("py:class", r"stable_baselines3\.common\.policies\.BasePolicy"),  # not in SB3's rendered API reference
 ]
 

@@ -2,10 +2,11 @@
 One rank of the tests of lost processes (``tests/test_distributed_elastic.py``), launched with ``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set (by ``torchrun`` or by the test).
 
-``python tests/elastic_worker.py restart OUT``: trains to ``TARGET_STEPS`` with checkpoints, resuming from the
-newest one when there is one (the pattern of ``examples/distributed_cartpole.py``); in the first attempt rank 1
-kills itself (SIGKILL) during the rollout after ``KILL_AFTER_UPDATES`` updates. Each attempt of each rank writes
-``OUT/attempt{A}_rank{R}.json`` when it starts training, and ``OUT/rank{R}.json`` / ``.npz`` when it ends.
+``python tests/elastic_worker.py restart OUT [ALGORITHM]``: trains (``TRPO``, or ``RecurrentTRPO``: a key of
+:data:`ALGORITHMS`) to ``TARGET_STEPS`` with checkpoints, resuming from the newest one when there is one (the pattern
+of ``examples/distributed_cartpole.py``); in the first attempt rank 1 kills itself (SIGKILL) during the rollout after
+``KILL_AFTER_UPDATES`` updates. Each attempt of each rank writes ``OUT/attempt{A}_rank{R}.json`` when it starts
+training, and ``OUT/rank{R}.json`` / ``.npz`` when it ends.
 
 ``python tests/elastic_worker.py stop OUT``: trains; rank 1 stops itself (SIGSTOP: its connections stay open)
 during its second rollout; rank 0 writes the error its next collective raised to ``OUT/rank0.json``.
@@ -28,7 +29,7 @@ import torch
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_trpo_plugin import TRPO, parallel, safe_load_vec_normalize
+from sb3_trpo_plugin import TRPO, RecurrentTRPO, parallel, safe_load_vec_normalize
 
 N_ENVS, N_STEPS = 2, 16
 STEPS_PER_UPDATE = N_ENVS * N_STEPS * 2  # of both ranks
@@ -38,6 +39,11 @@ KILL_AFTER_UPDATES = 5
 MODEL_KWARGS: dict[str, Any] = dict(
     n_steps=N_STEPS, batch_size=N_STEPS * N_ENVS, n_critic_updates=2, cg_max_steps=5, policy_kwargs=dict(net_arch=[8])
 )
+#: The algorithms the restart test trains, and their policy, by name.
+ALGORITHMS: dict[str, tuple[type[TRPO], str, dict[str, Any]]] = {
+    "TRPO": (TRPO, "MlpPolicy", {}),
+    "RecurrentTRPO": (RecurrentTRPO, "MlpLstmPolicy", dict(policy_kwargs=dict(lstm_hidden_size=4, net_arch=[8]))),
+}
 
 
 class SignalAtStep(gym.Wrapper):
@@ -65,7 +71,7 @@ def environments(rank: int, fault: tuple[int, int, Path] | None) -> Any:
     return venv
 
 
-def restart(out: Path) -> None:
+def restart(out: Path, algorithm_name: str = "TRPO") -> None:
     parallel.init_from_environment()  # the group first: the ranks agree on the checkpoint to resume
     rank, attempt = parallel.rank(), int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
     checkpoints = out / "checkpoints"
@@ -73,12 +79,14 @@ def restart(out: Path) -> None:
     kill_step = KILL_AFTER_UPDATES * N_STEPS + N_STEPS // 2  # in the rollout after KILL_AFTER_UPDATES updates
     fault = (kill_step, signal.SIGKILL, out / "killed.json") if rank == 1 and attempt == 0 else None
     venv = environments(rank, fault)
+    algorithm, policy, own_kwargs = ALGORITHMS[algorithm_name]
     if checkpoint is None:
-        model = TRPO("MlpPolicy", VecNormalize(venv), seed=0, tensorboard_log=str(out / "tb"), verbose=1, **MODEL_KWARGS)
+        kwargs = MODEL_KWARGS | own_kwargs
+        model = algorithm(policy, VecNormalize(venv), seed=0, tensorboard_log=str(out / "tb"), verbose=1, **kwargs)
     else:
         assert checkpoint.vec_normalize_statistics_path is not None  # sent to every rank with the model
         env = safe_load_vec_normalize(checkpoint.vec_normalize_statistics_path, venv)
-        model = TRPO.load(checkpoint.model_path, env=env, tensorboard_log=str(out / "tb"))
+        model = algorithm.load(checkpoint.model_path, env=env, tensorboard_log=str(out / "tb"))
     callback = parallel.UpdateCheckpointCallback(SAVE_EVERY, checkpoints, save_vecnormalize=True)
     started = {
         "attempt": attempt,
@@ -94,7 +102,12 @@ def restart(out: Path) -> None:
     assert env is not None
     weights = {name: tensor.numpy() for name, tensor in model.policy.state_dict().items()}
     np.savez(out / f"rank{rank}.npz", obs_mean=env.obs_rms.mean, **weights)
-    result = {"num_timesteps": model.num_timesteps, "n_updates": model._n_updates, "obs_count": env.obs_rms.count}
+    result = {
+        "num_timesteps": model.num_timesteps,
+        "n_updates": model._n_updates,
+        "obs_count": env.obs_rms.count,
+        "algorithm": type(model).__name__,
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
 
 
@@ -113,5 +126,5 @@ def stop(out: Path) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    mode, folder = sys.argv[1], Path(sys.argv[2])
-    {"restart": restart, "stop": stop}[mode](folder)
+    mode, folder, *algorithm_name = sys.argv[1:]
+    {"restart": restart, "stop": stop}[mode](Path(folder), *algorithm_name)

@@ -304,3 +304,30 @@ def test_the_process_wide_scan_resolves_aliases() -> None:
 @pytest.mark.parametrize("path", source_files(), ids=lambda path: str(path.relative_to(PACKAGE)))
 def test_every_module_is_at_most_500_lines(path: Path) -> None:
     assert len(path.read_text().splitlines()) <= MAX_LINES
+
+
+def test_the_variants_collect_through_the_data_parallel_and_the_lean_loop() -> None:
+    """
+    Every algorithm's ``collect_rollouts`` is the data-parallel one, around the lean loop, around the variant's own
+    loop (SB3's, or sb3-contrib's ``MaskablePPO`` / ``RecurrentPPO`` loop called on the model): no class hides another.
+    ``lean_rollout`` is declared once, and the variants take TRPO's constructor as it is.
+    """
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+    from sb3_trpo_plugin import TRPO, MaskableTRPO, RecurrentTRPO
+    from sb3_trpo_plugin.masked.on_policy import MaskedOnPolicyAlgorithm
+    from sb3_trpo_plugin.parallel import DataParallelOnPolicyAlgorithm
+    from sb3_trpo_plugin.recurrent.on_policy import RecurrentOnPolicyAlgorithm
+    from sb3_trpo_plugin.rollout import LeanRolloutAlgorithm
+
+    own_loops: dict[type, list[type]] = {
+        TRPO: [],
+        MaskableTRPO: [MaskedOnPolicyAlgorithm],
+        RecurrentTRPO: [RecurrentOnPolicyAlgorithm],
+    }
+    for algorithm, own_loop in own_loops.items():
+        owners = [cls for cls in algorithm.__mro__ if "collect_rollouts" in vars(cls)]
+        assert owners == [DataParallelOnPolicyAlgorithm, LeanRolloutAlgorithm, *own_loop, OnPolicyAlgorithm], algorithm
+        assert [cls for cls in algorithm.__mro__ if "lean_rollout" in vars(cls)] == [LeanRolloutAlgorithm]
+        constructors = [cls for cls in algorithm.__mro__ if "__init__" in vars(cls)]
+        assert constructors[:3] == [TRPO, DataParallelOnPolicyAlgorithm, OnPolicyAlgorithm], algorithm

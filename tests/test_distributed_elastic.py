@@ -79,14 +79,15 @@ def _scalar_steps(run: Path, tag: str) -> list[int]:
 
 
 @pytest.mark.slow  # two attempts of two processes: about a minute on 2 loaded cores
-def test_killed_rank_restarts_from_the_newest_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algorithm", ["TRPO", "RecurrentTRPO"])
+def test_killed_rank_restarts_from_the_newest_checkpoint(tmp_path: Path, algorithm: str) -> None:
     """
     SIGKILL of rank 1 mid-training, under ``torchrun --max-restarts=1``: both ranks restart, load the same
     checkpoint, lose at most one checkpoint interval, and finish at the target with identical weights.
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1"]
     launcher = subprocess.run(
-        [*command, "--monitor-interval=0.2", str(WORKER), "restart", str(tmp_path)],
+        [*command, "--monitor-interval=0.2", str(WORKER), "restart", str(tmp_path), algorithm],
         env=torchrun_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -110,7 +111,7 @@ def test_killed_rank_restarts_from_the_newest_checkpoint(tmp_path: Path) -> None
 
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for result in results:
-        assert result["num_timesteps"] == TARGET_STEPS
+        assert result["num_timesteps"] == TARGET_STEPS and result["algorithm"] == algorithm
         assert result["n_updates"] == TARGET_STEPS // STEPS_PER_UPDATE
     archives = [np.load(tmp_path / f"rank{rank}.npz") for rank in (0, 1)]
     for name in archives[0].files:

@@ -29,7 +29,7 @@ def load_example(name: str) -> ModuleType:
 def test_every_example_is_tested() -> None:
     tested = {"cartpole_quickstart", "ppo_to_trpo_callbacks", "pendulum_gsde", "pixel_cnn", "mujoco_hopper"}
     tested |= {"tensorboard_custom_scalars", "distributed_cartpole", "recurrent_ppo_to_trpo", "maskable_ppo_to_trpo"}
-    tested |= {"export_onnx"}
+    tested |= {"export_onnx", "distributed_recurrent_cartpole"}
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -110,6 +110,22 @@ def test_distributed_cartpole_runs_as_a_single_process(
     out = capsys.readouterr().out
     assert "process 0 of 1" in out and "2048 steps over 1 process(es)" in out
     assert TRPO.load(tmp_path / "trpo_cartpole_distributed.zip").num_timesteps == 2048
+
+
+def test_distributed_recurrent_cartpole_runs_as_a_single_process_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sb3_trpo_plugin import RecurrentTRPO
+
+    example = load_example("distributed_recurrent_cartpole")
+    arguments = ["--output", str(tmp_path), "--n-envs", "2", "--checkpoint-every", "256", "--eval-episodes", "2"]
+    for timesteps in (256, 512):  # one update each, the second resumed from the first one's checkpoint
+        monkeypatch.setattr(sys, "argv", ["distributed_recurrent_cartpole.py", *arguments, "--timesteps", str(timesteps)])
+        example.main()
+    out = capsys.readouterr().out
+    assert "process 0 of 1" in out and "resuming from 256 steps" in out and "512 steps over 1 process(es)" in out
+    model = RecurrentTRPO.load(tmp_path / "recurrent_trpo_cartpole_distributed.zip")
+    assert model.num_timesteps == 512 and model._n_updates == 2 and model.observation_space.shape == (2,)
 
 
 @pytest.mark.parametrize("algo", ["ppo_lstm", "trpo_lstm"])

@@ -159,6 +159,33 @@ def test_fisher_products_equal_explicit_hessian_of_the_unrolled_mean_kl(unrolled
             torch.testing.assert_close(linearized.fisher_product(v), hessian @ v, rtol=1e-6, atol=1e-10)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_fisher_sub_sampling_takes_whole_sequences_by_either_product(unrolled_case, k):
+    """
+    ``fisher_sub_sampling_factor=k``: both kinds of product estimate the Fisher matrix on the valid steps of every k-th
+    whole sequence (one rule), the explicit Hessian of the mean KL over those steps; not on every k-th step.
+    """
+    model, batch, reference_at = unrolled_case
+    model.fisher_sub_sampling_factor = k
+    selected = batch.valid_steps_of_every(k)
+    every_kth_step = torch.arange(selected.numel()) % k == 0
+    assert 0 < int(selected.sum()) < selected.numel() and not torch.equal(selected, every_kth_step)
+    old_distribution = model.make_policy_step().linearize(batch).old_distribution
+
+    def mean_kl(flat: torch.Tensor) -> torch.Tensor:
+        return kl_per_state(old_distribution, reference_at(flat))[selected].mean()
+
+    hessian = torch.autograd.functional.hessian(mean_kl, theta(model))
+    assert hessian.abs().max() > 0
+    for method in ("gauss_newton", "kl_hessian"):
+        model.fisher_product = method
+        linearized = model.make_policy_step().linearize(batch)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            v = torch.randn(hessian.shape[0], generator=generator, dtype=torch.float64)
+            torch.testing.assert_close(linearized.fisher_product(v), hessian @ v, rtol=1e-6, atol=1e-10, msg=method)
+
+
 def test_gradient_objective_and_kl_equal_the_unrolled_ones(unrolled_case):
     model, batch, reference_at = unrolled_case
     step = model.make_policy_step()
@@ -324,11 +351,15 @@ def test_entropy_bonus_raises_the_entropy_of_the_step():
     assert entropies[1] > entropies[0]
 
 
-def test_data_parallel_training_is_refused():
-    model = RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", _init_setup_model=False)
-    model.collectives = object()  # type: ignore[assignment]
-    with pytest.raises(NotImplementedError, match="data-parallel"):
-        model._setup_model()
+def test_the_split_update_is_refused_with_the_reason():
+    """Data-parallel training reduces every step of the update (tests/test_recurrent_distributed.py); it is not split."""
+    model = RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=8, batch_size=8, policy_kwargs=TINY_LSTM)
+    assert model.split_update is False and not model.splits_update(critic_depends_on_actor=False)
+    model.collectives = object()  # type: ignore[assignment]  (as if data-parallel)
+    assert not model.splits_update(critic_depends_on_actor=False)
+    model.split_update = True
+    with pytest.raises(NotImplementedError, match=r"cannot split its update.*split_update = False"):
+        model.splits_update(critic_depends_on_actor=False)
 
 
 class CountSteps(BaseCallback):

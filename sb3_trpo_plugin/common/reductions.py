@@ -64,3 +64,50 @@ class OneProcess:
 
 #: The reductions of a single process (stateless).
 ONE_PROCESS = OneProcess()
+
+
+class RowWeighted:
+    """
+    Reductions over processes whose batches differ in rows: each mean weighs this batch by its rows, so that it is the
+    mean over the rows of every process's batch together (e.g. the valid steps of sub-sampled sequences). Build it with
+    :func:`weighted_by_rows`.
+
+    :param reductions: the reductions over the processes (plain means over them)
+    :param weight: this batch's rows over the mean rows of a process's batch
+    """
+
+    def __init__(self, reductions: BatchReductions, weight: float):
+        self.base = reductions
+        self.weight = weight
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.base.mean(tensor * self.weight)
+
+    def mean_floats(self, *values: float | torch.Tensor) -> tuple[float, ...]:
+        return self.base.mean_floats(*(float(value) * self.weight for value in values))
+
+    def mean_std(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base.mean_std(values)  # already the moments of every process's values together
+
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.base.gather_rows(tensor)
+
+    def minibatch_order(self, n_rows: int, batch_size: int, device: torch.device) -> tuple[torch.Tensor, int]:
+        return self.base.minibatch_order(n_rows, batch_size, device)
+
+
+def weighted_by_rows(reductions: BatchReductions, n_rows: int) -> BatchReductions:
+    """
+    ``reductions`` whose means are over the rows of every process's batch together, this one holding ``n_rows``
+    (one reduction to learn the other processes' rows). One process, or a batch of the mean rows, keeps
+    ``reductions`` as they are (the same numbers: a weight of one changes nothing).
+
+    :param reductions: the reductions over the processes (a :class:`RowWeighted` is weighed afresh from its base)
+    :param n_rows: the rows of this process's batch over which its statistics are means
+    """
+    base = reductions.base if isinstance(reductions, RowWeighted) else reductions
+    if isinstance(base, OneProcess):
+        return base
+    (mean_rows,) = base.mean_floats(float(n_rows))
+    weight = n_rows / mean_rows if mean_rows > 0 else 0.0
+    return base if weight == 1.0 else RowWeighted(base, weight)

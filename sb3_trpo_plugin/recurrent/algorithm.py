@@ -18,21 +18,28 @@ import torch
 from gymnasium import spaces
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
-from sb3_contrib.common.recurrent.type_aliases import RecurrentDictRolloutBufferSamples, RecurrentRolloutBufferSamples
+from sb3_contrib.common.recurrent.type_aliases import (
+    RecurrentDictRolloutBufferSamples,
+    RecurrentRolloutBufferSamples,
+    RNNStates,
+)
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import MaybeCallback, PyTorchObs
+from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
+from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions, weighted_by_rows
 from sb3_trpo_plugin.recurrent.critic_fit import feedforward_critic_regression, fit_critic_over_sequences
+from sb3_trpo_plugin.recurrent.on_policy import RecurrentOnPolicyAlgorithm
 from sb3_trpo_plugin.recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
 from sb3_trpo_plugin.recurrent.policy_step import RecurrentPolicyStep
-from sb3_trpo_plugin.recurrent.rollout import RecurrentRollouts, zero_lstm_states
+from sb3_trpo_plugin.recurrent.rollout import recurrent_lean_rollout, zero_lstm_states
 from sb3_trpo_plugin.recurrent.sequences import RecurrentPolicyBatch
+from sb3_trpo_plugin.rollout.algorithm import LeanRollout
 from sb3_trpo_plugin.trpo.critic_fit import fit_critic
-from sb3_trpo_plugin.trpo.hyperparameters import explain_ppo_keywords
-from sb3_trpo_plugin.trpo.policy_step import FisherProduct, PolicyBatch, PolicyStep
+from sb3_trpo_plugin.trpo.policy_step import PolicyBatch, PolicyStep, PolicyStepStats
 from sb3_trpo_plugin.trpo.trpo import TRPO
 
 SelfRecurrentTRPO = TypeVar("SelfRecurrentTRPO", bound="RecurrentTRPO")
@@ -40,7 +47,7 @@ RecurrentRollout = RecurrentRolloutBufferSamples | RecurrentDictRolloutBufferSam
 PairOfStates = tuple[torch.Tensor, torch.Tensor]  # sb3-contrib's annotation of an LSTM's (hidden, cell) states
 
 
-class RecurrentTRPO(RecurrentRollouts, TRPO):
+class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout classes in the MRO: see on_policy.py
     """
     Trust Region Policy Optimization with recurrent (LSTM) policies.
 
@@ -56,8 +63,10 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
     parameters, its LSTM included (and a shared LSTM), move by the trust-region step only. A separate critic LSTM
     (``enable_critic_lstm=True``) is the critic's, fitted by the critic's regression over sequence minibatches of
     ``batch_size`` steps. ``sub_sampling_factor`` selects every k-th sequence, and so does ``fisher_sub_sampling_factor``
-    for the closed-form Fisher products.
-    Data-parallel training (``torchrun``) is not supported and is refused.
+    for the Fisher products (of either kind).
+    Data-parallel training (``torchrun``) works as TRPO's: the statistics of the update are means over the valid steps
+    of every process's sequences together, and the critic LSTM's minibatch gradients are averaged over the processes
+    (the update is not split over them: ``split_update`` is ``False``, and setting it is refused).
 
     :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy, or a
         ``RecurrentActorCriticPolicy`` subclass)
@@ -92,8 +101,8 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
     :param fisher_product: ``"gauss_newton"`` (closed form ``Jᵀ M J v``, the Jacobian-vector products through the
         LSTM), ``"kl_hessian"`` (double backpropagation), ``"auto"`` (the closed form where it exists)
     :param cg_residual_tol: The conjugate gradient stops early once ``‖g - F x‖² <= cg_residual_tol · ‖g‖²``
-    :param fisher_sub_sampling_factor: Estimate the Fisher matrix on every k-th sequence of the policy batch
-        (closed form; with ``fisher_product="kl_hessian"``, on every k-th valid step, as TRPO does with states)
+    :param fisher_sub_sampling_factor: Estimate the Fisher matrix on every k-th whole sequence of the policy batch
+        (by either kind of product: the closed form and ``fisher_product="kl_hessian"`` take the same steps)
     :param ent_coef: Entropy coefficient ``c``: the step maximises the surrogate plus ``c`` times the mean entropy of
         the valid steps' action distributions (0, the default: the plain TRPO step)
     """
@@ -106,110 +115,46 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
     policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
     policy_step_class: ClassVar[type[PolicyStep]] = RecurrentPolicyStep
 
-    @explain_ppo_keywords
-    def __init__(
-        self,
-        policy: str | type[RecurrentActorCriticPolicy],
-        env: GymEnv | str,
-        learning_rate: float | Schedule = 1e-3,
-        n_steps: int = 2048,
-        batch_size: int = 128,
-        gamma: float = 0.99,
-        cg_max_steps: int = 15,
-        cg_damping: float = 0.1,
-        line_search_shrinking_factor: float = 0.8,
-        line_search_max_iter: int = 10,
-        n_critic_updates: int = 10,
-        gae_lambda: float = 0.95,
-        use_sde: bool = False,
-        sde_sample_freq: int = -1,
-        rollout_buffer_class: type[RolloutBuffer] | None = None,
-        rollout_buffer_kwargs: dict[str, Any] | None = None,
-        normalize_advantage: bool = True,
-        target_kl: float = 0.01,
-        sub_sampling_factor: int = 1,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: torch.device | str = "auto",
-        _init_setup_model: bool = True,
-        fisher_product: FisherProduct = "auto",
-        cg_residual_tol: float = 1e-10,
-        fisher_sub_sampling_factor: int = 1,
-        ent_coef: float = 0.0,
-    ):
-        if rollout_buffer_class is not None and not issubclass(
-            rollout_buffer_class, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)
-        ):
-            raise ValueError(
-                "rollout_buffer_class must be sb3-contrib's RecurrentRolloutBuffer or RecurrentDictRolloutBuffer "
-                f"(or a subclass), which store the LSTM states; got {rollout_buffer_class.__name__}"
-            )
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            batch_size=batch_size,
-            gamma=gamma,
-            cg_max_steps=cg_max_steps,
-            cg_damping=cg_damping,
-            line_search_shrinking_factor=line_search_shrinking_factor,
-            line_search_max_iter=line_search_max_iter,
-            n_critic_updates=n_critic_updates,
-            gae_lambda=gae_lambda,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            rollout_buffer_class=rollout_buffer_class,
-            rollout_buffer_kwargs=rollout_buffer_kwargs,
-            normalize_advantage=normalize_advantage,
-            target_kl=target_kl,
-            sub_sampling_factor=sub_sampling_factor,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            _init_setup_model=_init_setup_model,
-            fisher_product=fisher_product,
-            cg_residual_tol=cg_residual_tol,
-            fisher_sub_sampling_factor=fisher_sub_sampling_factor,
-            ent_coef=ent_coef,
-        )
+    #: The split update (:mod:`sb3_trpo_plugin.parallel.split_update`) gathers flat rows, not padded sequences with
+    #: their LSTM states: a data-parallel RecurrentTRPO reduces every step of its update over the processes instead.
+    split_update: bool = False
 
-    def _setup_model(self) -> None:
-        if self.collectives is not None:
+    def splits_update(self, critic_depends_on_actor: bool) -> bool:
+        """
+        ``False``: the update of a data-parallel RecurrentTRPO reduces each step over the processes.
+
+        :param critic_depends_on_actor: whether the critic's value depends on the actor's parameters
+        :raises NotImplementedError: when :attr:`split_update` is set on a data-parallel model
+        """
+        if self.collectives is not None and self.split_update:
             raise NotImplementedError(
-                "RecurrentTRPO does not support data-parallel training (torch.distributed with several processes): "
-                "run it in one process"
+                "RecurrentTRPO cannot split its update over the processes (the split update gathers rows, not padded "
+                "sequences with their LSTM states): leave split_update = False, its default, and every step of the "
+                "update is reduced over the processes instead"
             )
-        if self.rollout_buffer_class is None:
-            is_dict = isinstance(self.observation_space, spaces.Dict)
-            self.rollout_buffer_class = RecurrentDictRolloutBuffer if is_dict else RecurrentRolloutBuffer
-        # SB3 builds the buffer before the policy, whose LSTM sets the states' shape: a placeholder shape first,
-        # then the buffer again once the policy exists.
-        caller_kwargs = self.rollout_buffer_kwargs
-        self.rollout_buffer_kwargs = {**caller_kwargs, "hidden_state_shape": (self.n_steps, 1, self.n_envs, 1)}
-        try:
-            super()._setup_model()
-        finally:
-            self.rollout_buffer_kwargs = caller_kwargs
-        lstm = self.policy.lstm_actor
-        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[call-arg]
-            self.n_steps,
-            self.observation_space,  # type: ignore[arg-type]
-            self.action_space,
-            device=self.device,
-            gamma=self.gamma,
-            gae_lambda=self.gae_lambda,
-            n_envs=self.n_envs,
-            hidden_state_shape=(self.n_steps, lstm.num_layers, self.n_envs, lstm.hidden_size),
-            **self.rollout_buffer_kwargs,
-        )
-        self._last_lstm_states = zero_lstm_states(self.policy, self.n_envs)
+        return False
+
+    def _take_policy_step(self, rollout: Any, reductions: BatchReductions = ONE_PROCESS) -> PolicyStepStats:
+        """
+        The trust-region step on the actor, its statistics means over the valid steps of every process's sequences
+        together (processes whose sub-sampled sequences hold different numbers of steps are weighed by them).
+        """
+        batch = self._policy_batch(rollout, reductions)
+        return self.make_policy_step(weighted_by_rows(reductions, int(batch.advantages.shape[0]))).take(batch)
+
+    def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
+        """
+        The lean loop's parts carrying the LSTM states (:func:`~sb3_trpo_plugin.recurrent.rollout.recurrent_lean_rollout`);
+        ``None`` leaves the rollout to sb3-contrib's ``RecurrentPPO`` loop.
+        """
+
+        def keep(states: RNNStates) -> None:
+            self._last_lstm_states = states
+
+        states = self._lstm_states_for(env.num_envs)
+        episode_starts = self._last_episode_starts
+        assert episode_starts is not None, "set by _setup_learn"
+        return recurrent_lean_rollout(self.policy, rollout_buffer, states, episode_starts, keep)
 
     def _policy_functions(self) -> tuple[Callable[[PyTorchObs], Distribution], Callable[[PyTorchObs], torch.Tensor]]:
         """One observation's distribution and value from zero LSTM states, for the actor/critic split's trace."""
@@ -270,6 +215,7 @@ class RecurrentTRPO(RecurrentRollouts, TRPO):
                 self._actor_params,
                 n_epochs=self.n_critic_updates,
                 batch_size=self.batch_size,
+                reductions=reductions,
             )
         return fit_critic(
             feedforward_critic_regression(self.policy, self._critic_params, rollout),

@@ -28,6 +28,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch.nn import functional as F
 
 from sb3_trpo_plugin.common.parameters import frozen
+from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.recurrent.minibatches import critic_minibatches
 from sb3_trpo_plugin.recurrent.sequences import LSTMStates, run_over_sequences, valid_rows
 from sb3_trpo_plugin.replicas.fused_adam import optimizer_step
@@ -72,13 +73,17 @@ def fit_critic_over_sequences(
     actor_parameters: Sequence[torch.nn.Parameter],
     n_epochs: int,
     batch_size: int,
+    reductions: BatchReductions = ONE_PROCESS,
 ) -> float:
     """
     ``n_epochs`` epochs of ``min_φ mean_{valid t} (V_φ(s_0..s_t) - R̂_t)²`` over the buffer's sequence minibatches.
 
     Each epoch draws the buffer's minibatches afresh (sb3-contrib's ``get``: the steps rotated at a random index,
     split into runs of ``batch_size`` steps, cut into sequences; built by :func:`.minibatches.critic_minibatches`,
-    the same minibatches at less cost); a non-finite loss or gradient skips its minibatch.
+    the same minibatches at less cost); a non-finite loss or gradient skips its minibatch. In a data-parallel run each
+    process draws its own minibatches from its own buffer, and each minibatch's loss and gradient are averaged over
+    the processes before the step (each process's minibatch holds the same number of valid steps: the mean over the
+    union of their steps), so every process takes the same step and skips the same minibatches.
 
     :param policy: a recurrent policy with its own critic LSTM
     :param rollout_buffer: the filled recurrent rollout buffer
@@ -87,6 +92,7 @@ def fit_critic_over_sequences(
     :param actor_parameters: frozen meanwhile
     :param n_epochs: passes over the buffer
     :param batch_size: steps per minibatch
+    :param reductions: how a process's minibatch gradient becomes every process's (identity on one process)
     :return: mean loss over all minibatches (``nan`` when there were none)
     """
     step = optimizer_step(optimizer)
@@ -102,10 +108,29 @@ def fit_critic_over_sequences(
                 for parameter in critic_parameters:
                     parameter.grad = None
                 loss.backward()
-                losses.append(loss.item())
+                losses.append(
+                    loss.item() if reductions is ONE_PROCESS else _mean_over_processes(loss, critic_parameters, reductions)
+                )
                 if math.isfinite(losses[-1]) and all_finite(p.grad for p in critic_parameters):
                     step()
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def _mean_over_processes(
+    loss: torch.Tensor, critic_parameters: Sequence[torch.nn.Parameter], reductions: BatchReductions
+) -> float:
+    """
+    Every process's minibatch loss and gradient, averaged (one reduction): the gradients in place, the loss returned.
+    A non-finite value on any process makes the mean non-finite everywhere: every process skips the minibatch.
+    """
+    with_gradient = [p for p in critic_parameters if p.grad is not None]
+    gradients = [p.grad for p in with_gradient]
+    flat = torch.cat([loss.detach().reshape(1), *(g.reshape(-1) for g in gradients if g is not None)])
+    mean = reductions.mean(flat)
+    chunks = torch.split(mean[1:], [p.numel() for p in with_gradient])
+    for parameter, chunk in zip(with_gradient, chunks, strict=True):
+        parameter.grad = chunk.view_as(parameter)
+    return float(mean[0])
 
 
 def feedforward_critic_regression(

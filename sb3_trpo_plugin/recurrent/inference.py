@@ -9,10 +9,16 @@ distributions through :class:`~sb3_trpo_plugin.replicas.inference.PolicyInferenc
 random calls: SB3's actions, values and log-probabilities bit for bit), and each LSTM through its own ``forward`` as
 ``_process_sequence`` calls it for one step of ``n_envs`` sequences: directly from the states when no episode starts,
 else from the states multiplied by ``1 - episode_start``.
+
+Before it first serves a policy, the inference is proved against the policy's own forward on the observations, LSTM
+states and episode starts the rollout starts from (:meth:`RecurrentPolicyInference.upstream_mismatch`, under
+:data:`RECURRENT_LEAN_INFERENCE` in the policy's :func:`~sb3_trpo_plugin.replicas.proofs.proofs_of`); a mismatch
+leaves the policy to sb3-contrib's ``RecurrentPPO`` loop.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -25,9 +31,15 @@ from torch import nn
 
 from sb3_trpo_plugin.replicas.eligibility import REPLICATED_METHODS, unrecognised_reason
 from sb3_trpo_plugin.replicas.inference import PolicyInference, policy_inference
+from sb3_trpo_plugin.replicas.proofs import FastPath, array_difference, proofs_of, state_restored, upstream
 
 #: The methods of ``RecurrentActorCriticPolicy`` whose computation the inference replicates.
 RECURRENT_METHODS = (*REPLICATED_METHODS, "_process_sequence", "_build_mlp_extractor")
+
+#: The lean inference of recurrent policies, as its proofs and warnings name it.
+RECURRENT_LEAN_INFERENCE = FastPath(
+    "the lean recurrent rollout inference", "the policy's own forward in sb3-contrib's RecurrentPPO rollout loop"
+)
 
 
 def recurrent_unrecognised_reason(policy: nn.Module) -> str | None:
@@ -48,13 +60,14 @@ def recurrent_unrecognised_reason(policy: nn.Module) -> str | None:
 
 def recurrent_policy_inference(policy: nn.Module) -> RecurrentPolicyInference | None:
     """
-    The lean inference of a recurrent policy, or ``None`` when it cannot be proved exact.
+    The lean inference of a recurrent policy, or ``None`` when it cannot be proved exact or was disproved
+    (:meth:`RecurrentPolicyInference.upstream_mismatch`).
 
     Build it at the start of each rollout: hooks, the policy's modules and its parameters are looked up then.
 
     :param policy: the algorithm's policy
     """
-    if recurrent_unrecognised_reason(policy) is not None:
+    if proofs_of(policy).verdict(RECURRENT_LEAN_INFERENCE) is False or recurrent_unrecognised_reason(policy) is not None:
         return None
     parts = policy_inference(policy, RecurrentActorCriticPolicy, methods=RECURRENT_METHODS)
     assert parts is not None, "recurrent_unrecognised_reason() checked it"
@@ -154,6 +167,63 @@ class RecurrentPolicyInference:
         values = parts.value_net(parts.critic_latent(latent_vf))
         actions, log_probs = parts.head(parts.action_net(latent_pi), latent_pi)
         return actions, values, log_probs, RNNStates(states_pi, states_vf)
+
+    def upstream_mismatch(self, obs_tensor: PyTorchObs, lstm_states: RNNStates, episode_starts: np.ndarray) -> str | None:
+        """
+        How this inference differs from the policy's own ``forward`` from ``lstm_states``, or ``None`` when it does not:
+        the proof of :data:`RECURRENT_LEAN_INFERENCE` (see :meth:`~sb3_trpo_plugin.replicas.proofs.FastPathProofs.serves`).
+
+        Two probes, each from the same state of torch's generator and in evaluation mode: with ``episode_starts`` (the
+        rollout's first step: the states reset where an episode starts) and with no episode start (the states carried
+        into the LSTM as they are). The actions, values, log-probabilities and new LSTM states must agree bit for bit.
+        Afterwards the generator, the modules' modes and the action distribution's state are what they were.
+
+        :param obs_tensor: the probe's observations, e.g. those the rollout starts from
+        :param lstm_states: the LSTM states before them
+        :param episode_starts: whether each environment starts an episode there
+        :raises UpstreamFailed: when the policy's own ``forward`` raises (e.g. NaN weights)
+        """
+        policy = self.policy
+        first = next(iter(obs_tensor.values())) if isinstance(obs_tensor, dict) else obs_tensor
+        n_rows = int(first.shape[0])
+        probes = [episode_starts.astype(np.float32), np.zeros(n_rows, dtype=np.float32)]
+        found: list[str] = []
+        modes = [(module, module.training) for module in policy.modules()]
+        try:
+            with torch.random.fork_rng(devices=[]), state_restored(policy.action_dist):
+                policy.set_training_mode(False)
+                if policy.use_sde:
+                    policy.reset_noise(n_rows)
+                for starts in probes:
+                    starts_tensor = torch.tensor(starts, dtype=torch.float32, device=policy.device)
+                    start = torch.get_rng_state()
+                    try:
+                        fast = self(obs_tensor, lstm_states, starts_tensor, bool(starts.any()))
+                    except Exception as error:  # SB3's validation (then the upstream raises too), or the fast path failing
+                        fast_error: Exception | None = error
+                    else:
+                        fast_error = None
+                    torch.set_rng_state(start)
+                    with torch.no_grad():
+                        forward = functools.partial(policy, obs_tensor, lstm_states, starts_tensor)
+                        actions, values, log_probs, states = upstream(forward)
+                    if fast_error is not None:
+                        return f"it raised {type(fast_error).__name__}: {fast_error}, where the policy's forward did not"
+                    label = "with episode starts" if starts.any() else "without episode starts"
+                    differences = [
+                        array_difference(f"the actions {label}", fast[0], actions.cpu().numpy()),
+                        array_difference(f"the values {label}", fast[1], values),
+                        array_difference(f"the log-probabilities {label}", fast[2], log_probs),
+                        *(
+                            array_difference(f"the new LSTM states {label}", ours, theirs)
+                            for ours, theirs in zip((*fast[3].pi, *fast[3].vf), (*states.pi, *states.vf), strict=True)
+                        ),
+                    ]
+                    found += [difference for difference in differences if difference is not None]
+        finally:
+            for module, training in modes:
+                module.training = training
+        return "; ".join(found) if found else None
 
     def _raise_sb3_error(self, obs_tensor: PyTorchObs, lstm_states: RNNStates, episode_starts: torch.Tensor) -> None:
         """Run the policy's own ``forward`` (which validates its distributions) on a copy of the generator state."""

@@ -17,6 +17,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BaseModel
 from stable_baselines3.common.type_aliases import PyTorchObs
 
+from sb3_trpo_plugin.common.reductions import BatchReductions, weighted_by_rows
 from sb3_trpo_plugin.recurrent.sequences import LSTMStates, RecurrentPolicyBatch, run_over_sequences
 from sb3_trpo_plugin.trpo.policy_step import PolicyBatch, PolicyStep
 
@@ -47,7 +48,13 @@ def actor_distribution_over_sequences(
 
 
 class RecurrentPolicyStep(PolicyStep):
-    """The trust-region step on a recurrent actor, its LSTM included, over a :class:`RecurrentPolicyBatch`."""
+    """
+    The trust-region step on a recurrent actor, its LSTM included, over a :class:`RecurrentPolicyBatch`.
+
+    The Fisher matrix is estimated on every ``fisher_sub_sampling_factor``-th whole sequence, by either kind of
+    product (the closed form on the sub-batch :meth:`RecurrentPolicyBatch.every` selects, the double backpropagation on
+    the same steps); in a data-parallel run each process's products are weighed by the steps it selected.
+    """
 
     def batch_distribution(self, batch: PolicyBatch) -> Distribution:
         """
@@ -56,9 +63,33 @@ class RecurrentPolicyStep(PolicyStep):
         :param batch: a :class:`~sb3_trpo_plugin.recurrent.sequences.RecurrentPolicyBatch`
         :return: the SB3 distribution of the current weights, one row per valid step
         """
-        if not isinstance(batch, RecurrentPolicyBatch):
-            raise TypeError(f"a recurrent policy's step needs a RecurrentPolicyBatch, got {type(batch).__name__}")
+        batch = _recurrent(batch)
         policy = cast(RecurrentActorCriticPolicy, self.policy)
         return actor_distribution_over_sequences(
             policy, batch.observations, batch.initial_states, batch.episode_starts, batch.mask
         )
+
+    def fisher_rows(self, batch: PolicyBatch) -> torch.Tensor:
+        """
+        The valid steps of every ``fisher_sub_sampling_factor``-th whole sequence, as the closed form selects them.
+
+        :param batch: a :class:`~sb3_trpo_plugin.recurrent.sequences.RecurrentPolicyBatch`
+        """
+        return _recurrent(batch).valid_steps_of_every(self.settings.fisher_sub_sampling_factor)
+
+    def fisher_reductions(self, batch: PolicyBatch) -> BatchReductions:
+        """
+        The step's reductions, the Fisher products weighed by the valid steps each process selected for them (processes
+        whose sequences differ select different numbers of steps).
+
+        :param batch: a :class:`~sb3_trpo_plugin.recurrent.sequences.RecurrentPolicyBatch`
+        """
+        if self.settings.fisher_sub_sampling_factor == 1:
+            return self.reductions
+        return weighted_by_rows(self.reductions, int(self.fisher_rows(batch).sum()))
+
+
+def _recurrent(batch: PolicyBatch) -> RecurrentPolicyBatch:
+    if not isinstance(batch, RecurrentPolicyBatch):
+        raise TypeError(f"a recurrent policy's step needs a RecurrentPolicyBatch, got {type(batch).__name__}")
+    return batch

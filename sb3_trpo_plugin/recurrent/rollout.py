@@ -1,30 +1,37 @@
 """
-Rollouts of a recurrent policy: SB3's on-policy loop, carrying the LSTM states from step to step.
+The lean rollout's parts for a recurrent policy: the package's one loop (:mod:`sb3_trpo_plugin.rollout`), carrying
+the LSTM states from step to step.
 
-The lean inference of :mod:`sb3_trpo_plugin.rollout` replicates feed-forward policies only; a recurrent policy
-needs its states. :class:`RecurrentRollouts` keeps SB3's loop step for step (callbacks with the same calls and
-locals, ``False`` from ``on_step`` stopping training, action clipping or unscaling, gSDE noise resampling,
-time-limit bootstrapping, VecNormalize through the environment) and adds what sb3-contrib's ``RecurrentPPO``
-stores: the LSTM states held before each step, which the update re-runs the sequences from. The state of an
-environment is reset to zero before the first step of each of its episodes (inside the policy's forward, from
-``episode_starts``); the states carry over from one rollout to the next.
+A recurrent policy acts from its LSTM states, and sb3-contrib's ``RecurrentPPO`` stores in its rollout buffer the
+states held before each step, from which the update re-runs the sequences. :func:`recurrent_lean_rollout` gives the
+lean loop what that takes: :class:`CarriedLSTMStates`, an inference that carries the states (the lean inference of
+:mod:`~sb3_trpo_plugin.recurrent.inference`, bit for bit the policy's forward) and that the loop tells of each step's
+end (:class:`~sb3_trpo_plugin.rollout.algorithm.CarriedState`); a writer that stores the states with each step; the
+critic's states for the time-limit bootstrap and the last step's values. The state of an environment is reset to zero
+before the first step of each of its episodes (inside the inference, from the episode starts); the states carry over
+from one rollout to the next in the algorithm's ``_last_lstm_states``, as in ``RecurrentPPO``, whose own loop collects
+for the policies the lean inference does not recognise (:mod:`~sb3_trpo_plugin.recurrent.on_policy`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
-from gymnasium import spaces
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.utils import obs_as_tensor
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.type_aliases import PyTorchObs
 
-from sb3_trpo_plugin.recurrent.inference import recurrent_policy_inference
+from sb3_trpo_plugin.recurrent.inference import (
+    RECURRENT_LEAN_INFERENCE,
+    RecurrentPolicyInference,
+    recurrent_policy_inference,
+)
+from sb3_trpo_plugin.rollout.algorithm import BufferWriter, LeanRollout
 
 
 def zero_lstm_states(policy: RecurrentActorCriticPolicy, n_envs: int) -> RNNStates:
@@ -44,142 +51,172 @@ def zero_lstm_states(policy: RecurrentActorCriticPolicy, n_envs: int) -> RNNStat
     return RNNStates((zeros(), zeros()), (zeros(), zeros()))
 
 
-class RecurrentRollouts(OnPolicyAlgorithm):
+def check_recurrent_buffer(rollout_buffer: RolloutBuffer) -> None:
     """
-    ``OnPolicyAlgorithm`` whose ``collect_rollouts`` carries a recurrent policy's LSTM states and stores them in
-    sb3-contrib's recurrent rollout buffers.
+    Refuse a rollout buffer that cannot store the LSTM states.
 
-    :ivar _last_lstm_states: the LSTM states after the last step of the last rollout
+    :param rollout_buffer: the buffer a rollout is to fill
+    :raises TypeError: when it is not one of sb3-contrib's recurrent rollout buffers
+    """
+    if not isinstance(rollout_buffer, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)):
+        raise TypeError(f"a recurrent policy needs a recurrent rollout buffer to store its states, got {rollout_buffer}")
+
+
+class CarriedLSTMStates:
+    """
+    The lean loop's inference for a recurrent policy, and the LSTM states it carries (a
+    :class:`~sb3_trpo_plugin.rollout.algorithm.CarriedState`).
+
+    Each call acts from ``states`` (held before the step) and the step's episode starts, and keeps the states after
+    the step apart (``states_after_step``) until the loop calls :meth:`advance`; the buffer writer stores ``states``
+    with the step.
+
+    :param inference: the policy's lean inference
+    :param states: the states held before the rollout's first step
+    :param episode_starts: whether each environment starts an episode at that step
+    :param keep: called with the held states at each :meth:`advance` (the algorithm's ``_last_lstm_states``)
     """
 
-    policy: RecurrentActorCriticPolicy
-    _last_lstm_states: RNNStates | None = None
-    #: Act through the lean inference when the policy is recognised (:mod:`~sb3_trpo_plugin.recurrent.inference`);
-    #: ``False`` (on the class or an instance) always calls the policy's own forward.
-    lean_rollout: bool = True
+    def __init__(
+        self,
+        inference: RecurrentPolicyInference,
+        states: RNNStates,
+        episode_starts: np.ndarray,
+        keep: Callable[[RNNStates], None],
+    ) -> None:
+        self.inference = inference
+        self.policy = inference.policy
+        self.states = states
+        self.states_after_step = states
+        self.episode_starts = episode_starts
+        self.episode_starts_tensor: torch.Tensor | None = None
+        self._keep = keep
 
-    def collect_rollouts(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
-    ) -> bool:
+    def __call__(
+        self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """
-        Collect experiences using the current policy and fill a recurrent rollout buffer (SB3's semantics).
+        The step's actions, values and log-probabilities, as ``policy(obs_tensor, states, episode_starts)`` returns them.
 
-        :param env: The training environment
-        :param callback: Callback that will be called at each step (and at the beginning and end of the rollout)
-        :param rollout_buffer: Buffer to fill with rollouts (sb3-contrib's ``RecurrentRolloutBuffer`` or
-            ``RecurrentDictRolloutBuffer``)
-        :param n_rollout_steps: Number of experiences to collect per environment
-        :return: True if function returned with at least `n_rollout_steps` collected, False if callback
-            terminated rollout prematurely.
+        :param obs_tensor: the observations as tensors
+        :param action_masks: unused (recurrent policies act without masks)
         """
-        if not isinstance(rollout_buffer, (RecurrentRolloutBuffer, RecurrentDictRolloutBuffer)):
-            raise TypeError(f"a recurrent policy needs a recurrent rollout buffer to store its states, got {rollout_buffer}")
-        assert self._last_obs is not None, "No previous observation was provided"
-        if self._last_lstm_states is None or self._last_lstm_states.pi[0].shape[1] != env.num_envs:
-            self._last_lstm_states = zero_lstm_states(self.policy, env.num_envs)
-        # Switch to eval mode (this affects batch norm / dropout)
-        self.policy.set_training_mode(False)
+        self.episode_starts_tensor = torch.tensor(self.episode_starts, dtype=torch.float32, device=self.policy.device)
+        any_start = bool(np.any(self.episode_starts))
+        actions, values, log_probs, self.states_after_step = self.inference(
+            obs_tensor, self.states, self.episode_starts_tensor, any_start
+        )
+        return actions, values, log_probs
 
-        n_steps = 0
-        rollout_buffer.reset()
-        # Sample new weights for the state dependent exploration
-        if self.use_sde:
-            self.policy.reset_noise(env.num_envs)
+    def actions(self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None = None) -> np.ndarray:
+        """The step's actions (the step is taken whole: the states after it are kept as by :meth:`__call__`)."""
+        return self(obs_tensor, action_masks)[0]
 
-        callback.on_rollout_start()
+    def upstream_mismatch(self, obs_tensor: PyTorchObs, masked: bool = False) -> str | None:
+        """
+        The proof of the lean inference from the rollout's first states and episode starts
+        (:meth:`~sb3_trpo_plugin.recurrent.inference.RecurrentPolicyInference.upstream_mismatch`).
 
-        # The lean inference for sb3-contrib's recurrent policies (bit for bit their forward), else the forward itself
-        inference = recurrent_policy_inference(self.policy) if self.lean_rollout else None
-        lstm_states = self._last_lstm_states
-        while n_steps < n_rollout_steps:
-            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
-                # Sample a new noise matrix
-                self.policy.reset_noise(env.num_envs)
+        :param obs_tensor: the observations the rollout starts from
+        :param masked: unused (recurrent policies act without masks)
+        """
+        return self.inference.upstream_mismatch(obs_tensor, self.states, np.asarray(self.episode_starts))
 
-            with torch.no_grad():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                episode_starts = torch.tensor(self._last_episode_starts, dtype=torch.float32, device=self.device)
-                # The states are reset to zero where an episode starts, inside the forward.
-                if inference is None:
-                    actions_tensor, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
-                    actions = actions_tensor.cpu().numpy()
-                else:
-                    any_start = bool(np.any(self._last_episode_starts))
-                    actions, values, log_probs, lstm_states = inference(obs_tensor, lstm_states, episode_starts, any_start)
+    def advance(self, episode_starts: np.ndarray) -> None:
+        """
+        The step is written: its states after become the held ones (and the algorithm's ``_last_lstm_states``).
 
-            # Rescale and perform action
-            clipped_actions = actions
-            if isinstance(self.action_space, spaces.Box):
-                if self.policy.squash_output:
-                    # Unscale the actions to match env bounds if they were previously squashed (scaled in [-1, 1])
-                    clipped_actions = self.policy.unscale_action(clipped_actions)
-                else:
-                    # Otherwise, clip the actions to avoid out of bound error
-                    # as we are sampling from an unbounded Gaussian distribution
-                    clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        :param episode_starts: whether each environment starts an episode at the next step
+        """
+        self.states = self.states_after_step
+        self.episode_starts = episode_starts
+        self._keep(self.states)
 
-            new_obs, rewards, dones, infos = env.step(clipped_actions)
+    def step_locals(self) -> dict[str, Any]:
+        """The step's ``lstm_states`` (after it) and ``episode_starts``, as callbacks see them in ``RecurrentPPO``'s loop."""
+        return {"lstm_states": self.states_after_step, "episode_starts": self.episode_starts_tensor}
 
-            self.num_timesteps += env.num_envs
+    def terminal_value(self, terminal_observation: PyTorchObs, env_index: int) -> torch.Tensor:
+        """
+        ``predict_values`` of a truncated episode's terminal observation from the critic's states after the step
+        (``RecurrentPPO``'s bootstrap: the terminal observation continues the episode).
 
-            # Give access to local variables
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
+        :param terminal_observation: one row
+        :param env_index: the environment whose episode was truncated
+        """
+        critic_states = self.states_after_step.vf
+        terminal_lstm_state = (
+            critic_states[0][:, env_index : env_index + 1, :].contiguous(),
+            critic_states[1][:, env_index : env_index + 1, :].contiguous(),
+        )
+        no_start = torch.zeros(1, dtype=torch.float32, device=self.policy.device)
+        return self.policy.predict_values(terminal_observation, terminal_lstm_state, no_start)  # type: ignore[arg-type]
 
-            self._update_info_buffer(infos, dones)
-            n_steps += 1
+    def last_values(self, observations: PyTorchObs, episode_starts: np.ndarray) -> torch.Tensor:
+        """
+        ``predict_values`` of the observations after the last step, from the critic's states held after it.
 
-            if isinstance(self.action_space, spaces.Discrete):
-                # Reshape in case of discrete action
-                actions = actions.reshape(-1, 1)
+        :param observations: the observations as tensors
+        :param episode_starts: whether each environment starts an episode there (its states are reset)
+        """
+        starts = torch.tensor(episode_starts, dtype=torch.float32, device=self.policy.device)
+        return self.policy.predict_values(observations, self.states.vf, starts)  # type: ignore[arg-type]
 
-            # Handle timeout by bootstrapping with the value function (SB3 GitHub issue #633), from the critic's
-            # state after the step: the terminal observation continues the episode.
-            for idx, done in enumerate(dones):
-                if (
-                    done
-                    and infos[idx].get("terminal_observation") is not None
-                    and infos[idx].get("TimeLimit.truncated", False)
-                ):
-                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                    terminal_lstm_state = (
-                        lstm_states.vf[0][:, idx : idx + 1, :].contiguous(),
-                        lstm_states.vf[1][:, idx : idx + 1, :].contiguous(),
-                    )
-                    with torch.no_grad():
-                        no_start = torch.zeros(1, dtype=torch.float32, device=self.device)
-                        terminal_value = self.policy.predict_values(
-                            terminal_obs,  # type: ignore[arg-type]
-                            terminal_lstm_state,
-                            no_start,
-                        )[0]
-                    rewards[idx] += self.gamma * terminal_value
 
-            # The states held before this step: the update re-runs each sequence from them.
-            rollout_buffer.add(
-                self._last_obs,  # type: ignore[arg-type]
-                actions,
-                rewards,
-                self._last_episode_starts,  # type: ignore[arg-type]
-                values,
-                log_probs,
-                lstm_states=self._last_lstm_states,
-            )
-            self._last_obs = new_obs  # type: ignore[assignment]
-            self._last_episode_starts = dones
-            self._last_lstm_states = lstm_states
+def lstm_states_writer(rollout_buffer: RolloutBuffer, carried: CarriedLSTMStates) -> BufferWriter:
+    """
+    ``rollout_buffer.add`` of sb3-contrib's recurrent buffers, with the LSTM states held before the step.
 
-        with torch.no_grad():
-            # Compute value for the last timestep
-            episode_starts = torch.tensor(dones, dtype=torch.float32, device=self.device)
-            last_obs_tensor = obs_as_tensor(new_obs, self.device)  # type: ignore[arg-type]
-            values = self.policy.predict_values(last_obs_tensor, lstm_states.vf, episode_starts)  # type: ignore[arg-type]
+    :param rollout_buffer: a ``RecurrentRolloutBuffer`` or ``RecurrentDictRolloutBuffer``
+    :param carried: the states the rollout carries (read at each write: the states before the step being written)
+    """
 
-        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+    def add(
+        obs: Any,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        episode_starts: np.ndarray,
+        values: Any,
+        log_probs: Any,
+        action_masks: np.ndarray | None,
+    ) -> None:
+        if action_masks is not None:
+            raise ValueError("a recurrent rollout buffer does not store action masks")
+        rollout_buffer.add(
+            obs,
+            actions,
+            rewards,
+            episode_starts,
+            values,
+            log_probs,
+            lstm_states=carried.states,  # type: ignore[call-arg]
+        )
 
-        callback.update_locals(locals())
+    return add
 
-        callback.on_rollout_end()
 
-        return True
+def recurrent_lean_rollout(
+    policy: RecurrentActorCriticPolicy,
+    rollout_buffer: RolloutBuffer,
+    states: RNNStates,
+    episode_starts: np.ndarray,
+    keep: Callable[[RNNStates], None],
+) -> LeanRollout | None:
+    """
+    The lean loop's parts for a recurrent policy, or ``None`` (sb3-contrib's ``RecurrentPPO`` loop) when its lean
+    inference does not apply.
+
+    :param policy: the algorithm's policy
+    :param rollout_buffer: the buffer to fill (one of sb3-contrib's recurrent buffers)
+    :param states: the LSTM states held before the rollout's first step
+    :param episode_starts: whether each environment starts an episode at that step
+    :param keep: called with the held states after each step (the algorithm's ``_last_lstm_states``)
+    """
+    check_recurrent_buffer(rollout_buffer)
+    inference = recurrent_policy_inference(policy)
+    if inference is None:
+        return None
+    carried = CarriedLSTMStates(inference, states, episode_starts, keep)
+    return LeanRollout(
+        carried, lstm_states_writer(rollout_buffer, carried), carried=carried, fast_path=RECURRENT_LEAN_INFERENCE
+    )

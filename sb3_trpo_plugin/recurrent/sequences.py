@@ -46,6 +46,18 @@ class RecurrentPolicyBatch(PolicyBatch):
         """The number of sequences."""
         return self.initial_states[0].shape[1]
 
+    def valid_steps_of_every(self, k: int) -> torch.Tensor:
+        """
+        Which valid steps belong to every ``k``-th sequence: the rows of ``actions``, ``old_log_prob`` and ``advantages``
+        that :meth:`every` keeps (the one rule by which a recurrent batch is sub-sampled).
+
+        :param k: the step between selected sequences
+        :return: ``True`` per kept valid step, in the order of the valid steps
+        """
+        mask = self.mask.reshape(self.n_sequences, -1)
+        sequence_of_step = torch.arange(self.n_sequences, device=mask.device)[:, None].expand_as(mask)
+        return sequence_of_step[mask] % k == 0
+
     def every(self, k: int) -> RecurrentPolicyBatch:
         """
         Every ``k``-th whole sequence (a sequence cannot be cut: its later steps need the earlier ones).
@@ -55,8 +67,7 @@ class RecurrentPolicyBatch(PolicyBatch):
         """
         n_sequences = self.n_sequences
         mask = self.mask.reshape(n_sequences, -1)
-        sequence_of_step = torch.arange(n_sequences, device=mask.device)[:, None].expand_as(mask)
-        selected_valid_steps = sequence_of_step[mask] % k == 0
+        selected_valid_steps = self.valid_steps_of_every(k)
         selected_mask = mask[::k]
         max_length = int(selected_mask.sum(dim=1).max()) if selected_mask.numel() else 0
         selected_mask = selected_mask[:, :max_length]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch as th
@@ -32,12 +32,13 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo_plugin.replicas.inference import LEAN_INFERENCE, PolicyInference, policy_inference
+from sb3_trpo_plugin.replicas.inference import LEAN_INFERENCE, policy_inference
 from sb3_trpo_plugin.replicas.layers import obs_as_cpu_tensor
-from sb3_trpo_plugin.replicas.proofs import CPUOnlyRolloutWarning, proofs_of
+from sb3_trpo_plugin.replicas.proofs import CPUOnlyRolloutWarning, FastPath, proofs_of
 from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
 from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs, fill_values_and_log_probs
 
@@ -45,6 +46,65 @@ from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outp
 BufferWriter = Callable[
     [Any, np.ndarray, np.ndarray, np.ndarray, "th.Tensor | None", "th.Tensor | None", "np.ndarray | None"], None
 ]
+
+
+class StepInference(Protocol):
+    """
+    What the lean loop asks of a policy at each step (:class:`~sb3_trpo_plugin.replicas.inference.PolicyInference`, or
+    a variant's inference with the same calls).
+    """
+
+    def __call__(
+        self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, th.Tensor, th.Tensor]:
+        """The step's actions ``(n_envs, *action_shape)``, values ``(n_envs, 1)`` and log-probabilities ``(n_envs,)``."""
+        ...
+
+    def actions(self, obs_tensor: PyTorchObs, action_masks: np.ndarray | None = None) -> np.ndarray:
+        """The step's actions alone (the same random calls), when the rollout fills values and log-probabilities later."""
+        ...
+
+    def upstream_mismatch(self, obs_tensor: PyTorchObs, masked: bool = False) -> str | None:
+        """How the inference differs from the policy's own forward on ``obs_tensor`` (``None``: it does not)."""
+        ...
+
+
+class CarriedState(Protocol):
+    """
+    State a policy carries from step to step (a recurrent policy's LSTM states), held beside the lean loop: the loop
+    tells it where each step ends, and asks it for the values that depend on it.
+    """
+
+    def advance(self, episode_starts: np.ndarray) -> None:
+        """
+        After each step, once it is written to the buffer: the states after the step become the held ones.
+
+        :param episode_starts: whether each environment starts an episode at the next step (the step's ``dones``)
+        """
+        ...
+
+    def terminal_value(self, terminal_observation: PyTorchObs, env_index: int) -> th.Tensor:
+        """
+        The value of a truncated episode's terminal observation (the time-limit bootstrap), as ``predict_values``
+        returns it, ``(1, 1)``: the episode goes on from the states after the step.
+
+        :param terminal_observation: the observation as a tensor, one row
+        :param env_index: the environment whose episode was truncated
+        """
+        ...
+
+    def last_values(self, observations: PyTorchObs, episode_starts: np.ndarray) -> th.Tensor:
+        """
+        The values of the observations after the rollout's last step, ``(n_envs, 1)``.
+
+        :param observations: the observations as tensors
+        :param episode_starts: whether each environment starts an episode there
+        """
+        ...
+
+    def step_locals(self) -> dict[str, Any]:
+        """What the callbacks see of the state among the step's locals (the names of the variant's own loop)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -58,12 +118,17 @@ class LeanRollout:
         (the steps then sample actions alone); ``None``: every step computes them (callbacks may read them)
     :param action_masks: the current step's action masks, asked of the environments before each step;
         ``None``: the policy acts without masks
+    :param carried: the state the policy carries from step to step (``RecurrentTRPO``: the LSTM states), told of each
+        step's end, and asked for the time-limit bootstrap's and the last step's values; ``None``: a feed-forward policy
+    :param fast_path: what the inference's proof and its warnings call it
     """
 
-    inference: PolicyInference
+    inference: StepInference
     write: BufferWriter
     fill_values_and_log_probs: Callable[[], None] | None = None
     action_masks: Callable[[], np.ndarray] | None = None
+    carried: CarriedState | None = None
+    fast_path: FastPath = LEAN_INFERENCE
 
 
 class LeanRolloutAlgorithm(OnPolicyAlgorithm):
@@ -90,8 +155,10 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
     (:meth:`~sb3_trpo_plugin.replicas.inference.PolicyInference.upstream_mismatch`); a mismatch warns once
     (:class:`~sb3_trpo_plugin.replicas.proofs.FastPathMismatchWarning`) and leaves the policy to SB3's loop.
     Variants change the loop's parts, not the loop, through :meth:`_lean_rollout` (``MaskableTRPO``: masked heads, the
-    step's masks, a buffer writer that stores them); their own loop (``super().collect_rollouts``) takes the policies
-    they do not recognise.
+    step's masks, a buffer writer that stores them; ``RecurrentTRPO``: an inference that carries the LSTM states, a
+    writer that stores them, the states told of each step's end through :class:`CarriedState`); their own loop
+    (``super().collect_rollouts``: sb3-contrib's ``MaskablePPO`` or ``RecurrentPPO`` loop) takes the policies they do
+    not recognise.
     """
 
     #: Collect rollouts with the lean loop when the policy is recognised; ``False`` (on the class or an
@@ -161,7 +228,7 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         inference, masked = lean.inference, lean.action_masks is not None
         observations = self._last_obs
         return proofs_of(self.policy).serves(
-            LEAN_INFERENCE,
+            lean.fast_path,
             lambda: inference.upstream_mismatch(obs_as_cpu_tensor(observations), masked),  # type: ignore[arg-type]
         )
 
@@ -217,11 +284,12 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         is_box, is_discrete = isinstance(self.action_space, spaces.Box), isinstance(self.action_space, spaces.Discrete)
         squashed = is_box and self.policy.squash_output
         low, high = (self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else (0, 0)
-        inference, add_to_rollout_buffer, fill_batched, masks_of_step = (
+        inference, add_to_rollout_buffer, fill_batched, masks_of_step, carried = (
             lean.inference,
             lean.write,
             lean.fill_values_and_log_probs,
             lean.action_masks,
+            lean.carried,
         )
         batched = fill_batched is not None
         action_masks = None
@@ -259,6 +327,8 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
 
             # Give access to local variables
             callback.update_locals(locals())
+            if carried is not None:
+                callback.update_locals(carried.step_locals())  # e.g. the LSTM states, under sb3-contrib's names
             if not callback.on_step():
                 if fill_batched is not None:
                     fill_batched()
@@ -279,10 +349,13 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                     and infos[idx].get("terminal_observation") is not None
                     and infos[idx].get("TimeLimit.truncated", False)
                 ):
-                    # SB3's own computation (rare): the reward is bit for bit SB3's
+                    # SB3's own computation (rare): the reward is bit for bit SB3's (sb3-contrib's with carried states)
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                     with th.no_grad():
-                        terminal_value = self.policy.predict_values(terminal_obs)[0]
+                        if carried is None:
+                            terminal_value = self.policy.predict_values(terminal_obs)[0]
+                        else:
+                            terminal_value = carried.terminal_value(terminal_obs, idx)[0]
                     rewards[idx] += self.gamma * terminal_value
 
             add_to_rollout_buffer(
@@ -296,13 +369,18 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             )
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
+            if carried is not None:
+                carried.advance(dones)
 
         if fill_batched is not None:
             fill_batched()
 
         with th.no_grad():
             # Compute value for the last timestep
-            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+            if carried is None:
+                values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+            else:
+                values = carried.last_values(obs_as_tensor(new_obs, self.device), dones)  # type: ignore[arg-type]
 
         compute_returns_and_advantage(rollout_buffer, last_values=values, dones=dones)
 

@@ -284,14 +284,32 @@ class PolicyStep:
         gradient = self.reductions.mean(local.gradient)
         # H̄(π_old) for the logs, once here whichever way the local model was built.
         objective, entropy = self.reductions.mean_floats(local.objective, mean_entropy_value(local.old_distribution))
-        local_product = local.fisher_product
+        local_product, fisher_reductions = local.fisher_product, self.fisher_reductions(batch)
 
         def fisher_product(vector: torch.Tensor) -> torch.Tensor:
-            return self.reductions.mean(local_product(vector))
+            return fisher_reductions.mean(local_product(vector))
 
         return dataclasses.replace(
             local, objective=objective, gradient=gradient, fisher_product=fisher_product, entropy=entropy
         )
+
+    def fisher_rows(self, batch: PolicyBatch) -> slice | torch.Tensor:
+        """
+        The rows of the batch's distributions on which the Fisher matrix is estimated by double backpropagation: every
+        ``fisher_sub_sampling_factor``-th state (variants select what their ``every`` selects, e.g. whole sequences).
+
+        :param batch: the policy step's data
+        """
+        return slice(None, None, self.settings.fisher_sub_sampling_factor)
+
+    def fisher_reductions(self, batch: PolicyBatch) -> BatchReductions:
+        """
+        How this batch's Fisher-vector products become the whole batch's: the step's reductions (variants whose
+        processes estimate the Fisher matrix on sub-samples of different sizes weigh them by their rows).
+
+        :param batch: the policy step's data
+        """
+        return self.reductions
 
     def _linearize_in_closed_form(
         self, batch: PolicyBatch, distribution: Distribution, parameters: list[torch.Tensor], metric: TensorListMap
@@ -355,7 +373,7 @@ class PolicyStep:
         objective = self.objective(distribution, batch)
         gradient = flatten(torch.autograd.grad(objective, self.actor_parameters, retain_graph=True))
         kl = kl_per_state(old_distribution, distribution)
-        mean_kl = kl[:: self.settings.fisher_sub_sampling_factor].mean()
+        mean_kl = kl[self.fisher_rows(batch)].mean()
         return LinearizedPolicy(
             objective=float(objective.detach()),
             gradient=gradient,
