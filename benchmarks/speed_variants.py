@@ -111,8 +111,8 @@ VARIANTS = {
     ),
     "recurrent_learn": VariantComparison(
         "recurrent_learn",
-        "RecurrentTRPO's `learn()`, lean rollout against the policy's forward and RecurrentPPO",
-        ("RecurrentTRPO", "RecurrentTRPO, the policy's own forward", "RecurrentPPO (sb3-contrib)"),
+        "RecurrentTRPO's `learn()`, lean rollout against sb3-contrib's RecurrentPPO loop and RecurrentPPO",
+        ("RecurrentTRPO", "RecurrentTRPO, sb3-contrib's RecurrentPPO loop (lean_rollout=False)", "RecurrentPPO (sb3-contrib)"),
         "CartPole-v1 without velocities (rl-zoo3's `MaskVelocityWrapper` and its RecurrentPPO settings: 8 envs × 128 "
         "steps, LSTM 64 for the actor and the critic, minibatches of 256 steps); RecurrentTRPO with its defaults "
         "otherwise (10 critic epochs), RecurrentPPO with rl-zoo3's 20 epochs",

@@ -351,17 +351,6 @@ def test_entropy_bonus_raises_the_entropy_of_the_step():
     assert entropies[1] > entropies[0]
 
 
-def test_the_split_update_is_refused_with_the_reason():
-    """Data-parallel training reduces every step of the update (tests/test_recurrent_distributed.py); it is not split."""
-    model = RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=8, batch_size=8, policy_kwargs=TINY_LSTM)
-    assert model.split_update is False and not model.splits_update(critic_depends_on_actor=False)
-    model.collectives = object()  # type: ignore[assignment]  (as if data-parallel)
-    assert not model.splits_update(critic_depends_on_actor=False)
-    model.split_update = True
-    with pytest.raises(NotImplementedError, match=r"cannot split its update.*split_update = False"):
-        model.splits_update(critic_depends_on_actor=False)
-
-
 class CountSteps(BaseCallback):
     def __init__(self) -> None:
         super().__init__()

@@ -231,3 +231,20 @@ def test_the_example_trains_on_two_processes_and_resumes(tmp_path: Path) -> None
     assert "process 1: resuming from 512 steps" in outputs[1] and "1024 steps over 2 process(es)" in outputs[1]
     model = RecurrentTRPO.load(tmp_path / "recurrent_trpo_cartpole_distributed.zip")
     assert model.num_timesteps == 1024 and model._n_updates == 2
+
+
+def test_split_update_is_off_and_setting_it_is_refused_in_one_process_too():
+    """Data-parallel training reduces every step of the update; it is not split (refused where it would be)."""
+    model = RecurrentTRPO(
+        "MlpLstmPolicy",
+        "CartPole-v1",
+        n_steps=8,
+        batch_size=8,
+        policy_kwargs=dict(lstm_hidden_size=3, net_arch=dict(pi=[4], vf=[4])),
+    )
+    assert model.split_update is False and not model.splits_update(critic_depends_on_actor=False)
+    model.collectives = object()  # type: ignore[assignment]  (as if data-parallel)
+    assert not model.splits_update(critic_depends_on_actor=False)
+    model.split_update = True
+    with pytest.raises(NotImplementedError, match=r"cannot split its update.*split_update = False"):
+        model.splits_update(critic_depends_on_actor=False)

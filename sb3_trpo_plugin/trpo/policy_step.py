@@ -294,21 +294,11 @@ class PolicyStep:
         )
 
     def fisher_rows(self, batch: PolicyBatch) -> slice | torch.Tensor:
-        """
-        The rows of the batch's distributions on which the Fisher matrix is estimated by double backpropagation: every
-        ``fisher_sub_sampling_factor``-th state (variants select what their ``every`` selects, e.g. whole sequences).
-
-        :param batch: the policy step's data
-        """
+        """The rows on which double backpropagation estimates ``F``: every k-th state (variants: what ``every`` keeps)."""
         return slice(None, None, self.settings.fisher_sub_sampling_factor)
 
     def fisher_reductions(self, batch: PolicyBatch) -> BatchReductions:
-        """
-        How this batch's Fisher-vector products become the whole batch's: the step's reductions (variants whose
-        processes estimate the Fisher matrix on sub-samples of different sizes weigh them by their rows).
-
-        :param batch: the policy step's data
-        """
+        """How this batch's Fisher products become the whole batch's (variants may weigh them by their rows)."""
         return self.reductions
 
     def _linearize_in_closed_form(
