@@ -26,11 +26,19 @@ ALLOWED: dict[str, set[str]] = {
     "trpo": {"trust_region", "critic", "common", "replicas", "rollout", "parallel", "serialization"},
     "masked": {"trpo", "replicas", "rollout", "common"},  # sb3-contrib's action masking; imported lazily by the root
     "recurrent": {"trpo", "replicas", "rollout", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib (optional)
-    "loading": {"trpo", "masked", "recurrent", "serialization", "version"},  # the variants lazily, for their files
+    "masked_recurrent": {"masked", "recurrent", "trpo", "rollout", "common"},  # MaskableRecurrentTRPO: both variants' seams
+    "loading": {
+        "trpo",
+        "masked",
+        "recurrent",
+        "masked_recurrent",
+        "serialization",
+        "version",
+    },  # the variants lazily, for their files
     "export": {"loading", "serialization", "version"},  # ONNX export; onnx and onnxruntime imported when it runs
-    "": {"trpo", "loading", "version", "masked", "recurrent", "replicas", "export"},
+    "": {"trpo", "loading", "version", "masked", "recurrent", "masked_recurrent", "replicas", "export"},
     "cli": {"", "trpo", "loading", "serialization", "version", "envs", "export"},
-    "zoo": {"", "trpo", "masked"},
+    "zoo": {"", "trpo", "masked", "masked_recurrent"},
     "__main__": {"cli"},
 }
 
