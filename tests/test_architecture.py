@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"loading", "serialization", "version"},  # ONNX export; onnx and onnxruntime imported when it runs
     "": {"trpo", "loading", "version", "masked", "recurrent", "masked_recurrent", "replicas", "export"},
     "cli": {"", "trpo", "loading", "serialization", "version", "envs", "export"},
-    "zoo": {"", "trpo", "masked", "masked_recurrent"},
+    "zoo": {"", "trpo", "masked"},
     "__main__": {"cli"},
 }
 

@@ -1,7 +1,8 @@
 """
 MaskableRecurrentTRPO's API: no invalid action in training or ``predict`` (hypothesis), ``predict`` with LSTM states
 and masks, save/load, sb3-contrib's ``ActionMasker``, ``get_action_masks``, maskable ``evaluate_policy`` and
-``MaskableEvalCallback``, ``use_masking``, dict and image observations, the checks of the constructor.
+``MaskableEvalCallback``, the evaluation that carries the states, ``use_masking``, dict and image observations, the
+constructor's checks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from sb3_trpo_plugin import HyperparameterError, MaskableRecurrentTRPO
 from sb3_trpo_plugin.envs import CueWithForbiddenActionsEnv
+from sb3_trpo_plugin.masked_recurrent import evaluate_policy as masked_recurrent_evaluate
 from sb3_trpo_plugin.masked_recurrent.policies import MaskableRecurrentActorCriticPolicy
 from tests.conftest import RandomEnv
 from tests.test_masked_recurrent import SPACES, TINY_LSTM, MaskedRandomEnv, components_of
@@ -194,3 +196,52 @@ def test_the_cue_task_needs_memory_and_masks() -> None:
     env.reset(seed=0)
     _, reward, terminated, _, _ = env.step(int(np.flatnonzero(~env.action_masks())[0]))
     assert reward == -1.0 and terminated
+
+
+def test_evaluation_carries_the_lstm_states() -> None:
+    """
+    On the cue task, a policy that answers the cue it remembers wins every episode when its states are carried; from
+    zero states at every step (sb3-contrib's maskable evaluate_policy) it cannot know the cue at the last step.
+    """
+    env = make_vec_env(CueWithForbiddenActionsEnv, n_envs=2, seed=0)
+    model = MaskableRecurrentTRPO("MlpLstmPolicy", env, n_steps=8, batch_size=8, seed=0, policy_kwargs=TINY_LSTM)
+
+    class Oracle:
+        """Remembers the cue in its "state" (as an LSTM would) and answers it at the last step."""
+
+        def predict(self, observation, state, episode_start, deterministic, action_masks):
+            cue = np.where(observation[:, :-1].any(axis=1), observation[:, :-1].argmax(axis=1), -1 if state is None else state)
+            last = observation[:, -1] > 0
+            allowed_first = action_masks.argmax(axis=1)
+            return np.where(last, cue, allowed_first), cue
+
+    oracle_returns, _ = masked_recurrent_evaluate(Oracle(), env, n_eval_episodes=20, return_episode_rewards=True)
+    assert oracle_returns == [1.0] * 20
+    sb3_contrib_returns, _ = evaluate_policy(Oracle(), env, n_eval_episodes=20, return_episode_rewards=True, warn=False)
+    assert max(sb3_contrib_returns) < 1.0  # type: ignore[arg-type]  (no state: the cue is -1 at the last step)
+    mean, _ = masked_recurrent_evaluate(model, env, n_eval_episodes=10)
+    assert -1.0 <= mean <= 1.0
+
+
+def test_safe_load_restores_the_model_without_unpickling(tmp_path: Path) -> None:
+    from sb3_trpo_plugin import safe_load
+
+    env = make_vec_env(lambda: MaskedRandomEnv(SPACES["multibinary"]), n_envs=2, seed=0)
+    model = MaskableRecurrentTRPO(
+        "MlpLstmPolicy", env, n_steps=8, batch_size=8, seed=0, target_kl=0.02, policy_kwargs=TINY_LSTM
+    )
+    model.learn(16)
+    model.save(tmp_path / "model.zip")
+    restored = safe_load(tmp_path / "model.zip", env=env)
+    assert type(restored) is MaskableRecurrentTRPO and type(restored.policy) is type(model.policy)
+    assert (restored.num_timesteps, restored.target_kl, restored.n_steps) == (16, 0.02, 8)
+    for ours, theirs in zip(model.policy.state_dict().values(), restored.policy.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs)
+    generator = np.random.default_rng(2)
+    observations = generator.uniform(-1, 1, size=(6, 4)).astype(np.float32)
+    masks = random_masks(SPACES["multibinary"], 6, generator)
+    expected, _ = model.predict(observations, None, None, deterministic=True, action_masks=masks)
+    actions, _ = restored.predict(observations, None, None, deterministic=True, action_masks=masks)  # type: ignore[call-arg]
+    np.testing.assert_array_equal(actions, expected)
+    restored.learn(16, reset_num_timesteps=False)
+    assert restored.num_timesteps == 32
