@@ -245,3 +245,11 @@ def test_safe_load_restores_the_model_without_unpickling(tmp_path: Path) -> None
     np.testing.assert_array_equal(actions, expected)
     restored.learn(16, reset_num_timesteps=False)
     assert restored.num_timesteps == 32
+
+
+def test_without_the_package_loop_collection_is_refused_not_unmasked() -> None:
+    env = make_vec_env(lambda: MaskedRandomEnv(SPACES["discrete"]), n_envs=2, seed=0)
+    model = MaskableRecurrentTRPO("MlpLstmPolicy", env, n_steps=8, batch_size=8, seed=0, policy_kwargs=TINY_LSTM)
+    model.lean_rollout = False
+    with pytest.raises(NotImplementedError, match="no rollout loop for action masks with LSTM states"):
+        model.learn(16)

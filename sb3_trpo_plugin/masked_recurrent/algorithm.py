@@ -32,6 +32,7 @@ from sb3_trpo_plugin.masked_recurrent.policies import (
 from sb3_trpo_plugin.masked_recurrent.policy_step import MaskedRecurrentPolicyBatch, MaskedRecurrentPolicyStep
 from sb3_trpo_plugin.masked_recurrent.rollout import masked_recurrent_rollout
 from sb3_trpo_plugin.recurrent.algorithm import RecurrentTRPO
+from sb3_trpo_plugin.recurrent.on_policy import RecurrentOnPolicyAlgorithm
 from sb3_trpo_plugin.recurrent.sequences import RecurrentPolicyBatch
 from sb3_trpo_plugin.rollout.algorithm import LeanRollout
 from sb3_trpo_plugin.trpo.hyperparameters import HyperparameterError
@@ -40,7 +41,32 @@ from sb3_trpo_plugin.trpo.policy_step import PolicyBatch, PolicyStep
 SelfMaskableRecurrentTRPO = TypeVar("SelfMaskableRecurrentTRPO", bound="MaskableRecurrentTRPO")
 
 
-class MaskableRecurrentTRPO(RecurrentTRPO):
+class MaskedRecurrentOnPolicyAlgorithm(RecurrentOnPolicyAlgorithm):
+    """
+    Below the package's rollout loop in :class:`MaskableRecurrentTRPO`'s method resolution order, where the variants
+    have their own loop: sb3-contrib has none for masks with LSTM states, so reaching it (``lean_rollout = False``)
+    is an error rather than ``RecurrentPPO``'s loop, which would act without the masks.
+    """
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """
+        Refuse: the masked recurrent policy collects through the package's rollout loop only.
+
+        :param env: The training environment
+        :param callback: Callback called at each step
+        :param rollout_buffer: the buffer to fill
+        :param n_rollout_steps: Number of experiences to collect per environment
+        :raises NotImplementedError: always
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} collects through the package's rollout loop only (lean_rollout = True): "
+            "sb3-contrib has no rollout loop for action masks with LSTM states"
+        )
+
+
+class MaskableRecurrentTRPO(RecurrentTRPO, MaskedRecurrentOnPolicyAlgorithm):
     """
     Trust Region Policy Optimization with recurrent (LSTM) policies and invalid-action masking.
 
@@ -56,7 +82,8 @@ class MaskableRecurrentTRPO(RecurrentTRPO):
     (:class:`~sb3_trpo_plugin.masked_recurrent.policies.MaskableRecurrentActorCriticPolicy` and its variants).
 
     Every rollout step runs the policy's own ``forward`` (no lean replica covers this policy yet) inside the package's
-    one rollout loop; ``lean_rollout`` has no effect. Data-parallel training is refused, as by ``RecurrentTRPO``.
+    one rollout loop; ``lean_rollout = False`` is refused, since no other loop collects with masks and LSTM states.
+    Data-parallel training is refused, as by ``RecurrentTRPO``.
 
     See :class:`~sb3_trpo_plugin.recurrent.RecurrentTRPO` for the parameters.
     """
@@ -95,24 +122,13 @@ class MaskableRecurrentTRPO(RecurrentTRPO):
             )
         super()._setup_model()
 
-    def collect_rollouts(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
-    ) -> bool:
+    def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
         """
-        Collect ``n_rollout_steps`` steps per environment through the package's one rollout loop, with the masked
-        recurrent parts (:func:`~sb3_trpo_plugin.masked_recurrent.rollout.masked_recurrent_rollout`).
-
-        :param env: The training environment; with masking, it must expose ``action_masks()``
-        :param callback: Callback called at each step (and at the beginning and end of the rollout)
-        :param rollout_buffer: a maskable recurrent rollout buffer
-        :param n_rollout_steps: Number of experiences to collect per environment
-        :return: True if all steps were collected, False if a callback stopped the rollout
+        The one loop's parts for the masked recurrent policy
+        (:func:`~sb3_trpo_plugin.masked_recurrent.rollout.masked_recurrent_rollout`): never ``None``, since no other
+        loop collects for it.
         """
-        return self._collect_rollouts_lean(
-            env, callback, rollout_buffer, n_rollout_steps, self._masked_rollout(env, rollout_buffer)
-        )
 
-    def _masked_rollout(self, env: VecEnv, rollout_buffer: RolloutBuffer) -> LeanRollout:
         def keep(states: RNNStates) -> None:
             self._last_lstm_states = states
 
@@ -120,10 +136,6 @@ class MaskableRecurrentTRPO(RecurrentTRPO):
         episode_starts = self._last_episode_starts
         assert episode_starts is not None, "set by _setup_learn"
         return masked_recurrent_rollout(self.policy, env, rollout_buffer, states, episode_starts, keep, self._use_masking)
-
-    def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
-        """The masked recurrent parts (``collect_rollouts`` asks for them itself)."""
-        return self._masked_rollout(env, rollout_buffer)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_use_masking"]
@@ -189,4 +201,10 @@ class MaskableRecurrentTRPO(RecurrentTRPO):
         )
 
 
-__all__ = ["CnnLstmPolicy", "MaskableRecurrentTRPO", "MlpLstmPolicy", "MultiInputLstmPolicy"]
+__all__ = [
+    "CnnLstmPolicy",
+    "MaskableRecurrentTRPO",
+    "MaskedRecurrentOnPolicyAlgorithm",
+    "MlpLstmPolicy",
+    "MultiInputLstmPolicy",
+]

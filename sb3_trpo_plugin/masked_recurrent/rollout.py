@@ -27,7 +27,12 @@ from sb3_trpo_plugin.masked.inference import NO_MASKS_MESSAGE
 from sb3_trpo_plugin.masked_recurrent.buffers import MaskableRecurrentDictRolloutBuffer, MaskableRecurrentRolloutBuffer
 from sb3_trpo_plugin.masked_recurrent.policies import MaskableRecurrentActorCriticPolicy
 from sb3_trpo_plugin.recurrent.rollout import CarriedLSTMStates
+from sb3_trpo_plugin.replicas.proofs import FastPath
 from sb3_trpo_plugin.rollout.algorithm import BufferWriter, LeanRollout
+
+#: The rollout step of a masked recurrent policy, as the loop's proof records it: the policy's own forward, which
+#: needs no proof (:meth:`CarriedMaskedLSTMStates.upstream_mismatch` finds no difference by construction).
+MASKED_RECURRENT_FORWARD = FastPath("the masked recurrent rollout step (the policy's own forward)", "the policy's own forward")
 
 
 class MaskedRecurrentForward:
@@ -163,7 +168,14 @@ def masked_recurrent_rollout(
         masks_and_states_writer(rollout_buffer, carried),
         action_masks=(lambda: get_action_masks(env)) if use_masking else None,
         carried=carried,
+        fast_path=MASKED_RECURRENT_FORWARD,
     )
 
 
-__all__ = ["CarriedMaskedLSTMStates", "MaskedRecurrentForward", "masked_recurrent_rollout", "masks_and_states_writer"]
+__all__ = [
+    "MASKED_RECURRENT_FORWARD",
+    "CarriedMaskedLSTMStates",
+    "MaskedRecurrentForward",
+    "masked_recurrent_rollout",
+    "masks_and_states_writer",
+]
