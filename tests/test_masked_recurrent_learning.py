@@ -34,3 +34,24 @@ def test_the_cue_task_is_solved_with_memory_and_masks_and_not_with_masks_alone()
     masks_alone_return, _ = evaluate_policy(masks_alone, evaluation_env, n_eval_episodes=200)
     assert both_return >= 0.9
     assert masks_alone_return <= 0.65  # chance is 0.5; 200 episodes: standard deviation 0.035
+
+
+def test_benchmark_report_reads_the_runs(tmp_path) -> None:
+    """``benchmarks/maskable_recurrent.py report``: final returns, seeds and the steps to the threshold, per algorithm."""
+    import json
+
+    from tests.conftest import load_benchmark
+
+    benchmark = load_benchmark("maskable_recurrent.py", "benchmark_maskable_recurrent")
+    curves = {"maskable_recurrent_trpo": [[-0.5, 0.5, 0.95], [-0.4, 0.92, 0.97]], "maskable_trpo": [[-0.5, 0.4, 0.5]]}
+    for algo, returns_of_seeds in curves.items():
+        (tmp_path / algo).mkdir()
+        for seed, returns in enumerate(returns_of_seeds):
+            record = {"algo": algo, "seed": seed, "steps": [0, 2048, 4096], "returns": returns, "train_cpu_seconds": 10.0}
+            (tmp_path / algo / f"seed{seed}.json").write_text(json.dumps(record))
+    table = benchmark.report(tmp_path).splitlines()
+    assert len(table) == 4  # header, rule, two algorithms (no RecurrentTRPO runs)
+    assert (
+        table[2].startswith("| MaskableRecurrentTRPO") and "| 2 | 0.96 ± 0.01 | 0.95 / 0.97 | 3072 (2/2 seeds) |" in table[2]
+    )
+    assert table[3].startswith("| MaskableTRPO") and "| — |" in table[3]

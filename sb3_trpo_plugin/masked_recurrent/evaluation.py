@@ -29,7 +29,8 @@ def evaluate_policy(
     Run ``n_eval_episodes`` episodes (shared evenly among the environments, as SB3 shares them) with the model's
     ``predict(observation, state, episode_start, deterministic, action_masks)``, the LSTM states carried.
 
-    :param model: a model with that ``predict`` (``MaskableRecurrentTRPO``)
+    :param model: a model with that ``predict`` (``MaskableRecurrentTRPO``; without masking, any model whose
+        ``predict`` takes the states, e.g. ``RecurrentTRPO``)
     :param env: the environment, or a vectorised one; with masking it must expose ``action_masks()``
     :param n_eval_episodes: the number of episodes
     :param deterministic: the most likely valid actions rather than samples
@@ -51,8 +52,11 @@ def evaluate_policy(
     states = None
     episode_starts = np.ones(n_envs, dtype=bool)
     while (counts < targets).any():
-        masks = get_action_masks(vec_env) if use_masking else None
-        actions, states = model.predict(observations, states, episode_starts, deterministic, action_masks=masks)
+        if use_masking:
+            masks = get_action_masks(vec_env)
+            actions, states = model.predict(observations, states, episode_starts, deterministic, action_masks=masks)
+        else:  # also for models whose predict takes no masks (RecurrentTRPO)
+            actions, states = model.predict(observations, states, episode_starts, deterministic)
         observations, rewards, dones, _ = vec_env.step(actions)
         current_returns += rewards
         current_lengths += 1
