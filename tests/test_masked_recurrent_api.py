@@ -28,7 +28,7 @@ from sb3_trpo_plugin.envs import CueWithForbiddenActionsEnv
 from sb3_trpo_plugin.masked_recurrent import evaluate_policy as masked_recurrent_evaluate
 from sb3_trpo_plugin.masked_recurrent.policies import MaskableRecurrentActorCriticPolicy
 from tests.conftest import RandomEnv
-from tests.test_masked_recurrent import SPACES, TINY_LSTM, MaskedRandomEnv, components_of
+from tests.test_masked_recurrent import SPACES, TINY_LSTM, MaskedRandomEnv, components_of, masked_recurrent_model
 
 
 def random_masks(action_space: spaces.Space, n_rows: int, generator: np.random.Generator) -> np.ndarray:
@@ -253,3 +253,37 @@ def test_without_the_package_loop_collection_is_refused_not_unmasked() -> None:
     model.lean_rollout = False
     with pytest.raises(NotImplementedError, match="no rollout loop for action masks with LSTM states"):
         model.learn(16)
+
+
+def test_without_sb3_contrib_the_import_names_the_extra() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['sb3_contrib'] = None\n"  # as if not installed
+        "import sb3_trpo_plugin\n"
+        "try:\n    from sb3_trpo_plugin import MaskableRecurrentTRPO\nexcept ImportError as error:\n    print(error)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "MaskableRecurrentTRPO needs sb3-contrib" in result.stdout
+    assert "pip install 'sb3-trpo-plugin[contrib]'" in result.stdout
+
+
+def test_evaluate_actions_is_the_steps_masked_distribution() -> None:
+    """The policy's own evaluate_actions (values, log-probabilities, entropies with masks) agrees with the step's re-run."""
+    model = masked_recurrent_model("multibinary", n_envs=3, n_steps=16, episode_length=5)  # rollouts, no update
+    samples = next(model.rollout_buffer.get(batch_size=None))
+    batch = model._whole_policy_batch(samples)
+    with torch.no_grad():
+        values, log_prob, entropy = model.policy.evaluate_actions(
+            samples.observations, samples.actions, samples.lstm_states, samples.episode_starts, samples.action_masks
+        )
+        distribution = model.make_policy_step().batch_distribution(batch)
+    valid = samples.mask > 0.5
+    torch.testing.assert_close(log_prob[valid], distribution.log_prob(batch.actions), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(log_prob[valid], samples.old_log_prob[valid], rtol=1e-5, atol=1e-5)  # the rollout's
+    assert entropy is not None and torch.isfinite(entropy).all() and values.shape == (valid.numel(), 1)
