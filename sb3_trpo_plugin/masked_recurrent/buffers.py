@@ -66,8 +66,11 @@ def mask_dimensions(action_space: spaces.Space) -> int:
     raise ValueError(f"no action masks for {action_space}")
 
 
-class _ActionMasksStore:
-    """The masks' array beside a recurrent buffer's fields: reset, written with a step, flattened as the fields are."""
+class ActionMaskStorage:
+    """
+    The masks' array beside a recurrent buffer's fields (a mixin of the buffers below): reset with the buffer, written
+    with each step, padded like the fields in a minibatch.
+    """
 
     action_space: spaces.Space
     buffer_size: int
@@ -91,7 +94,7 @@ class _ActionMasksStore:
         return self.pad(self.action_masks[batch_inds], padding_value=1.0).reshape((padded_batch_size, self.mask_dims))
 
 
-class MaskableRecurrentRolloutBuffer(_ActionMasksStore, RecurrentRolloutBuffer):
+class MaskableRecurrentRolloutBuffer(ActionMaskStorage, RecurrentRolloutBuffer):
     """
     sb3-contrib's ``RecurrentRolloutBuffer`` storing each step's action masks (see the module's documentation).
 
@@ -134,7 +137,7 @@ class MaskableRecurrentRolloutBuffer(_ActionMasksStore, RecurrentRolloutBuffer):
         return MaskableRecurrentRolloutBufferSamples(*samples, action_masks=masks)
 
 
-class MaskableRecurrentDictRolloutBuffer(_ActionMasksStore, RecurrentDictRolloutBuffer):
+class MaskableRecurrentDictRolloutBuffer(ActionMaskStorage, RecurrentDictRolloutBuffer):
     """
     sb3-contrib's ``RecurrentDictRolloutBuffer`` storing each step's action masks (see the module's documentation).
 
@@ -178,6 +181,7 @@ class MaskableRecurrentDictRolloutBuffer(_ActionMasksStore, RecurrentDictRollout
 
 
 __all__ = [
+    "ActionMaskStorage",
     "MaskableRecurrentDictRolloutBuffer",
     "MaskableRecurrentDictRolloutBufferSamples",
     "MaskableRecurrentRolloutBuffer",

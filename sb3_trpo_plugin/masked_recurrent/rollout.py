@@ -77,7 +77,7 @@ class CarriedMaskedLSTMStates(CarriedLSTMStates):
     :param inference: the policy's step
     :param states: the states held before the rollout's first step
     :param episode_starts: whether each environment starts an episode at that step
-    :param keep: called with the held states at each :meth:`advance` (the algorithm's ``_last_lstm_states``)
+    :param keep: called with the held states at each ``advance`` (the algorithm's ``_last_lstm_states``)
     """
 
     def __init__(
