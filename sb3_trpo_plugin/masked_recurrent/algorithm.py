@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+from gymnasium import spaces
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -111,7 +112,7 @@ class MaskableRecurrentTRPO(RecurrentTRPO, MaskedRecurrentOnPolicyAlgorithm):
                 f"got {self.policy_class}"
             )
         if self.rollout_buffer_class is None:
-            dict_observations = self.observation_space.__class__.__name__ == "Dict"
+            dict_observations = isinstance(self.observation_space, spaces.Dict)
             self.rollout_buffer_class = (
                 MaskableRecurrentDictRolloutBuffer if dict_observations else MaskableRecurrentRolloutBuffer
             )
