@@ -287,3 +287,36 @@ def test_evaluate_actions_is_the_steps_masked_distribution() -> None:
     torch.testing.assert_close(log_prob[valid], distribution.log_prob(batch.actions), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(log_prob[valid], samples.old_log_prob[valid], rtol=1e-5, atol=1e-5)  # the rollout's
     assert entropy is not None and torch.isfinite(entropy).all() and values.shape == (valid.numel(), 1)
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_onnx_export_takes_masks_and_lstm_states(tmp_path: Path, space: str) -> None:
+    """``export_onnx``: the graph, run by onnxruntime with masks and carried states, acts as ``predict`` does."""
+    import onnxruntime
+
+    from sb3_trpo_plugin import export_onnx
+
+    action_space = SPACES[space]
+    env = make_vec_env(lambda: MaskedRandomEnv(action_space), n_envs=2, seed=0)
+    model = MaskableRecurrentTRPO("MlpLstmPolicy", env, n_steps=8, batch_size=8, seed=0, policy_kwargs=TINY_LSTM)
+    model.learn(16)
+    exported = export_onnx(model, tmp_path / "policy.onnx")
+    assert [tensor.name for tensor in exported.inputs] == [
+        "observation", "action_masks", "lstm_hidden", "lstm_cell", "episode_starts"
+    ]  # fmt: skip
+    session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    generator = np.random.default_rng(4)
+    states, hidden, cell = None, np.zeros((1, 6, 3), np.float32), np.zeros((1, 6, 3), np.float32)
+    starts = np.ones(6, dtype=bool)
+    for _ in range(12):
+        observations = generator.uniform(-1, 1, size=(6, 4)).astype(np.float32)
+        masks = random_masks(action_space, 6, generator)
+        expected, states = model.predict(observations, states, starts, deterministic=True, action_masks=masks)
+        inputs = dict(observation=observations, action_masks=masks, lstm_hidden=hidden, lstm_cell=cell, episode_starts=starts)
+        outputs = dict(zip(names, session.run(None, inputs), strict=True))
+        np.testing.assert_array_equal(outputs["actions"].reshape(expected.shape), expected)
+        assert not invalid_rows(action_space, outputs["actions"], masks).any()
+        assert states is not None
+        np.testing.assert_allclose(outputs["next_lstm_hidden"], states[0], rtol=1e-5, atol=1e-6)
+        hidden, cell, starts = outputs["next_lstm_hidden"], outputs["next_lstm_cell"], generator.random(6) < 0.3
