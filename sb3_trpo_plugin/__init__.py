@@ -44,4 +44,8 @@ def __getattr__(name: str) -> Any:
         from sb3_trpo_plugin.recurrent import RecurrentTRPO
 
         return RecurrentTRPO
+    if name == "MaskableRecurrentTRPO":
+        from sb3_trpo_plugin.masked_recurrent import MaskableRecurrentTRPO
+
+        return MaskableRecurrentTRPO
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,7 +29,7 @@ def load_example(name: str) -> ModuleType:
 def test_every_example_is_tested() -> None:
     tested = {"cartpole_quickstart", "ppo_to_trpo_callbacks", "pendulum_gsde", "pixel_cnn", "mujoco_hopper"}
     tested |= {"tensorboard_custom_scalars", "distributed_cartpole", "recurrent_ppo_to_trpo", "maskable_ppo_to_trpo"}
-    tested |= {"export_onnx", "distributed_recurrent_cartpole"}
+    tested |= {"export_onnx", "distributed_recurrent_cartpole", "maskable_recurrent_trpo"}
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -178,3 +178,12 @@ def test_export_onnx(tmp_path: Path) -> None:
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert json.loads(lines[0])["returns"] == result["onnx_returns"][:2]
     assert lines[1] == "[]"
+
+
+def test_maskable_recurrent_trpo(tmp_path: Path) -> None:
+    from sb3_trpo_plugin import MaskableRecurrentTRPO
+
+    example = load_example("maskable_recurrent_trpo")
+    mean_return = example.main(["--timesteps", "1024", "--output", str(tmp_path)])
+    assert -1.0 <= mean_return <= 1.0  # the task's returns: -1 (a forbidden action), 0 or 1
+    assert MaskableRecurrentTRPO.load(tmp_path / "model.zip").num_timesteps == 1024

@@ -242,3 +242,25 @@ def test_train_then_enjoy_masked(
     capsys.readouterr()
     assert main(["enjoy", *common, "--exp-id", "1", "--no-render", "-n", "200"]) == 0
     assert "Episode Reward:" in capsys.readouterr().out
+
+
+def test_train_masked_recurrent_as_trpo_lstm_mask(tmp_path: Path, zoo_algos: dict) -> None:
+    """``--algo trpo_lstm_mask``: MaskableRecurrentTRPO with the package's default hyperparameters (an LSTM policy)."""
+    (tmp_path / "cue_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('CueWithForbiddenActions-v0', entry_point='sb3_trpo_plugin.envs:CueWithForbiddenActionsEnv')\n"
+    )
+    common = ("--algo", "trpo_lstm_mask", "--env", "CueWithForbiddenActions-v0", "--gym-packages", "cue_envs", "-f", "logs")
+    train = run_zoo(
+        *("train", *common, "-n", "128", "--seed", "1", "--eval-freq", "-1"),
+        *("--hyperparams", "n_steps:64", "batch_size:64", "n_critic_updates:2"),
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr
+    assert "sb3_trpo_plugin.zoo.trpo_lstm_mask" in train.stdout
+    model_zip = tmp_path / "logs" / "trpo_lstm_mask" / "CueWithForbiddenActions-v0_1" / "CueWithForbiddenActions-v0.zip"
+    from sb3_trpo_plugin import MaskableRecurrentTRPO
+
+    model = MaskableRecurrentTRPO.load(model_zip)
+    assert model.num_timesteps == 128 and type(model.policy).__name__ == "MaskableRecurrentActorCriticPolicy"
+    assert model.n_critic_updates == 2

@@ -6,8 +6,8 @@ objects from the file, so opening a model someone sent you can run their code. :
 reads only:
 
 * in files this package's :meth:`TRPO.save <sb3_trpo_plugin.TRPO.save>` wrote (``TRPO``, ``MaskableTRPO``,
-  ``RecurrentTRPO``): the JSON description it adds to the zip (settings, spaces, class references resolved from an
-  allow-list); SB3's ``data`` entry, where the pickles live, is never read;
+  ``RecurrentTRPO``, ``MaskableRecurrentTRPO``): the JSON description it adds to the zip (settings, spaces, class
+  references resolved from an allow-list); SB3's ``data`` entry, where the pickles live, is never read;
 * in files SB3 or sb3-contrib wrote (TRPO, PPO, A2C): the fields of ``data`` that are plain JSON and the
   readable attributes SB3 stores next to each pickle (:mod:`sb3_trpo_plugin.loading.sb3_file`), never the
   pickles themselves;
@@ -56,7 +56,12 @@ def _refuse(path: Any, reason: str) -> UnsafeModelFileError:
 
 #: The algorithms of this package's files: the description's ``algorithm`` name, the role of its policy class among
 #: :data:`~sb3_trpo_plugin.serialization.description.ALLOWED_CLASS_MODULES`.
-POLICY_ROLES = {"TRPO": "policy_class", "MaskableTRPO": "maskable_policy_class", "RecurrentTRPO": "recurrent_policy_class"}
+POLICY_ROLES = {
+    "TRPO": "policy_class",
+    "MaskableTRPO": "maskable_policy_class",
+    "RecurrentTRPO": "recurrent_policy_class",
+    "MaskableRecurrentTRPO": "masked_recurrent_policy_class",
+}
 
 
 def _algorithm(name: str, path: Any) -> tuple[type[TRPO], type]:
@@ -81,6 +86,11 @@ def _algorithm(name: str, path: Any) -> tuple[type[TRPO], type]:
             from sb3_trpo_plugin.recurrent import RecurrentTRPO
 
             return RecurrentTRPO, RecurrentActorCriticPolicy
+        if name == "MaskableRecurrentTRPO":
+            from sb3_trpo_plugin.masked_recurrent import MaskableRecurrentTRPO
+            from sb3_trpo_plugin.masked_recurrent.policies import MaskableRecurrentActorCriticPolicy
+
+            return MaskableRecurrentTRPO, MaskableRecurrentActorCriticPolicy
     except ImportError as error:
         raise _refuse(path, f"it holds a {name} model, which needs sb3-contrib ({error})") from error
     raise _refuse(path, f"it holds a {name!r} model, not one of {', '.join(POLICY_ROLES)}")

@@ -72,11 +72,13 @@ STATE = ("num_timesteps", "_n_updates", "_episode_num", "_total_timesteps", "_nu
 
 #: Which modules a class reference may come from, and which base class it must have, per role. The policies of
 #: MaskableTRPO and RecurrentTRPO are sb3-contrib's (an optional extra, imported only when a file names them; the
-#: loader then checks the algorithm's own policy base), and so are their rollout buffers.
+#: loader then checks the algorithm's own policy base), and so are their rollout buffers; MaskableRecurrentTRPO's are
+#: this package's (on sb3-contrib's).
 ALLOWED_CLASS_MODULES: dict[str, tuple[tuple[str, ...], type]] = {
     "policy_class": (("stable_baselines3.common.policies", "sb3_trpo_plugin.trpo.policies"), ActorCriticPolicy),
     "maskable_policy_class": (("sb3_contrib.common.maskable.policies", "sb3_contrib.ppo_mask.policies"), BasePolicy),
     "recurrent_policy_class": (("sb3_contrib.common.recurrent.policies", "sb3_contrib.ppo_recurrent.policies"), BasePolicy),
+    "masked_recurrent_policy_class": (("sb3_trpo_plugin.masked_recurrent.policies",), BasePolicy),
     "activation_fn": (("torch.nn.modules.activation", "torch.nn"), torch.nn.Module),
     "optimizer_class": (
         (
@@ -95,7 +97,12 @@ ALLOWED_CLASS_MODULES: dict[str, tuple[tuple[str, ...], type]] = {
     ),
     "features_extractor_class": (("stable_baselines3.common.torch_layers",), BaseFeaturesExtractor),
     "rollout_buffer_class": (
-        ("stable_baselines3.common.buffers", "sb3_contrib.common.maskable.buffers", "sb3_contrib.common.recurrent.buffers"),
+        (
+            "stable_baselines3.common.buffers",
+            "sb3_contrib.common.maskable.buffers",
+            "sb3_contrib.common.recurrent.buffers",
+            "sb3_trpo_plugin.masked_recurrent.buffers",
+        ),
         RolloutBuffer,
     ),
 }

@@ -1,6 +1,6 @@
 """
-rl-zoo3 with this package's TRPO as its ``trpo`` algorithm, RecurrentTRPO as ``trpo_lstm`` and MaskableTRPO as
-``trpo_mask``.
+rl-zoo3 with this package's TRPO as its ``trpo`` algorithm, RecurrentTRPO as ``trpo_lstm``, MaskableTRPO as
+``trpo_mask`` and MaskableRecurrentTRPO as ``trpo_lstm_mask``.
 
 From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's own arguments and its tuned
 ``hyperparams/trpo.yml``, e.g.::
@@ -18,6 +18,10 @@ rl-zoo3 has no ``trpo_lstm.yml``: unless ``--conf-file`` is given, training ``tr
 rl-zoo3 registers no environment with action masks, so ``--gym-packages`` names the module that registers yours::
 
     python -m sb3_trpo_plugin.zoo train --algo trpo_mask --env MyMaskedEnv-v0 --gym-packages my_envs -f logs
+
+``trpo_lstm_mask`` (masks and an LSTM policy; sb3-contrib has no such algorithm) likewise reads
+:mod:`sb3_trpo_plugin.zoo.trpo_lstm_mask` unless ``-conf`` names a file. rl-zoo3's ``enjoy`` passes no masks to
+``predict``: it shows the policy acting without them.
 
 From Python, call :func:`register` before running rl-zoo3's code.
 """
@@ -43,6 +47,10 @@ RECURRENT_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_lstm.yml"
 MASKED_ALGO_NAME = "trpo_mask"
 #: rl-zoo3's ``--conf-file`` for ``trpo_mask`` when none is given (a module with a ``hyperparams`` dictionary).
 MASKED_HYPERPARAMS = "sb3_trpo_plugin.zoo.trpo_mask"
+#: rl-zoo3's ``--algo`` for MaskableRecurrentTRPO.
+MASKED_RECURRENT_ALGO_NAME = "trpo_lstm_mask"
+#: rl-zoo3's ``--conf-file`` for ``trpo_lstm_mask`` when none is given.
+MASKED_RECURRENT_HYPERPARAMS = "sb3_trpo_plugin.zoo.trpo_lstm_mask"
 
 #: rl-zoo3's scripts that take ``--algo``: ``"module:function"``. Each is imported only when asked for (the plots need
 #: seaborn).
@@ -55,6 +63,8 @@ __all__ = [
     "ALGO_NAME",
     "MASKED_ALGO_NAME",
     "MASKED_HYPERPARAMS",
+    "MASKED_RECURRENT_ALGO_NAME",
+    "MASKED_RECURRENT_HYPERPARAMS",
     "RECURRENT_ALGO_NAME",
     "RECURRENT_HYPERPARAMS",
     "SCRIPTS",
@@ -66,7 +76,8 @@ __all__ = [
 def register() -> type[BaseAlgorithm] | None:
     """
     Make rl-zoo3 use ``sb3_trpo_plugin.TRPO`` wherever it uses ``trpo`` (train, enjoy, hyperparameter search), and
-    ``sb3_trpo_plugin.RecurrentTRPO`` as ``trpo_lstm`` and ``sb3_trpo_plugin.MaskableTRPO`` as ``trpo_mask``.
+    ``sb3_trpo_plugin.RecurrentTRPO`` as ``trpo_lstm``, ``sb3_trpo_plugin.MaskableTRPO`` as ``trpo_mask`` and
+    ``sb3_trpo_plugin.MaskableRecurrentTRPO`` as ``trpo_lstm_mask``.
 
     Every rl-zoo3 module imports the one dictionary ``rl_zoo3.utils.ALGOS`` and reads it when it runs (argparse
     takes its keys as ``--algo`` choices at parse time, models are built and loaded through it), so replacing its
@@ -80,25 +91,32 @@ def register() -> type[BaseAlgorithm] | None:
         from rl_zoo3.utils import ALGOS
     except ImportError as error:
         raise ImportError("rl-zoo3 is not installed: pip install 'sb3-trpo-plugin[zoo]'") from error
-    from sb3_trpo_plugin import MaskableTRPO, RecurrentTRPO  # rl-zoo3 depends on sb3-contrib, which they need
+    # rl-zoo3 depends on sb3-contrib, which they need
+    from sb3_trpo_plugin import MaskableRecurrentTRPO, MaskableTRPO, RecurrentTRPO
 
     previous = ALGOS.get(ALGO_NAME)
     ALGOS[ALGO_NAME] = TRPO
     ALGOS[RECURRENT_ALGO_NAME] = RecurrentTRPO
     ALGOS[MASKED_ALGO_NAME] = MaskableTRPO
+    ALGOS[MASKED_RECURRENT_ALGO_NAME] = MaskableRecurrentTRPO
     return previous
 
 
 def with_default_hyperparams(arguments: Sequence[str]) -> list[str]:
     """
     rl-zoo3's ``train`` arguments, with ``--conf-file`` added for the algorithms rl-zoo3 ships no hyperparameters for
-    (``trpo_lstm``: :data:`RECURRENT_HYPERPARAMS`; ``trpo_mask``: :data:`MASKED_HYPERPARAMS`) when none is given.
+    (``trpo_lstm``: :data:`RECURRENT_HYPERPARAMS`; ``trpo_mask``: :data:`MASKED_HYPERPARAMS`; ``trpo_lstm_mask``:
+    :data:`MASKED_RECURRENT_HYPERPARAMS`) when none is given.
 
     :param arguments: the script's arguments
     :return: the arguments to pass on
     """
     arguments = list(arguments)
-    defaults = {RECURRENT_ALGO_NAME: str(RECURRENT_HYPERPARAMS), MASKED_ALGO_NAME: MASKED_HYPERPARAMS}
+    defaults = {
+        RECURRENT_ALGO_NAME: str(RECURRENT_HYPERPARAMS),
+        MASKED_ALGO_NAME: MASKED_HYPERPARAMS,
+        MASKED_RECURRENT_ALGO_NAME: MASKED_RECURRENT_HYPERPARAMS,
+    }
     configured = any(argument.split("=", 1)[0] in ("-conf", "--conf-file") for argument in arguments)
     algo = _algo_of(arguments)
     if algo in defaults and not configured:
@@ -132,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     usage = f"usage: python -m sb3_trpo_plugin.zoo {{{','.join(SCRIPTS)}}} [rl-zoo3's arguments; SCRIPT --help lists them]"
     if arguments[:1] in (["-h"], ["--help"]):
-        algorithms = "TRPO as --algo trpo (RecurrentTRPO: trpo_lstm, MaskableTRPO: trpo_mask)"
+        algorithms = (
+            "TRPO as --algo trpo (RecurrentTRPO: trpo_lstm, MaskableTRPO: trpo_mask, MaskableRecurrentTRPO: trpo_lstm_mask)"
+        )
         print(f"{usage}\n\nrl-zoo3's train and enjoy, with sb3-trpo-plugin's {algorithms}.")
         return 0
     if not arguments or arguments[0] not in SCRIPTS:
