@@ -320,3 +320,17 @@ def test_onnx_export_takes_masks_and_lstm_states(tmp_path: Path, space: str) -> 
         assert states is not None
         np.testing.assert_allclose(outputs["next_lstm_hidden"], states[0], rtol=1e-5, atol=1e-6)
         hidden, cell, starts = outputs["next_lstm_hidden"], outputs["next_lstm_cell"], generator.random(6) < 0.3
+
+
+def test_data_parallel_training_is_refused_with_the_reason(monkeypatch):
+    """Under torchrun (simulated: a process group said to exist), the constructor refuses before building anything."""
+    from types import SimpleNamespace
+
+    import sb3_trpo_plugin.parallel.algorithm as data_parallel
+
+    monkeypatch.setattr(data_parallel, "init_from_environment", lambda device: True)
+    monkeypatch.setattr(data_parallel, "Collectives", lambda: SimpleNamespace(world_size=2, rank=0))
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+    with pytest.raises(NotImplementedError, match="does not train data-parallel"):
+        MaskableRecurrentTRPO("MlpLstmPolicy", InvalidActionEnvDiscrete(dim=4, n_invalid_actions=1), n_steps=8, batch_size=8)
