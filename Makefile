@@ -47,5 +47,14 @@ bench-learning: $(VENV)/.installed-bench
 	$(PY) benchmarks/learning.py run
 	$(PY) benchmarks/learning.py report
 
+# The support matrix (docs/compatibility.md): each row's virtualenv is built once under .compat/ROW, keyed on
+# compat/ROW.txt, and the row's fast suite runs there. COMPAT_DIR=path re-uses another checkout's environments.
+COMPAT_ROWS := $(basename $(notdir $(wildcard compat/*.txt)))
+.PHONY: test-compat $(addprefix test-compat-,$(COMPAT_ROWS))
+test-compat: $(addprefix test-compat-,$(COMPAT_ROWS))
+
+$(addprefix test-compat-,$(COMPAT_ROWS)): test-compat-%: compat/%.txt
+	compat/row.sh test $*
+
 clean:
 	rm -rf $(VENV) demo_output runs .pytest_cache docs/_build docs/_generated dist build

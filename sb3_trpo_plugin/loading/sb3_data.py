@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
 
+from sb3_trpo_plugin.compat.schedules import constant_schedule, linear_schedule
 from sb3_trpo_plugin.serialization.description import SPACE_DTYPES, UnsupportedValueError, decode_class
 
 #: The key SB3 gives the base64 pickle of a value that is not JSON.
@@ -463,7 +463,8 @@ def policy_kwargs_from_data(entry: Any) -> dict[str, Any]:
 def schedule_from_data(entry: Any, where: str) -> float | Callable[[float], float] | None:
     """
     A learning rate or clip range: a number as is; SB3's ``FloatSchedule``, ``ConstantSchedule`` and
-    ``LinearSchedule`` from the values their readable attributes print.
+    ``LinearSchedule`` (written by SB3 ≥ 2.7) from the values their readable attributes print, as the installed
+    SB3's schedule of those values (:mod:`sb3_trpo_plugin.compat.schedules`).
 
     :param entry: the ``data`` value
     :param where: the field, for error messages
@@ -482,13 +483,13 @@ def schedule_from_data(entry: Any, where: str) -> float | Callable[[float], floa
             match = pattern.fullmatch(text)
             if match:
                 values = [float(group) for group in match.groups()]
-                return ConstantSchedule(values[0]) if name == "ConstantSchedule" else LinearSchedule(*values)
+                return constant_schedule(values[0]) if name == "ConstantSchedule" else linear_schedule(*values)
         raise UnreadableValueError(f"{where} is a FloatSchedule of {text[:80]!r}, which only its pickle describes")
     numbers = {
         key: value for key, value in attributes.items() if isinstance(value, (int, float)) and not isinstance(value, bool)
     }
     if kind == "ConstantSchedule" and set(numbers) == {"val"}:
-        return ConstantSchedule(float(numbers["val"]))
+        return constant_schedule(float(numbers["val"]))
     if kind == "LinearSchedule" and set(numbers) == {"start", "end", "end_fraction"}:
-        return LinearSchedule(float(numbers["start"]), float(numbers["end"]), float(numbers["end_fraction"]))
+        return linear_schedule(float(numbers["start"]), float(numbers["end"]), float(numbers["end_fraction"]))
     raise UnreadableValueError(f"{where} is a {type_name(entry) or 'callable'}, which only its pickle describes")
