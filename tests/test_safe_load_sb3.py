@@ -20,9 +20,9 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import FlattenExtractor
-from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_trpo_plugin import TRPO, safe_load
+from sb3_trpo_plugin.compat.schedules import SCHEDULE_CLASSES, linear_schedule
 from sb3_trpo_plugin.envs import RandomEnv
 from sb3_trpo_plugin.loading import UnsafeModelFileError
 from sb3_trpo_plugin.loading.sb3_data import parse_array_text, space_from_repr
@@ -31,6 +31,16 @@ BOX = spaces.Box(-1.0, 1.0, (3,), np.float32)
 ODD_BOX = spaces.Box(np.array([-1.5, 0.0, -np.inf]), np.array([1.0, 2.25, np.inf]), dtype=np.float64)
 BYTES_DICT = spaces.Dict({"bytes": spaces.Box(0, 255, (2, 3), np.uint8), "mode": spaces.Discrete(3)})
 SMALL = dict(net_arch=[8])
+
+
+def readable_schedule(start: float, end: float, end_fraction: float) -> Any:
+    """
+    A linear schedule as SB3 ≥ 2.7 writes it readably (a class); older SB3's schedules are closures that only a
+    pickle describes (test_compat.py checks their refusal), so its cases take the start value instead.
+    """
+    return linear_schedule(start, end, end_fraction) if SCHEDULE_CLASSES else start
+
+
 #: (class, observation space, action space, keyword arguments): every space, schedules and classes in policy_kwargs.
 CASES: dict[str, tuple[type[BaseAlgorithm], spaces.Space, spaces.Space, dict[str, Any]]] = {
     "contrib-trpo-box": (
@@ -43,13 +53,13 @@ CASES: dict[str, tuple[type[BaseAlgorithm], spaces.Space, spaces.Space, dict[str
         ContribTRPO,
         BOX,
         spaces.Discrete(3, start=1),
-        dict(n_steps=16, batch_size=16, learning_rate=LinearSchedule(1e-3, 1e-4, 0.5), policy_kwargs=SMALL),
+        dict(n_steps=16, batch_size=16, learning_rate=readable_schedule(1e-3, 1e-4, 0.5), policy_kwargs=SMALL),
     ),
     "ppo-multidiscrete": (
         PPO,
         BOX,
         spaces.MultiDiscrete([2, 3]),
-        dict(n_steps=16, batch_size=16, n_epochs=1, clip_range=LinearSchedule(0.3, 0.1, 1.0), policy_kwargs=SMALL),
+        dict(n_steps=16, batch_size=16, n_epochs=1, clip_range=readable_schedule(0.3, 0.1, 1.0), policy_kwargs=SMALL),
     ),
     "ppo-sde": (
         PPO,

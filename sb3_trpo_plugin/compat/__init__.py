@@ -7,4 +7,5 @@ numbers; each shim says which releases it serves. The rest of the package import
 for the release-dependent ones itself.
 
 - :mod:`.schedules`: SB3's schedules, classes since SB3 2.7 and closures before.
+- :mod:`.spaces`: gymnasium's spaces, whose ``Discrete`` takes a dtype since gymnasium 1.0.
 """

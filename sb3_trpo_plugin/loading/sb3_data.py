@@ -29,6 +29,7 @@ import numpy as np
 from gymnasium import spaces
 
 from sb3_trpo_plugin.compat.schedules import constant_schedule, linear_schedule
+from sb3_trpo_plugin.compat.spaces import discrete_space
 from sb3_trpo_plugin.serialization.description import SPACE_DTYPES, UnsupportedValueError, decode_class
 
 #: The key SB3 gives the base64 pickle of a value that is not JSON.
@@ -230,7 +231,7 @@ def space_from_data(entry: Any, where: str) -> spaces.Space:
         if kind == "Discrete":
             dtype = _dtype(attributes.get("dtype", "int64"), where)
             first = _integer(attributes.get("start", 0), f"{where}.start")
-            return spaces.Discrete(_integer(attributes.get("n"), f"{where}.n"), start=first, dtype=np.dtype(dtype).type)  # type: ignore[arg-type]
+            return discrete_space(_integer(attributes.get("n"), f"{where}.n"), start=first, dtype=dtype)
         if kind == "MultiDiscrete":
             dtype = _dtype(attributes.get("dtype"), where)
             shape = _shape(attributes.get("_shape"), where)
@@ -339,7 +340,7 @@ class _ReprReader:
             if self.keyword("dtype"):
                 dtype = _dtype(self.token(), where)
             self.expect(")")
-            return spaces.Discrete(size, start=first, dtype=np.dtype(dtype).type)  # type: ignore[arg-type]
+            return discrete_space(size, start=first, dtype=dtype)
         if kind == "MultiDiscrete":
             nvec = nested_integers(self.token(), where)
             starts = nested_integers(self.token(), where) if self.keyword("start") else np.zeros_like(nvec)
