@@ -6,11 +6,17 @@ need a newer release switch on and off with it (docs/compatibility.md lists the 
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
+import numpy as np
 import pytest
+import torch
+from gymnasium import spaces
 from stable_baselines3.common import utils as sb3_utils
+from stable_baselines3.common.buffers import RolloutBuffer
 
 from sb3_trpo_plugin import TRPO, safe_load
+from sb3_trpo_plugin.compat import advantages as advantages_module
 from sb3_trpo_plugin.compat.schedules import (
     SCHEDULE_CLASSES,
     constant_schedule,
@@ -20,6 +26,7 @@ from sb3_trpo_plugin.compat.schedules import (
 )
 from sb3_trpo_plugin.loading import UnsafeModelFileError
 from sb3_trpo_plugin.loading.sb3_data import schedule_from_data
+from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
 from sb3_trpo_plugin.serialization.description import UnsupportedValueError, decode_learning_rate, encode_learning_rate
 
 PROGRESS = (1.0, 0.9, 0.75, 0.5, 0.25, 0.0)
@@ -84,3 +91,46 @@ def test_a_schedule_closure_is_refused_as_only_its_pickle_describes_it(tmp_path:
     model.save(tmp_path / "model.zip")
     with pytest.raises(UnsafeModelFileError, match="learning_rate"):
         safe_load(tmp_path / "model.zip")
+
+
+def gae_of(dtype: type | None) -> Any:
+    """An SB3 ``compute_returns_and_advantage``: 2.3's (``np.float64``), 2.4+'s (``np.float32``), or one of neither."""
+
+    def compute_returns_and_advantage(self: RolloutBuffer, last_values: torch.Tensor, dones: np.ndarray) -> None:
+        values = last_values.clone().cpu().numpy().flatten()
+        self.advantages[:] = advantages_module._advantages(self, values, dones, dtype or np.float32)
+        if dtype is None:  # a future SB3 computing otherwise: one more rounding
+            self.advantages[:] = self.advantages * np.float32(1 + 2**-20)
+        self.returns = self.advantages + self.values
+
+    return compute_returns_and_advantage
+
+
+def test_the_gae_probe_tells_the_releases_apart() -> None:
+    buffer, last_values, dones = advantages_module._probe_buffer()
+    values = last_values.numpy().flatten()
+    float32 = advantages_module._advantages(buffer, values, dones, np.float32)
+    float64 = advantages_module._advantages(buffer, values, dones, np.float64)
+    assert not np.array_equal(float32, float64)
+    assert advantages_module.gae_recursion_dtype() in (np.float32, np.float64)  # the installed SB3 is one of them
+
+
+@pytest.mark.parametrize("release", [np.float32, np.float64, None], ids=["sb3-2.4+", "sb3-2.3", "sb3-otherwise"])
+def test_advantages_follow_the_installed_sb3_bit_for_bit(monkeypatch: pytest.MonkeyPatch, release: type | None) -> None:
+    monkeypatch.setattr(RolloutBuffer, "compute_returns_and_advantage", gae_of(release))
+    advantages_module.gae_recursion_dtype.cache_clear()
+    try:
+        assert advantages_module.gae_recursion_dtype() is release
+        rng = np.random.default_rng(3)
+        buffers = [RolloutBuffer(37, spaces.Box(-1, 1, (3,)), spaces.Discrete(2), n_envs=2, gamma=0.97) for _ in range(2)]
+        for buffer in buffers:
+            buffer.rewards[:] = np.random.default_rng(4).standard_normal(buffer.rewards.shape)
+            buffer.values[:] = np.random.default_rng(5).standard_normal(buffer.values.shape)
+            buffer.episode_starts[:] = np.random.default_rng(6).random(buffer.episode_starts.shape) < 0.2
+        last_values, dones = torch.as_tensor(rng.standard_normal((2, 1)), dtype=torch.float32), np.array([False, True])
+        buffers[0].compute_returns_and_advantage(last_values, dones)
+        compute_returns_and_advantage(buffers[1], last_values, dones)
+        np.testing.assert_array_equal(buffers[1].advantages, buffers[0].advantages)
+        np.testing.assert_array_equal(buffers[1].returns, buffers[0].returns)
+    finally:
+        advantages_module.gae_recursion_dtype.cache_clear()
