@@ -122,7 +122,9 @@ def _check_exact(token: str, dtype: str, where: str) -> None:
         return
     rounding = 0.5 * 10.0 ** (int(exponent or 0) - len(fraction))
     value = np.asarray(float(token), dtype=dtype)
-    gaps = (np.nextafter(value, np.inf) - value, value - np.nextafter(value, -np.inf))
+    # The directions in ``dtype`` too: NumPy 1.x would otherwise step a 0-d float32 in float64 (value-based casting)
+    up, down = np.asarray(np.inf, dtype=dtype), np.asarray(-np.inf, dtype=dtype)
+    gaps = (np.nextafter(value, up) - value, value - np.nextafter(value, down))
     if not rounding < min(float(gap) for gap in gaps) / 2:
         raise UnreadableValueError(
             f"{where}: {token} is printed with NumPy's {NUMPY_PRINT_PRECISION} digits and may be rounded"
@@ -368,11 +370,26 @@ class _ReprReader:
             items.append((key, self.space(f"{where}[{key!r}]")))
         return items
 
+    def pairs(self, where: str) -> list[tuple[str, spaces.Space]]:
+        """``[('a', Box(...)), ...])``: the list form of an ``OrderedDict``'s ``str`` (Python ≤ 3.11)."""
+        items: list[tuple[str, spaces.Space]] = []
+        while not self.accept("])"):
+            if items:
+                self.expect(",")
+            self.expect("(")
+            key = self.key()
+            self.expect(",")
+            items.append((key, self.space(f"{where}[{key!r}]")))
+            self.expect(")")
+        return items
+
 
 def space_from_repr(text: str, where: str) -> spaces.Space | list[tuple[str, spaces.Space]]:
     """
     Rebuild a space from its ``repr`` (``"Box(0, 255, (2, 2), uint8)"``), or the items of a dict of spaces
-    from the dict's ``str`` (``"{'a': Box(...), 'b': Discrete(2)}"``).
+    from the dict's ``str`` (``"{'a': Box(...), 'b': Discrete(2)}"``; gymnasium 0.29 keeps them in an
+    ``OrderedDict``, printed ``"OrderedDict([('a', Box(...)), ...])"`` before Python 3.12 and
+    ``"OrderedDict({'a': Box(...), ...})"`` since).
 
     :param text: the text
     :param where: the field, for error messages
@@ -382,7 +399,13 @@ def space_from_repr(text: str, where: str) -> spaces.Space | list[tuple[str, spa
     reader = _ReprReader(text, where)
     try:
         result: spaces.Space | list[tuple[str, spaces.Space]]
-        result = reader.items("}", where) if reader.accept("{") else reader.space(where)
+        if reader.accept("OrderedDict(["):
+            result = reader.pairs(where)
+        elif reader.accept("OrderedDict({"):
+            result = reader.items("}", where)
+            reader.expect(")")
+        else:
+            result = reader.items("}", where) if reader.accept("{") else reader.space(where)
     except (TypeError, ValueError, AssertionError, SyntaxError) as error:
         if isinstance(error, UnreadableValueError):
             raise
