@@ -215,9 +215,9 @@ def test_train_then_enjoy_masked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], zoo_algos: dict
 ) -> None:
     """``--algo trpo_mask``: MaskableTRPO with the package's default hyperparameters, on an env given by --gym-packages."""
-    from rl_zoo3.exp_manager import ExpManager
+    from rl_zoo3.exp_manager import ExperimentManager
 
-    if '"default"' not in inspect.getsource(ExpManager.read_hyperparameters):
+    if '"default"' not in inspect.getsource(ExperimentManager.read_hyperparameters):
         pytest.skip("this rl-zoo3 reads no 'default' hyperparameters (2.6 and older): trpo_mask needs -conf naming the env")
     (tmp_path / "masked_envs.py").write_text(
         "import gymnasium as gym\n"
