@@ -34,4 +34,4 @@ if [ "$action" = build ]; then exit 0; fi
 "$env_dir/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 echo "row $row: $("$env_dir/bin/python" -c 'import platform, torch, stable_baselines3 as sb3, sb3_contrib, gymnasium, numpy
 print(f"Python {platform.python_version()}, torch {torch.__version__}, SB3 {sb3.__version__}, sb3-contrib {sb3_contrib.__version__}, gymnasium {gymnasium.__version__}, numpy {numpy.__version__}")')"
-exec "$env_dir/bin/python" -m pytest -n 2 -m "not slow" -p no:cacheprovider "$@"
+exec "$env_dir/bin/python" -m pytest -n 2 -m "not slow" -rs -p no:cacheprovider "$@"
