@@ -52,5 +52,19 @@ bench-learning: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.learning run
 	$(PY) -m benchmarks.learning report
 
+# The support matrix (docs/compatibility.md): each row's virtualenv is built once under .compat/ROW, keyed on
+# compat/ROW.txt, and the row's fast suite runs there. COMPAT_DIR=path re-uses another checkout's environments.
+.PHONY: test-compat test-compat-floor test-compat-middle test-compat-newest
+test-compat: test-compat-floor test-compat-middle test-compat-newest
+
+test-compat-floor:
+	compat/row.sh test floor
+
+test-compat-middle:
+	compat/row.sh test middle
+
+test-compat-newest:
+	compat/row.sh test newest
+
 clean:
 	rm -rf $(VENV) demo_output runs .pytest_cache docs/_build docs/_generated dist build

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -58,8 +58,20 @@ def policy_batch(model: TRPO, dtype: torch.dtype = torch.float32) -> PolicyBatch
     return PolicyBatch(observations, cast(batch.actions), cast(batch.old_log_prob), cast(batch.advantages))
 
 
-#: Where rl_zoo3.gym_patches writes its TimeLimit, by attribute path from ``gymnasium`` (the last one has none of its own).
-TIME_LIMIT_HOMES = ("wrappers", "wrappers.common", "envs.registration")
+#: Where rl_zoo3.gym_patches writes its TimeLimit, by attribute path from ``gymnasium`` (the last one has none of its
+#: own): ``wrappers.common`` since gymnasium 1.0, ``wrappers.time_limit`` before; the installed release's ones are used.
+TIME_LIMIT_HOMES = ("wrappers", "wrappers.common", "wrappers.time_limit", "envs.registration")
+
+
+def time_limit_homes() -> list[ModuleType]:
+    """The modules of :data:`TIME_LIMIT_HOMES` that the installed gymnasium has."""
+    homes = []
+    for path in TIME_LIMIT_HOMES:
+        try:
+            homes.append(importlib.import_module(f"gymnasium.{path}"))
+        except ModuleNotFoundError:  # wrappers.common before gymnasium 1.0, wrappers.time_limit since
+            continue
+    return homes
 
 
 @pytest.fixture(autouse=True)
@@ -69,9 +81,7 @@ def gymnasium_restored() -> Iterator[list[ModuleType]]:
     after every test, whichever imported rl-zoo3 (the zoo's tests, the benchmarks' presets), so the tests that share
     this process see Gymnasium as it was. Yields the modules it restores.
     """
-    import gymnasium
-
-    homes = [functools.reduce(getattr, path.split("."), gymnasium) for path in TIME_LIMIT_HOMES]
+    homes = time_limit_homes()
     originals = [vars(home).get("TimeLimit") for home in homes]
     yield homes
     for home, time_limit in zip(homes, originals, strict=True):

@@ -18,18 +18,32 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sb3_trpo_plugin"
 #: What each part of ``sb3_trpo_plugin`` may import from the package ("" is the package root ``__init__``).
 ALLOWED: dict[str, set[str]] = {
     "version": set(),
+    "compat": set(),  # the differences between releases of SB3, sb3-contrib, gymnasium, NumPy and torch
     "trust_region": set(),  # pure maths: tensors and callables only
     "critic": set(),  # pure maths: the critic's hand-derived gradient
     "envs": set(),
-    "common": {"trust_region"},
-    "replicas": {"common", "trust_region", "critic"},  # exact replicas of SB3/torch computations, proved where they run
-    "serialization": {"version"},
-    "rollout": {"replicas", "common"},
-    "parallel": {"rollout", "common", "trust_region", "serialization"},
-    "trpo": {"trust_region", "critic", "common", "replicas", "rollout", "parallel", "serialization"},
-    "masked": {"trpo", "replicas", "rollout", "common"},  # sb3-contrib's action masking; imported lazily by the root
-    "recurrent": {"trpo", "replicas", "rollout", "critic", "common"},  # RecurrentTRPO; imports sb3-contrib (optional)
+    "common": {"compat", "trust_region"},
+    "replicas": {
+        "compat",
+        "common",
+        "trust_region",
+        "critic",
+    },  # exact replicas of SB3/torch computations, proved where they run
+    "serialization": {"compat", "version"},
+    "rollout": {"compat", "replicas", "common"},
+    "parallel": {"compat", "rollout", "common", "trust_region", "serialization"},
+    "trpo": {"compat", "trust_region", "critic", "common", "replicas", "rollout", "parallel", "serialization"},
+    "masked": {"compat", "trpo", "replicas", "rollout", "common"},  # sb3-contrib's action masking; imported lazily by the root
+    "recurrent": {
+        "compat",
+        "trpo",
+        "replicas",
+        "rollout",
+        "critic",
+        "common",
+    },  # RecurrentTRPO; imports sb3-contrib (optional)
     "masked_recurrent": {
+        "compat",
         "masked",
         "recurrent",
         "trpo",
@@ -38,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "common",
     },  # MaskableRecurrentTRPO: both variants' seams
     "loading": {
+        "compat",
         "trpo",
         "masked",
         "recurrent",
@@ -45,10 +60,10 @@ ALLOWED: dict[str, set[str]] = {
         "serialization",
         "version",
     },  # the variants lazily, for their files
-    "export": {"loading", "serialization", "version"},  # ONNX export; onnx and onnxruntime imported when it runs
+    "export": {"compat", "loading", "serialization", "version"},  # ONNX export; onnx and onnxruntime imported when it runs
     "": {"trpo", "loading", "version", "masked", "recurrent", "masked_recurrent", "replicas", "export"},
-    "cli": {"", "trpo", "loading", "serialization", "version", "envs", "export"},
-    "zoo": {"", "trpo", "masked"},
+    "cli": {"compat", "", "trpo", "loading", "serialization", "version", "envs", "export"},
+    "zoo": {"compat", "", "trpo", "masked"},
     "__main__": {"cli"},
 }
 

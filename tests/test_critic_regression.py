@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.compat.torch_features import fused_adam_on_cpu
 from sb3_trpo_plugin.critic import MLPRegression
 from sb3_trpo_plugin.replicas import critic_gradient
 from sb3_trpo_plugin.replicas.critic_gradient import plain_regression
@@ -167,6 +168,8 @@ def test_direct_fused_adam_step_is_adams_step_bit_for_bit(settings):
     """The critic's shortcut around Adam.step's bookkeeping takes exactly Adam's step, state included."""
     if not callable(getattr(torch, "_fused_adam_", None)):
         pytest.skip("this torch has no fused Adam kernel")
+    if not fused_adam_on_cpu():
+        pytest.skip("this torch has no fused Adam on the CPU (torch < 2.4): the critic's optimiser is Adam.step")
     generator = torch.Generator().manual_seed(0)
     shapes = [(4, 3), (4,), (1, 4), (1,)]
     start = [torch.randn(shape, generator=generator) for shape in shapes]
@@ -198,9 +201,11 @@ def test_other_optimizers_take_their_own_step():
     for optimizer in (
         torch.optim.SGD(params, lr=0.1),
         torch.optim.Adam(params, lr=0.1),  # not fused
-        torch.optim.AdamW(params, lr=0.1, fused=True),
+        *([torch.optim.AdamW(params, lr=0.1, fused=True)] if fused_adam_on_cpu() else []),
     ):
         assert optimizer_step(optimizer) == optimizer.step
+    if not fused_adam_on_cpu():  # torch < 2.4: no fused optimiser to hook on the CPU
+        return
     hooked = torch.optim.Adam(params, lr=0.1, fused=True)
     hooked.register_step_post_hook(lambda optimizer, args, kwargs: None)
     assert optimizer_step(hooked) == hooked.step

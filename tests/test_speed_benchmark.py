@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -95,7 +96,10 @@ def test_ppo_shares_the_rollout_settings_only() -> None:
 
 def test_mujoco_presets_are_rl_zoo3s_tuned_settings() -> None:
     for name in ("hopper", "halfcheetah"):
-        preset = e2e.load_preset("trpo", e2e.E2E_CONFIGS[name].env_id)
+        env_id = e2e.E2E_CONFIGS[name].env_id
+        if env_id not in gymnasium.envs.registry:
+            pytest.skip(f"the installed gymnasium has no {env_id} (MuJoCo's -v5 tasks came with gymnasium 1.0)")
+        preset = e2e.load_preset("trpo", env_id)
         assert (preset.n_envs, preset.normalize) == (2, True)
         kwargs = preset.kwargs
         assert (kwargs["batch_size"], kwargs["n_steps"], kwargs["cg_max_steps"]) == (128, 1024, 25)

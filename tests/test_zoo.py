@@ -145,7 +145,7 @@ def test_train_then_enjoy(
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert (
-        main(["enjoy", "--algo", "trpo", "--env", "CartPole-v1", "-f", "logs", "--exp-id", "1", "--no-render", "-n", "300"])
+        main(["enjoy", "--algo", "trpo", "--env", "CartPole-v1", "-f", "logs", "--exp-id", "1", "--no-render", "-n", "600"])
         == 0
     )
     enjoy_output = capsys.readouterr().out
@@ -215,6 +215,10 @@ def test_train_then_enjoy_masked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], zoo_algos: dict
 ) -> None:
     """``--algo trpo_mask``: MaskableTRPO with the package's default hyperparameters, on an env given by --gym-packages."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    if '"default"' not in inspect.getsource(ExperimentManager.read_hyperparameters):
+        pytest.skip("this rl-zoo3 reads no 'default' hyperparameters (2.6 and older): trpo_mask needs -conf naming the env")
     (tmp_path / "masked_envs.py").write_text(
         "import gymnasium as gym\n"
         "gym.register('InvalidActionDiscrete-v0', entry_point='sb3_contrib.common.envs:InvalidActionEnvDiscrete',\n"

@@ -133,7 +133,11 @@ class GraphCheck:
             keywords = {
                 key: _first(value) if key in ("action_masks", "episode_start") else value for key, value in keywords.items()
             }
-        actions, next_state = self.predict(observation, **keywords)
+        try:
+            actions, next_state = self.predict(observation, **keywords)
+        except ValueError as error:  # e.g. torch's check of a distribution's parameters, on NaN the policy computed
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise self.refuse(f"inputs make predict(deterministic=True) raise ({first_line})", True) from error
         self.compare("actions", found[ACTIONS], np.asarray(actions)[None] if single else actions)
         if graph.lstm_states is not None:  # rows are observations: the batch axis first
             for name, state in zip((NEXT_LSTM_HIDDEN, NEXT_LSTM_CELL), next_state, strict=True):

@@ -91,6 +91,8 @@ def trace(
             torch.onnx.export(graph, tensors, path, **options)
         except Exception as error:  # the exporter raises many kinds: all mean the policy cannot be exported as it is
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            if type(error).__name__ == "CheckerError":  # torch 2.3 runs ONNX's checker inside export itself
+                raise ExportError(f"the traced graph is not valid ONNX: {type(error).__name__}: {first_line}") from error
             raise ExportError(
                 f"torch.onnx.export cannot turn the policy into an ONNX graph (opset {opset}): {type(error).__name__}: "
                 f"{first_line} (an operation without an ONNX translation in this opset can be replaced in the policy, "

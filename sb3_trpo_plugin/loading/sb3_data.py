@@ -11,7 +11,8 @@ a model needs is rebuilt from those readable attributes:
 * classes (policy, rollout buffer, the classes in ``policy_kwargs``) from their module and the
   qualified name their readable attributes show, resolved through the allow-list of
   :func:`~sb3_trpo_plugin.serialization.description.decode_class`;
-* schedules as the numbers or SB3 schedule classes their readable attributes describe.
+* schedules as the numbers or SB3 schedule classes their readable attributes describe
+  (:mod:`sb3_trpo_plugin.loading.sb3_schedules`).
 
 Numbers printed by NumPy are read back only when the text is exact: an array summarised with ``...``
 or an element printed with NumPy's full 8 fractional digits (possibly rounded) makes the value unreadable.
@@ -22,13 +23,13 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
 
+from sb3_trpo_plugin.compat.spaces import discrete_space
 from sb3_trpo_plugin.serialization.description import SPACE_DTYPES, UnsupportedValueError, decode_class
 
 #: The key SB3 gives the base64 pickle of a value that is not JSON.
@@ -40,11 +41,8 @@ NUMPY_PRINT_PRECISION = 8
 
 _CLASS_TEXT = re.compile(r"<class '([A-Za-z_][\w.<>]*)'>")
 _FUNCTION_TEXT = re.compile(r"<function ([A-Za-z_][\w.]*)\.__init__ at 0x[0-9a-f]+>")
-_NUMBER = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|inf|nan)"
-_SCHEDULE_TEXT = {
-    "ConstantSchedule": re.compile(rf"ConstantSchedule\(val=({_NUMBER})\)"),
-    "LinearSchedule": re.compile(rf"LinearSchedule\(start=({_NUMBER}), end=({_NUMBER}), end_fraction=({_NUMBER})\)"),
-}
+#: A number as NumPy and Python print it.
+NUMBER_TEXT = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|inf|nan)"
 
 
 class UnreadableValueError(UnsupportedValueError):
@@ -121,7 +119,9 @@ def _check_exact(token: str, dtype: str, where: str) -> None:
         return
     rounding = 0.5 * 10.0 ** (int(exponent or 0) - len(fraction))
     value = np.asarray(float(token), dtype=dtype)
-    gaps = (np.nextafter(value, np.inf) - value, value - np.nextafter(value, -np.inf))
+    # The directions in ``dtype`` too: NumPy 1.x would otherwise step a 0-d float32 in float64 (value-based casting)
+    up, down = np.asarray(np.inf, dtype=dtype), np.asarray(-np.inf, dtype=dtype)
+    gaps = (np.nextafter(value, up) - value, value - np.nextafter(value, down))
     if not rounding < min(float(gap) for gap in gaps) / 2:
         raise UnreadableValueError(
             f"{where}: {token} is printed with NumPy's {NUMPY_PRINT_PRECISION} digits and may be rounded"
@@ -145,7 +145,7 @@ def parse_array_text(text: str, dtype: str, shape: tuple[int, ...] | None, where
     floating = np.dtype(dtype).kind == "f"
     values: list[float | int] = []
     for token in tokens:
-        if not re.fullmatch(_NUMBER, token, flags=re.IGNORECASE):
+        if not re.fullmatch(NUMBER_TEXT, token, flags=re.IGNORECASE):
             raise UnreadableValueError(f"{where}: {token!r} is not a number")
         if floating:
             _check_exact(token, dtype, where)
@@ -230,7 +230,7 @@ def space_from_data(entry: Any, where: str) -> spaces.Space:
         if kind == "Discrete":
             dtype = _dtype(attributes.get("dtype", "int64"), where)
             first = _integer(attributes.get("start", 0), f"{where}.start")
-            return spaces.Discrete(_integer(attributes.get("n"), f"{where}.n"), start=first, dtype=np.dtype(dtype).type)  # type: ignore[arg-type]
+            return discrete_space(_integer(attributes.get("n"), f"{where}.n"), start=first, dtype=dtype)
         if kind == "MultiDiscrete":
             dtype = _dtype(attributes.get("dtype"), where)
             shape = _shape(attributes.get("_shape"), where)
@@ -339,7 +339,7 @@ class _ReprReader:
             if self.keyword("dtype"):
                 dtype = _dtype(self.token(), where)
             self.expect(")")
-            return spaces.Discrete(size, start=first, dtype=np.dtype(dtype).type)  # type: ignore[arg-type]
+            return discrete_space(size, start=first, dtype=dtype)
         if kind == "MultiDiscrete":
             nvec = nested_integers(self.token(), where)
             starts = nested_integers(self.token(), where) if self.keyword("start") else np.zeros_like(nvec)
@@ -367,11 +367,26 @@ class _ReprReader:
             items.append((key, self.space(f"{where}[{key!r}]")))
         return items
 
+    def pairs(self, where: str) -> list[tuple[str, spaces.Space]]:
+        """``[('a', Box(...)), ...])``: the list form of an ``OrderedDict``'s ``str`` (Python ≤ 3.11)."""
+        items: list[tuple[str, spaces.Space]] = []
+        while not self.accept("])"):
+            if items:
+                self.expect(",")
+            self.expect("(")
+            key = self.key()
+            self.expect(",")
+            items.append((key, self.space(f"{where}[{key!r}]")))
+            self.expect(")")
+        return items
+
 
 def space_from_repr(text: str, where: str) -> spaces.Space | list[tuple[str, spaces.Space]]:
     """
     Rebuild a space from its ``repr`` (``"Box(0, 255, (2, 2), uint8)"``), or the items of a dict of spaces
-    from the dict's ``str`` (``"{'a': Box(...), 'b': Discrete(2)}"``).
+    from the dict's ``str`` (``"{'a': Box(...), 'b': Discrete(2)}"``; gymnasium 0.29 keeps them in an
+    ``OrderedDict``, printed ``"OrderedDict([('a', Box(...)), ...])"`` before Python 3.12 and
+    ``"OrderedDict({'a': Box(...), ...})"`` since).
 
     :param text: the text
     :param where: the field, for error messages
@@ -381,7 +396,13 @@ def space_from_repr(text: str, where: str) -> spaces.Space | list[tuple[str, spa
     reader = _ReprReader(text, where)
     try:
         result: spaces.Space | list[tuple[str, spaces.Space]]
-        result = reader.items("}", where) if reader.accept("{") else reader.space(where)
+        if reader.accept("OrderedDict(["):
+            result = reader.pairs(where)
+        elif reader.accept("OrderedDict({"):
+            result = reader.items("}", where)
+            reader.expect(")")
+        else:
+            result = reader.items("}", where) if reader.accept("{") else reader.space(where)
     except (TypeError, ValueError, AssertionError, SyntaxError) as error:
         if isinstance(error, UnreadableValueError):
             raise
@@ -458,37 +479,3 @@ def policy_kwargs_from_data(entry: Any) -> dict[str, Any]:
         else:
             decoded[key] = value
     return decoded
-
-
-def schedule_from_data(entry: Any, where: str) -> float | Callable[[float], float] | None:
-    """
-    A learning rate or clip range: a number as is; SB3's ``FloatSchedule``, ``ConstantSchedule`` and
-    ``LinearSchedule`` from the values their readable attributes print.
-
-    :param entry: the ``data`` value
-    :param where: the field, for error messages
-    :return: a number, ``None``, or an SB3 schedule
-    :raises UnreadableValueError: for any other callable (a function's pickle is its only description)
-    """
-    if entry is None or (isinstance(entry, (int, float)) and not isinstance(entry, bool)):
-        return entry
-    if not is_serialized(entry):
-        raise UnreadableValueError(f"{where}: {entry!r} is not a number or a schedule")
-    attributes = readable_attributes(entry)
-    kind = type_name(entry).rpartition(".")[2]
-    if kind == "FloatSchedule":
-        text = str(attributes.get("value_schedule"))
-        for name, pattern in _SCHEDULE_TEXT.items():
-            match = pattern.fullmatch(text)
-            if match:
-                values = [float(group) for group in match.groups()]
-                return ConstantSchedule(values[0]) if name == "ConstantSchedule" else LinearSchedule(*values)
-        raise UnreadableValueError(f"{where} is a FloatSchedule of {text[:80]!r}, which only its pickle describes")
-    numbers = {
-        key: value for key, value in attributes.items() if isinstance(value, (int, float)) and not isinstance(value, bool)
-    }
-    if kind == "ConstantSchedule" and set(numbers) == {"val"}:
-        return ConstantSchedule(float(numbers["val"]))
-    if kind == "LinearSchedule" and set(numbers) == {"start", "end", "end_fraction"}:
-        return LinearSchedule(float(numbers["start"]), float(numbers["end"]), float(numbers["end_fraction"]))
-    raise UnreadableValueError(f"{where} is a {type_name(entry) or 'callable'}, which only its pickle describes")

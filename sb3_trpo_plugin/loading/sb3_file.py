@@ -32,9 +32,9 @@ from sb3_trpo_plugin.loading.sb3_data import (
     class_from_data,
     is_serialized,
     policy_kwargs_from_data,
-    schedule_from_data,
     space_from_data,
 )
+from sb3_trpo_plugin.loading.sb3_schedules import schedule_from_data
 from sb3_trpo_plugin.serialization.description import UnsupportedValueError, hyperparameter_names
 from sb3_trpo_plugin.trpo import TRPO
 from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer_state

@@ -30,8 +30,8 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
+from sb3_trpo_plugin.compat.schedules import constant_schedule, linear_schedule, schedule_parameters, unwrap_float_schedule
 from sb3_trpo_plugin.version import __version__
 
 #: Name of the zip entry that holds the description.
@@ -293,22 +293,18 @@ def encode_learning_rate(learning_rate: Any) -> Any:
     :return: ``float`` or ``{"schedule": "constant" | "linear", ...}``
     :raises UnsupportedValueError: for other callables
     """
-    if isinstance(learning_rate, FloatSchedule):
-        learning_rate = learning_rate.value_schedule
+    learning_rate = unwrap_float_schedule(learning_rate)
     if isinstance(learning_rate, (int, float, np.floating)) and not isinstance(learning_rate, bool):
         return float(learning_rate)
-    if isinstance(learning_rate, ConstantSchedule):
-        return {"schedule": "constant", "value": float(learning_rate.val)}
-    if isinstance(learning_rate, LinearSchedule):
-        return {
-            "schedule": "linear",
-            "start": float(learning_rate.start),
-            "end": float(learning_rate.end),
-            "end_fraction": float(learning_rate.end_fraction),
-        }
+    described = schedule_parameters(learning_rate)
+    if described is not None and described[0] == "constant":
+        return {"schedule": "constant", "value": described[1][0]}
+    if described is not None:
+        start, end, end_fraction = described[1]
+        return {"schedule": "linear", "start": start, "end": end, "end_fraction": end_fraction}
     raise UnsupportedValueError(
         f"learning_rate is a {type(learning_rate).__name__}; only numbers and SB3's ConstantSchedule and "
-        "LinearSchedule have a JSON description"
+        "LinearSchedule (SB3 ≥ 2.7; older SB3's schedules are closures) have a JSON description"
     )
 
 
@@ -322,9 +318,9 @@ def decode_learning_rate(encoded: Any) -> float | Callable[[float], float]:
     if isinstance(encoded, (int, float)) and not isinstance(encoded, bool):
         return float(encoded)
     if isinstance(encoded, dict) and encoded.get("schedule") == "constant":
-        return ConstantSchedule(float(encoded["value"]))
+        return constant_schedule(float(encoded["value"]))
     if isinstance(encoded, dict) and encoded.get("schedule") == "linear":
-        return LinearSchedule(float(encoded["start"]), float(encoded["end"]), float(encoded["end_fraction"]))
+        return linear_schedule(float(encoded["start"]), float(encoded["end"]), float(encoded["end_fraction"]))
     raise UnsupportedValueError(f"learning_rate: malformed description entry {encoded!r}")
 
 

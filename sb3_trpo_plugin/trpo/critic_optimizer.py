@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from sb3_trpo_plugin.compat.torch_features import fused_adam_on_cpu
+
 
 def critic_optimizer(
     policy: ActorCriticPolicy, critic_parameters: Sequence[torch.nn.Parameter], learning_rate: float
@@ -78,5 +80,4 @@ def _supports_fused(optimizer_class: type[torch.optim.Optimizer], device: torch.
     """Whether ``optimizer_class`` has a fused implementation for ``device`` (Adam/AdamW; CPU since torch 2.4)."""
     if optimizer_class not in (torch.optim.Adam, torch.optim.AdamW):
         return False
-    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
-    return device.type == "cuda" or (device.type == "cpu" and (major, minor) >= (2, 4))
+    return device.type == "cuda" or (device.type == "cpu" and fused_adam_on_cpu())
