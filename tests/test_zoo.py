@@ -211,14 +211,19 @@ def test_train_then_enjoy_trpo_lstm(
     assert main([*argv, "-n", "100"]) == 0
 
 
+def skip_without_default_hyperparameters(algo: str) -> None:
+    """Skip where the installed rl-zoo3 reads no ``"default"`` entry (2.6 and older): there ``algo`` needs ``-conf``."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    if '"default"' not in inspect.getsource(ExperimentManager.read_hyperparameters):
+        pytest.skip(f"this rl-zoo3 reads no 'default' hyperparameters (2.6 and older): {algo} needs -conf naming the env")
+
+
 def test_train_then_enjoy_masked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], zoo_algos: dict
 ) -> None:
     """``--algo trpo_mask``: MaskableTRPO with the package's default hyperparameters, on an env given by --gym-packages."""
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    if '"default"' not in inspect.getsource(ExperimentManager.read_hyperparameters):
-        pytest.skip("this rl-zoo3 reads no 'default' hyperparameters (2.6 and older): trpo_mask needs -conf naming the env")
+    skip_without_default_hyperparameters("trpo_mask")
     (tmp_path / "masked_envs.py").write_text(
         "import gymnasium as gym\n"
         "gym.register('InvalidActionDiscrete-v0', entry_point='sb3_contrib.common.envs:InvalidActionEnvDiscrete',\n"
@@ -250,6 +255,7 @@ def test_train_then_enjoy_masked(
 
 def test_train_masked_recurrent_as_trpo_lstm_mask(tmp_path: Path, zoo_algos: dict) -> None:
     """``--algo trpo_lstm_mask``: MaskableRecurrentTRPO with the package's default hyperparameters (an LSTM policy)."""
+    skip_without_default_hyperparameters("trpo_lstm_mask")
     (tmp_path / "cue_envs.py").write_text(
         "import gymnasium as gym\n"
         "gym.register('CueWithForbiddenActions-v0', entry_point='sb3_trpo_plugin.envs:CueWithForbiddenActionsEnv')\n"
