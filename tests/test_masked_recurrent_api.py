@@ -1,8 +1,8 @@
 """
 MaskableRecurrentTRPO's API: no invalid action in training or ``predict`` (hypothesis), ``predict`` with LSTM states
 and masks, save/load, sb3-contrib's ``ActionMasker``, ``get_action_masks``, maskable ``evaluate_policy`` and
-``MaskableEvalCallback``, the evaluation and the evaluation callback that carry the states, ``use_masking``, dict and image observations, the
-constructor's checks.
+``MaskableEvalCallback``, the evaluation and the evaluation callback that carry the states, ``use_masking``, dict and
+image observations, the constructor's checks.
 """
 
 from __future__ import annotations

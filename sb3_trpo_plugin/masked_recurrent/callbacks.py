@@ -87,7 +87,8 @@ class MaskableRecurrentEvalCallback(EvalCallback):
             return_episode_rewards=True,
             use_masking=self.use_masking,
         )
-        self._record(list(returns), [int(length) for length in lengths])
+        assert isinstance(returns, list) and isinstance(lengths, list)  # return_episode_rewards=True gives the lists
+        self._record(returns, lengths)
         continue_training = True
         if self.last_mean_reward > self.best_mean_reward:
             self.best_mean_reward = self.last_mean_reward
