@@ -265,9 +265,14 @@ def test_eval_callback_carries_the_lstm_states(tmp_path: Path, monkeypatch: pyte
             states_seen.clear()
             return True
 
-    compare = Compare()
+    class CountNewBests(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+    compare, new_bests = Compare(), CountNewBests()
     evaluation = MaskableRecurrentEvalCallback(
         make_vec_env(CueWithForbiddenActionsEnv, n_envs=1, seed=1),
+        callback_on_new_best=new_bests,
         callback_after_eval=compare,
         n_eval_episodes=6,
         eval_freq=8,
@@ -282,14 +287,16 @@ def test_eval_callback_carries_the_lstm_states(tmp_path: Path, monkeypatch: pyte
     # Six episodes of four steps: the states come back after the first step of each episode's first call.
     assert compare.callback_states.count(True) == 6 * 4 - 1 and not compare.callback_states[0]
     assert compare.stateless_states and not any(compare.stateless_states)  # sb3-contrib: zero states at every step
-    assert evaluation.best_mean_reward == max(mean for mean, _ in compare.pairs)
+    means = [mean for mean, _ in compare.pairs]
+    assert evaluation.best_mean_reward == max(means)
+    assert new_bests.n_calls == sum(mean > max(means[:i], default=-np.inf) for i, mean in enumerate(means))
     assert (tmp_path / "best_model.zip").is_file()
     saved = np.load(tmp_path / "evaluations.npz")
     np.testing.assert_array_equal(saved["timesteps"], [16, 32, 48, 64])
-    np.testing.assert_allclose(saved["results"].mean(axis=1), [mean for mean, _ in compare.pairs])
+    np.testing.assert_allclose(saved["results"].mean(axis=1), means)
     progress = np.genfromtxt(tmp_path / "log" / "progress.csv", delimiter=",", names=True)
     logged = progress["evalmean_reward"][np.isfinite(progress["evalmean_reward"])]
-    np.testing.assert_allclose(logged, [mean for mean, _ in compare.pairs])
+    np.testing.assert_allclose(logged, means)
 
 
 def test_safe_load_restores_the_model_without_unpickling(tmp_path: Path) -> None:
