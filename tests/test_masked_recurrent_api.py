@@ -284,7 +284,7 @@ def test_eval_callback_carries_the_lstm_states(tmp_path: Path, monkeypatch: pyte
     assert len(compare.pairs) == 4  # 32 calls, one evaluation every 8
     for callback_mean, package_mean in compare.pairs:
         assert callback_mean == package_mean
-    # Six episodes of four steps: the states come back after the first step of each episode's first call.
+    # The last evaluation: 6 episodes of 4 steps, 24 calls; all but the first get the states the previous call returned.
     assert compare.callback_states.count(True) == 6 * 4 - 1 and not compare.callback_states[0]
     assert compare.stateless_states and not any(compare.stateless_states)  # sb3-contrib: zero states at every step
     means = [mean for mean, _ in compare.pairs]
