@@ -1,8 +1,8 @@
 """
 MaskableRecurrentTRPO's API: no invalid action in training or ``predict`` (hypothesis), ``predict`` with LSTM states
 and masks, save/load, sb3-contrib's ``ActionMasker``, ``get_action_masks``, maskable ``evaluate_policy`` and
-``MaskableEvalCallback``, the evaluation that carries the states, ``use_masking``, dict and image observations, the
-constructor's checks.
+``MaskableEvalCallback``, the evaluation and the evaluation callback that carry the states, ``use_masking``, dict and
+image observations, the constructor's checks.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from sb3_contrib.common.maskable.evaluation import evaluate_policy
 from sb3_contrib.common.maskable.utils import get_action_masks
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.wrappers import ActionMasker
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_trpo_plugin import HyperparameterError, MaskableRecurrentTRPO
 from sb3_trpo_plugin.envs import CueWithForbiddenActionsEnv
+from sb3_trpo_plugin.masked_recurrent import MaskableRecurrentEvalCallback
 from sb3_trpo_plugin.masked_recurrent import evaluate_policy as masked_recurrent_evaluate
 from sb3_trpo_plugin.masked_recurrent.policies import MaskableRecurrentActorCriticPolicy
 from tests.conftest import RandomEnv
@@ -221,6 +224,79 @@ def test_evaluation_carries_the_lstm_states() -> None:
     assert max(sb3_contrib_returns) < 1.0  # type: ignore[arg-type]  (no state: the cue is -1 at the last step)
     mean, _ = masked_recurrent_evaluate(model, env, n_eval_episodes=10)
     assert -1.0 <= mean <= 1.0
+
+
+def test_eval_callback_carries_the_lstm_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    During ``learn()`` on the cue task, the callback's mean return is ``masked_recurrent.evaluate_policy``'s on the same
+    model at the same moment (on a twin of the evaluation environment, kept in step with it), ``predict`` receives the
+    states it returned (sb3-contrib's stateless evaluation passes none), and the log, the best model and the file follow.
+    """
+    env = make_vec_env(CueWithForbiddenActionsEnv, n_envs=2, seed=0)
+    model = MaskableRecurrentTRPO("MlpLstmPolicy", env, n_steps=8, batch_size=8, seed=0, policy_kwargs=TINY_LSTM)
+    model.set_logger(configure(str(tmp_path / "log"), ["csv"]))
+    states_seen: list[bool] = []  # per predict call: were the states of the previous call passed in?
+    predict = model.predict
+
+    def spy(observation, state=None, episode_start=None, deterministic=False, action_masks=None):
+        states_seen.append(state is not None)
+        return predict(observation, state, episode_start, deterministic, action_masks=action_masks)
+
+    monkeypatch.setattr(model, "predict", spy)
+    twin = make_vec_env(CueWithForbiddenActionsEnv, n_envs=1, seed=1)
+    stateless = make_vec_env(CueWithForbiddenActionsEnv, n_envs=1, seed=1)
+
+    class Compare(BaseCallback):
+        """After each evaluation: the package's evaluate_policy on the twin, then sb3-contrib's stateless one."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pairs: list[tuple[float, float]] = []
+            self.callback_states: list[bool] = []
+            self.stateless_states: list[bool] = []
+
+        def _on_step(self) -> bool:
+            self.callback_states = list(states_seen)  # the callback's own evaluations so far
+            mean, _ = masked_recurrent_evaluate(model, twin, n_eval_episodes=6)
+            self.pairs.append((evaluation.last_mean_reward, mean))
+            states_seen.clear()
+            evaluate_policy(model, stateless, n_eval_episodes=6, warn=False)
+            self.stateless_states += states_seen
+            states_seen.clear()
+            return True
+
+    class CountNewBests(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+    compare, new_bests = Compare(), CountNewBests()
+    evaluation = MaskableRecurrentEvalCallback(
+        make_vec_env(CueWithForbiddenActionsEnv, n_envs=1, seed=1),
+        callback_on_new_best=new_bests,
+        callback_after_eval=compare,
+        n_eval_episodes=6,
+        eval_freq=8,
+        log_path=str(tmp_path),
+        best_model_save_path=str(tmp_path),
+        verbose=0,
+    )
+    model.learn(64, callback=evaluation)
+    assert len(compare.pairs) == 4  # 32 calls, one evaluation every 8
+    for callback_mean, package_mean in compare.pairs:
+        assert callback_mean == package_mean
+    # The last evaluation: 6 episodes of 4 steps, 24 calls; all but the first get the states the previous call returned.
+    assert compare.callback_states.count(True) == 6 * 4 - 1 and not compare.callback_states[0]
+    assert compare.stateless_states and not any(compare.stateless_states)  # sb3-contrib: zero states at every step
+    means = [mean for mean, _ in compare.pairs]
+    assert evaluation.best_mean_reward == max(means)
+    assert new_bests.n_calls == sum(mean > max(means[:i], default=-np.inf) for i, mean in enumerate(means))
+    assert (tmp_path / "best_model.zip").is_file()
+    saved = np.load(tmp_path / "evaluations.npz")
+    np.testing.assert_array_equal(saved["timesteps"], [16, 32, 48, 64])
+    np.testing.assert_allclose(saved["results"].mean(axis=1), means)
+    progress = np.genfromtxt(tmp_path / "log" / "progress.csv", delimiter=",", names=True)
+    logged = progress["evalmean_reward"][np.isfinite(progress["evalmean_reward"])]
+    np.testing.assert_allclose(logged, means)
 
 
 def test_safe_load_restores_the_model_without_unpickling(tmp_path: Path) -> None:

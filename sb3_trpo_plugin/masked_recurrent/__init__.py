@@ -14,6 +14,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess wit
 
 from sb3_trpo_plugin.masked_recurrent.algorithm import MaskableRecurrentTRPO
 from sb3_trpo_plugin.masked_recurrent.buffers import MaskableRecurrentDictRolloutBuffer, MaskableRecurrentRolloutBuffer
+from sb3_trpo_plugin.masked_recurrent.callbacks import MaskableRecurrentEvalCallback
 from sb3_trpo_plugin.masked_recurrent.evaluation import evaluate_policy
 from sb3_trpo_plugin.masked_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
 from sb3_trpo_plugin.masked_recurrent.policy_step import MaskedRecurrentPolicyBatch, MaskedRecurrentPolicyStep
@@ -21,6 +22,7 @@ from sb3_trpo_plugin.masked_recurrent.policy_step import MaskedRecurrentPolicyBa
 __all__ = [
     "CnnLstmPolicy",
     "MaskableRecurrentDictRolloutBuffer",
+    "MaskableRecurrentEvalCallback",
     "MaskableRecurrentRolloutBuffer",
     "MaskableRecurrentTRPO",
     "MaskedRecurrentPolicyBatch",
