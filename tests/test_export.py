@@ -554,9 +554,10 @@ class BranchingExtractor(BaseFeaturesExtractor):
         self.linear = nn.Linear(observation_space.shape[0], 4)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        squashed = torch.tanh(observations)  # finite features for any probe observation (see SvdExtractor)
         if observations[:, 0].mean() > 0:
-            return self.linear(observations)
-        return -self.linear(observations)
+            return self.linear(squashed)
+        return -self.linear(squashed)
 
 
 class NumpyExtractor(BaseFeaturesExtractor):
@@ -579,7 +580,8 @@ class SvdExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         # tanh first: gymnasium 0.29's CartPole bounds its velocities by float32's largest value, and the export's
-        # probe observations drawn from such a space would overflow the linear layer into NaN logits.
+        # probe observations drawn from such a space would overflow the linear layer into NaN logits. (NumpyExtractor
+        # squashes through NumPy's tanh; the MLP extractor's own tanh layers saturate.)
         squashed = torch.tanh(observations)
         return self.linear(squashed) + torch.linalg.svdvals(squashed.unsqueeze(-1))
 
