@@ -25,6 +25,7 @@ from sb3_trpo_plugin import TRPO, parallel
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS
 from sb3_trpo_plugin.parallel import Collectives
 from sb3_trpo_plugin.trpo.policy_objective import normalize_advantages
+from tests.process_group_teardown import TEARDOWN_MAY_BLOCK
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_worker import BUFFER_FIELDS, EQUIVALENCE_ENVS, EQUIVALENCE_KWARGS, N_ENVS, N_STEPS, equivalence_env
@@ -232,6 +233,10 @@ def test_destroy_process_group_stops_gloo_threads(ranks):
     """The group the model initialised is really freed by destroy_process_group(): no gloo thread outlives it
     into interpreter shutdown, where one releasing a finished collective aborts the process (seen in CI)."""
     _, results = ranks
+    if TEARDOWN_MAY_BLOCK:
+        assert not any(result["destroyed"] for result in results)
+        pytest.skip("torch < 2.4: destroy_process_group() can block in gloo's teardown, so the workers leave without it")
+    assert all(result["destroyed"] for result in results)
     for result in results:
         if result["threads_after_destroy"] is None:
             continue  # no /proc: the exit code checked by the fixture still covers the crash
