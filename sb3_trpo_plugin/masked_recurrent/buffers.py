@@ -81,6 +81,26 @@ class ActionMaskStorage:
     action_masks: np.ndarray
     mask_dims: int
 
+    def reset(self) -> None:
+        super().reset()  # type: ignore[misc]
+        self._reset_masks()
+
+    def add(self, *args: Any, lstm_states: RNNStates, action_masks: np.ndarray | None = None, **kwargs: Any) -> None:
+        """
+        Store one step, with the LSTM states held before it and its masks (``None``: every action valid).
+
+        :param lstm_states: the LSTM states before the step
+        :param action_masks: ``(n_envs, mask_dims)`` (or any shape of that size), true where an action is valid
+        """
+        self._store_masks(action_masks)
+        super().add(*args, lstm_states=lstm_states, **kwargs)  # type: ignore[misc]
+
+    def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
+        """The buffer's minibatches, each with its masks (see ``_get_samples``)."""
+        if not self.generator_ready:  # flattened in the fields' order (env after env), once, as the fields are
+            self.action_masks = self.swap_and_flatten(self.action_masks)  # type: ignore[attr-defined]
+        yield from super().get(batch_size)  # type: ignore[misc]
+
     def _reset_masks(self) -> None:
         self.mask_dims = mask_dimensions(self.action_space)
         self.action_masks = np.ones((self.buffer_size, self.n_envs, self.mask_dims), dtype=np.float32)
@@ -94,7 +114,7 @@ class ActionMaskStorage:
         return self.pad(self.action_masks[batch_inds], padding_value=1.0).reshape((padded_batch_size, self.mask_dims))
 
 
-class MaskableRecurrentRolloutBuffer(ActionMaskStorage, RecurrentRolloutBuffer):
+class MaskableRecurrentRolloutBuffer(ActionMaskStorage, RecurrentRolloutBuffer):  # type: ignore[misc]
     """
     sb3-contrib's ``RecurrentRolloutBuffer`` storing each step's action masks (see the module's documentation).
 
@@ -108,27 +128,6 @@ class MaskableRecurrentRolloutBuffer(ActionMaskStorage, RecurrentRolloutBuffer):
     :param n_envs: Number of parallel environments
     """
 
-    def reset(self) -> None:
-        super().reset()
-        self._reset_masks()
-
-    def add(  # type: ignore[override]
-        self, *args: Any, lstm_states: RNNStates, action_masks: np.ndarray | None = None, **kwargs: Any
-    ) -> None:
-        """
-        Store one step, with the LSTM states held before it and its masks (``None``: every action valid).
-
-        :param lstm_states: the LSTM states before the step
-        :param action_masks: ``(n_envs, mask_dims)`` (or any shape of that size), true where an action is valid
-        """
-        self._store_masks(action_masks)
-        super().add(*args, lstm_states=lstm_states, **kwargs)
-
-    def get(self, batch_size: int | None = None) -> Generator[MaskableRecurrentRolloutBufferSamples, None, None]:  # type: ignore[override]
-        if not self.generator_ready:  # flattened in the fields' order (env after env), once, as the fields are
-            self.action_masks = self.swap_and_flatten(self.action_masks)
-        yield from super().get(batch_size)  # type: ignore[misc]
-
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
     ) -> MaskableRecurrentRolloutBufferSamples:
@@ -137,7 +136,7 @@ class MaskableRecurrentRolloutBuffer(ActionMaskStorage, RecurrentRolloutBuffer):
         return MaskableRecurrentRolloutBufferSamples(*samples, action_masks=masks)
 
 
-class MaskableRecurrentDictRolloutBuffer(ActionMaskStorage, RecurrentDictRolloutBuffer):
+class MaskableRecurrentDictRolloutBuffer(ActionMaskStorage, RecurrentDictRolloutBuffer):  # type: ignore[misc]
     """
     sb3-contrib's ``RecurrentDictRolloutBuffer`` storing each step's action masks (see the module's documentation).
 
@@ -150,27 +149,6 @@ class MaskableRecurrentDictRolloutBuffer(ActionMaskStorage, RecurrentDictRollout
     :param gamma: Discount factor
     :param n_envs: Number of parallel environments
     """
-
-    def reset(self) -> None:
-        super().reset()
-        self._reset_masks()
-
-    def add(  # type: ignore[override]
-        self, *args: Any, lstm_states: RNNStates, action_masks: np.ndarray | None = None, **kwargs: Any
-    ) -> None:
-        """
-        Store one step, with the LSTM states held before it and its masks (``None``: every action valid).
-
-        :param lstm_states: the LSTM states before the step
-        :param action_masks: ``(n_envs, mask_dims)`` (or any shape of that size), true where an action is valid
-        """
-        self._store_masks(action_masks)
-        super().add(*args, lstm_states=lstm_states, **kwargs)
-
-    def get(self, batch_size: int | None = None) -> Generator[MaskableRecurrentDictRolloutBufferSamples, None, None]:  # type: ignore[override]
-        if not self.generator_ready:
-            self.action_masks = self.swap_and_flatten(self.action_masks)
-        yield from super().get(batch_size)  # type: ignore[misc]
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
