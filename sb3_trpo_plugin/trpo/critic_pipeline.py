@@ -26,6 +26,7 @@ import pickle
 import subprocess
 import sys
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ from sb3_trpo_plugin.common.reductions import ONE_PROCESS
 from sb3_trpo_plugin.trpo.critic_fit import CriticRegression
 from sb3_trpo_plugin.trpo.critic_job import CriticFitJob, CriticFitResult, copy_weights, critic_fit_job, state_of_result
 
+#: The fewest updates a ``learn()`` call must have left for it to start a worker: the start (a fresh interpreter
+#: importing this package, one to two seconds of a core) would not pay in shorter runs, whose fits stay in-process.
+MIN_UPDATES_TO_START = 8
 #: How often a wait for the worker checks that it is still alive, in seconds.
 _LIVENESS_INTERVAL = 1.0
 
@@ -97,10 +101,11 @@ class CriticWorker:
 
         :raises CriticWorkerError: when it exited before it was ready, or imported another copy of this package
         """
+        if self.process.poll() is not None:
+            when = "between fits" if self._ready else "as it started"
+            raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} {when}")
         if not self._ready and self._replies.poll(0):
-            self._ready = self._check_ready(self._receive())
-        elif not self._ready and self.process.poll() is not None:
-            raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} as it started")
+            self._ready = self._check_ready(self._receive("as it started"))
         return self._ready
 
     def wait_until_ready(self, timeout: float) -> bool:
@@ -127,11 +132,16 @@ class CriticWorker:
         while not self._replies.poll(_LIVENESS_INTERVAL):
             if self.process.poll() is not None and not self._replies.poll(0):
                 raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} during a fit")
-        kind, payload = self._receive()
+        kind, payload = self._receive("during a fit")
         if kind == "error":
             raise CriticWorkerError(f"the critic's fit failed in its worker process:\n{payload}")
         assert kind == "done", kind
         return payload
+
+    @property
+    def was_ready(self) -> bool:
+        """Whether the worker started and said it was ready (it may have exited since)."""
+        return self._ready
 
     @property
     def alive(self) -> bool:
@@ -142,12 +152,12 @@ class CriticWorker:
         """Stop the worker and wait for it to exit."""
         self._finalizer()
 
-    def _receive(self) -> tuple[Any, ...]:
+    def _receive(self, when: str) -> tuple[Any, ...]:
         try:
             return pickle.loads(self._replies.recv_bytes())
         except EOFError:
             self.process.wait()
-            raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode}") from None
+            raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} {when}") from None
 
     def _check_ready(self, message: tuple[Any, ...]) -> bool:
         kind, _, package_file = message
@@ -189,24 +199,46 @@ class CriticPipeline:
     def __init__(self) -> None:
         self._worker: CriticWorker | None = None
         self._in_flight: _Fit | None = None
+        self._start_failed = False
         #: Fits handed to the worker, and fits run in this process (the pipeline did not apply, or the worker was starting).
         self.fits_in_worker = 0
         self.fits_in_process = 0
 
     def start(self) -> None:
-        """Start the worker, if none is running (it becomes ready in the background)."""
-        if self._worker is None or not self._worker.alive:
+        """Start the worker, if none is running and none failed to start (it becomes ready in the background)."""
+        if not self._start_failed and (self._worker is None or not self._worker.alive):
             self._worker = CriticWorker()
 
+    def start_for(self, updates: float) -> None:
+        """Start the worker for a ``learn()`` of ``updates`` updates, if enough to pay (:data:`MIN_UPDATES_TO_START`)."""
+        if updates >= MIN_UPDATES_TO_START:
+            self.start()
+
     def ready(self) -> bool:
-        """Whether a fit handed over now would run in the worker (started, and none in flight)."""
-        return self._in_flight is None and self._worker is not None and self._worker.ready()
+        """
+        Whether a fit handed over now would run in the worker (started, and none in flight). A worker that exited
+        between fits is replaced, and one that could not start is not tried again; either says so in a warning.
+        """
+        if self._in_flight is not None or self._worker is None:
+            return False
+        try:
+            return self._worker.ready()
+        except CriticWorkerError as error:
+            worker, self._worker = self._worker, None
+            worker.close()
+            if worker.was_ready:
+                message = f"{error}: a new one starts, and fits run in this process until it is ready"
+                self.start()
+            else:
+                self._start_failed = True
+                message = f"{error}: this model's critic is fitted in this process from now on"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            return False
 
     def wait_until_ready(self, timeout: float = 60.0) -> bool:
         """Start the worker if needed and wait up to ``timeout`` seconds until it is ready; whether it is."""
         self.start()
-        assert self._worker is not None
-        return self._worker.wait_until_ready(timeout)
+        return self._worker is not None and self._worker.wait_until_ready(timeout)
 
     @property
     def in_flight(self) -> bool:
@@ -236,7 +268,13 @@ class CriticPipeline:
         if fit is None:
             return None
         assert self._worker is not None
-        result = self._worker.result()
+        try:
+            result = self._worker.result()
+        except CriticWorkerError:
+            if not self._worker.alive:  # the next fit starts a new one
+                self._worker.close()
+                self._worker = None
+            raise
         fit.apply(result)
         return result.mean_loss
 
@@ -249,7 +287,7 @@ class CriticPipeline:
 
     def __getstate__(self) -> dict[str, Any]:
         """Copies (``copy.deepcopy`` of a model) get a pipeline of their own, with no worker and nothing in flight."""
-        return {"_worker": None, "_in_flight": None, "fits_in_worker": 0, "fits_in_process": 0}
+        return {"_worker": None, "_in_flight": None, "_start_failed": False, "fits_in_worker": 0, "fits_in_process": 0}
 
 
 def pipelined_fit(
