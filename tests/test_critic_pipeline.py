@@ -5,6 +5,7 @@ collected gives the sequential update's weights bit for bit, and the pipeline st
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 from collections.abc import Callable
@@ -197,24 +198,32 @@ def test_a_checkpoint_during_a_rollout_holds_the_fitted_critic(tmp_path: Path) -
 
 
 def test_the_worker_runs_the_sequential_fit() -> None:
-    """In this process: a job run by :class:`CriticHead` gives what ``fit_critic`` gives, weights and optimiser state."""
+    """In this process: a job run by :class:`CriticHead`, applied to the model, gives what ``fit_critic`` gives."""
     model = make_model(pendulum, False)
     model.learn(64 * 2 * 2)  # optimiser state exists
     rollout = next(model.rollout_buffer.get(batch_size=None))
     regression = critic_regression(model.policy, model._critic_params, rollout.observations)
     assert regression.network is not None
+    weights = [p.detach().clone() for p in regression.network.parameters()]
+    optimizer_state = copy.deepcopy(model.policy.optimizer.state_dict())
     generator_state = torch.get_rng_state()
     job, apply = pipelined_fit(regression, model.policy.optimizer, rollout.returns, 3, 32)
     assert job.inputs.nbytes + job.returns.nbytes == rollout.observations.numel() * 4 + rollout.returns.numel() * 4
     result = CriticHead().fit(job)
+    apply(result)
+    pipelined_weights = [p.detach().clone() for p in regression.network.parameters()]
+    pipelined_state = copy.deepcopy(model.policy.optimizer.state_dict())
+    for parameter, weight in zip(regression.network.parameters(), weights, strict=True):  # back to before the fit
+        parameter.data.copy_(weight)
+    model.policy.optimizer.load_state_dict(optimizer_state)
     torch.set_rng_state(generator_state)
     loss = fit_critic(regression, rollout.returns, model.policy.optimizer, model._critic_params, model._actor_params, 3, 32)
     assert result.mean_loss == loss
-    for weight, parameter in zip(result.weights, regression.network.parameters(), strict=True):
-        np.testing.assert_array_equal(weight, parameter.detach().numpy())
+    assert all(torch.equal(a, p) for a, p in zip(pipelined_weights, regression.network.parameters(), strict=True))
+    assert not all(torch.equal(a, w) for a, w in zip(pipelined_weights, weights, strict=True))  # the fit moved them
     for index, tensors in model.policy.optimizer.state_dict()["state"].items():
         for name, value in tensors.items():
-            np.testing.assert_array_equal(result.optimizer_state[index][name], value.numpy())
+            assert torch.equal(pipelined_state["state"][index][name], value), (index, name)
 
 
 def failing_job(*args: Any, **kwargs: Any) -> Any:
