@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 
-import sb3_trpo_plugin
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS
 from sb3_trpo_plugin.trpo.critic_fit import CriticRegression
 from sb3_trpo_plugin.trpo.critic_job import CriticFitJob, CriticFitResult, copy_weights, critic_fit_job, state_of_result
@@ -44,6 +43,8 @@ from sb3_trpo_plugin.trpo.critic_job import CriticFitJob, CriticFitResult, copy_
 #: The fewest updates a ``learn()`` call must have left for it to start a worker: the start (a fresh interpreter
 #: importing this package, one to two seconds of a core) would not pay in shorter runs, whose fits stay in-process.
 MIN_UPDATES_TO_START = 8
+#: This package's directory: the worker must import this copy of it.
+PACKAGE = Path(__file__).resolve().parents[1]
 #: How often a wait for the worker checks that it is still alive, in seconds.
 _LIVENESS_INTERVAL = 1.0
 
@@ -66,7 +67,7 @@ class CriticWorker:
     def __init__(self) -> None:
         parent_read, child_write = os.pipe()
         child_read, parent_write = os.pipe()
-        package_root = str(Path(sb3_trpo_plugin.__file__).resolve().parent.parent)
+        package_root = str(PACKAGE.parent)
         environment = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
@@ -160,12 +161,10 @@ class CriticWorker:
             raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} {when}") from None
 
     def _check_ready(self, message: tuple[Any, ...]) -> bool:
-        kind, _, package_file = message
-        if kind != "ready" or Path(package_file).resolve() != Path(sb3_trpo_plugin.__file__).resolve():
+        kind, _, package = message
+        if kind != "ready" or Path(package) != PACKAGE:
             self.close()
-            raise CriticWorkerError(
-                f"the critic's worker process imported {package_file}, not this process's {sb3_trpo_plugin.__file__}"
-            )
+            raise CriticWorkerError(f"the critic's worker process imported the package at {package}, not {PACKAGE}")
         return True
 
 
@@ -200,8 +199,9 @@ class CriticPipeline:
         self._worker: CriticWorker | None = None
         self._in_flight: _Fit | None = None
         self._start_failed = False
-        #: Fits handed to the worker, and fits run in this process (the pipeline did not apply, or the worker was starting).
+        #: Fits handed to the worker.
         self.fits_in_worker = 0
+        #: Fits run in this process (the pipeline did not apply, or the worker was starting).
         self.fits_in_process = 0
 
     def start(self) -> None:
