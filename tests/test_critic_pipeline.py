@@ -353,3 +353,17 @@ def test_a_short_learn_starts_no_worker() -> None:
     model.pipeline_critic = True
     model.learn(64 * 2 * (critic_pipeline.MIN_UPDATES_TO_START - 1))
     assert model.critic_pipeline._worker is None
+    assert critic_pipeline.usable_cores() >= 1
+
+
+def test_a_single_core_starts_no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(critic_pipeline, "usable_cores", lambda: 1)
+    model = make_model(cartpole, False)
+    model.pipeline_critic = True
+    model.learn(64 * 2 * critic_pipeline.MIN_UPDATES_TO_START)
+    assert (
+        model.critic_pipeline._worker is None and model.critic_pipeline.fits_in_process == critic_pipeline.MIN_UPDATES_TO_START
+    )
+    monkeypatch.setattr(critic_pipeline, "usable_cores", lambda: 2)
+    model.learn(64 * 2 * critic_pipeline.MIN_UPDATES_TO_START)
+    assert model.critic_pipeline._worker is not None

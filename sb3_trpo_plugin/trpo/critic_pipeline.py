@@ -168,6 +168,12 @@ class CriticWorker:
         return True
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has it, else the machine's count)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def _stop(process: subprocess.Popen[bytes], requests: Connection, replies: Connection) -> None:
     """Ask the worker to stop, close the pipes and reap it (killed if it does not exit within a few seconds)."""
     with contextlib.suppress(OSError):
@@ -210,8 +216,12 @@ class CriticPipeline:
             self._worker = CriticWorker()
 
     def start_for(self, updates: float) -> None:
-        """Start the worker for a ``learn()`` of ``updates`` updates, if enough to pay (:data:`MIN_UPDATES_TO_START`)."""
-        if updates >= MIN_UPDATES_TO_START:
+        """
+        Start the worker for a ``learn()`` of ``updates`` updates, if enough to pay (:data:`MIN_UPDATES_TO_START`) and
+        this process may run on a second core (:func:`usable_cores`): on one core the worker would only take turns with
+        this process.
+        """
+        if updates >= MIN_UPDATES_TO_START and usable_cores() >= 2:
             self.start()
 
     def ready(self) -> bool:
