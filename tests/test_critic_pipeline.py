@@ -367,3 +367,34 @@ def test_a_single_core_starts_no_worker(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(critic_pipeline, "usable_cores", lambda: 2)
     model.learn(64 * 2 * critic_pipeline.MIN_UPDATES_TO_START)
     assert model.critic_pipeline._worker is not None
+
+
+def test_an_interrupted_wait_leaves_the_fit_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the wait: the fit's result is still read by the next wait, not taken for a later fit's."""
+    pipelined = make_model(cartpole, True)
+    worker = pipelined.critic_pipeline._worker
+    assert worker is not None
+    result = type(worker).result
+    calls = []
+
+    def interrupted_once(self: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return result(self)
+
+    monkeypatch.setattr(type(worker), "result", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        pipelined.learn(64 * 2 * 4)
+    assert pipelined.critic_pipeline.in_flight
+    monkeypatch.undo()
+    sequential = make_model(cartpole, False)  # (seeded as the pipelined model was)
+    sequential.learn(64 * 2)  # the update whose fit was in flight: its policy step and its critic fit
+    assert_same_model_weights(pipelined, sequential)  # get_parameters (so save) waits for the fit in flight
+    assert not pipelined.critic_pipeline.in_flight
+
+
+def assert_same_model_weights(model: TRPO, reference: TRPO) -> None:
+    parameters = model.get_parameters()["policy"]
+    for name, value in reference.get_parameters()["policy"].items():
+        assert torch.equal(parameters[name], value), name

@@ -274,17 +274,19 @@ class CriticPipeline:
         :raises CriticWorkerError: when the fit failed (with the worker's traceback) or the worker exited; the fit is
             dropped and the model keeps the critic it had before it
         """
-        fit, self._in_flight = self._in_flight, None
+        fit = self._in_flight
         if fit is None:
             return None
         assert self._worker is not None
         try:
-            result = self._worker.result()
+            result = self._worker.result()  # (interrupted, e.g. by Ctrl-C, the fit stays in flight for the next wait)
         except CriticWorkerError:
+            self._in_flight = None
             if not self._worker.alive:  # the next fit starts a new one
                 self._worker.close()
                 self._worker = None
             raise
+        self._in_flight = None
         fit.apply(result)
         return result.mean_loss
 
