@@ -208,7 +208,10 @@ def test_the_worker_runs_the_sequential_fit() -> None:
     optimizer_state = copy.deepcopy(model.policy.optimizer.state_dict())
     generator_state = torch.get_rng_state()
     job, apply = pipelined_fit(regression, model.policy.optimizer, rollout.returns, 3, 32)
+    # One copy of the rollout's features and returns; beside them, the critic's weights, its optimiser state and a
+    # generator state, whatever the number of epochs
     assert job.inputs.nbytes + job.returns.nbytes == rollout.observations.numel() * 4 + rollout.returns.numel() * 4
+    assert job.shuffles.nbytes == torch.get_rng_state().numel() and job.n_epochs == 3
     result = CriticHead().fit(job)
     apply(result)
     pipelined_weights = [p.detach().clone() for p in regression.network.parameters()]
@@ -227,9 +230,9 @@ def test_the_worker_runs_the_sequential_fit() -> None:
 
 
 def failing_job(*args: Any, **kwargs: Any) -> Any:
-    """A job whose returns are one row short: the worker's fit raises."""
+    """A job whose features lack a column: the worker's fit raises."""
     job = critic_fit_job(*args, **kwargs)
-    return type(job)(**{**job.__dict__, "returns": job.returns[:-1]})
+    return type(job)(**{**job.__dict__, "inputs": job.inputs[:, :-1].copy()})
 
 
 def test_an_exception_in_the_worker_surfaces_and_leaves_the_model_usable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,7 +241,7 @@ def test_an_exception_in_the_worker_surfaces_and_leaves_the_model_usable(monkeyp
     before = {name: value.clone() for name, value in model.policy.state_dict().items()}
     optimizer_before = model.policy.optimizer.state_dict()["state"][0]["exp_avg"].clone()
     monkeypatch.setattr(critic_pipeline, "critic_fit_job", failing_job)
-    with pytest.raises(CriticWorkerError, match=r"(?s)failed in its worker process.*Traceback.*ValueError: a shuffle of"):
+    with pytest.raises(CriticWorkerError, match=r"(?s)failed in its worker process.*Traceback.*RuntimeError: mat1 and mat2 shapes"):
         model.learn(64 * 2 * 3)
     assert not model.critic_pipeline.in_flight
     critic = [name for name in before if "value" in name]

@@ -5,7 +5,9 @@ The pipelined critic (:mod:`.critic_pipeline`) fits the critic in another proces
 That process runs the same code as the sequential update (:func:`~sb3_trpo_plugin.trpo.critic_fit.fit_critic` with
 :class:`~sb3_trpo_plugin.critic.MLPRegression`'s hand-derived gradient and the critic's own optimiser), on the same
 numbers: the critic head's weights, the optimiser's settings and state, the features the head is fed, the λ-returns,
-and the epochs' shuffles drawn here, where the sequential update draws them, so that no random stream shifts.
+and the state of torch's generator where the sequential update draws the epochs' shuffles: the worker draws the same
+permutations from it, and the sending process draws them too (and discards them), so that no random stream shifts.
+Besides the weights and optimiser state, a job holds one copy of the rollout's features and returns.
 Everything travels as NumPy arrays and Python values, pickled by value (no tensor shared between the processes).
 """
 
@@ -40,7 +42,9 @@ class CriticFitJob:
     :param optimizer_order: the optimiser's parameters, as indices into ``weights``
     :param inputs: the features the head is fed, ``(n_rows, in_features)``
     :param returns: the λ-returns, ``(n_rows,)``
-    :param orders: each epoch's permutation of the rows, ``(n_epochs, n_rows)``
+    :param shuffles: the state of torch's CPU generator from which the epochs' shuffles are drawn, one ``randperm`` per
+        epoch (as :data:`~sb3_trpo_plugin.common.reductions.ONE_PROCESS` draws them)
+    :param n_epochs: passes over the rows
     :param batch_size: rows per minibatch
     """
 
@@ -53,7 +57,8 @@ class CriticFitJob:
     optimizer_order: list[int]
     inputs: np.ndarray
     returns: np.ndarray
-    orders: np.ndarray
+    shuffles: np.ndarray
+    n_epochs: int
     batch_size: int
 
 
@@ -77,7 +82,8 @@ def critic_fit_job(
     optimizer: torch.optim.Optimizer,
     inputs: torch.Tensor,
     returns: torch.Tensor,
-    orders: torch.Tensor,
+    shuffles: torch.Tensor,
+    n_epochs: int,
     batch_size: int,
 ) -> CriticFitJob:
     """
@@ -88,7 +94,8 @@ def critic_fit_job(
     :param optimizer: the critic's optimiser (one parameter group)
     :param inputs: the features the head is fed
     :param returns: the λ-returns
-    :param orders: ``(n_epochs, n_rows)``, each epoch's permutation, drawn where the sequential fit draws them
+    :param shuffles: torch's generator state where the sequential fit draws the epochs' shuffles
+    :param n_epochs: passes over the rows
     :param batch_size: rows per minibatch
     """
     parameters = network.parameters()
@@ -105,23 +112,23 @@ def critic_fit_job(
         optimizer_order=[position[id(p)] for p in group["params"]],
         inputs=inputs.detach().cpu().numpy().copy(),
         returns=returns.detach().cpu().numpy().copy(),
-        orders=orders.cpu().numpy(),
+        shuffles=shuffles.numpy().copy(),
+        n_epochs=n_epochs,
         batch_size=batch_size,
     )
 
 
-class ReplayedShuffles:
+class RedrawnShuffles:
     """
-    The reductions of one process whose minibatch orders were drawn beforehand (by the process that sent the job):
-    each epoch takes the next one.
+    The reductions of one process that draws each epoch's shuffle from a generator of its own, started from the state
+    the sending process's generator had: the same permutations, one ``randperm`` per epoch.
 
-    :param orders: ``(n_epochs, n_rows)``
-    :param batch_size: rows per minibatch
+    :param generator_state: a state of torch's CPU generator
     """
 
-    def __init__(self, orders: np.ndarray, batch_size: int):
-        self._orders = iter(torch.from_numpy(orders))
-        self._batch_size = batch_size
+    def __init__(self, generator_state: np.ndarray):
+        self._generator = torch.Generator()
+        self._generator.set_state(torch.from_numpy(generator_state))
 
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
@@ -136,10 +143,7 @@ class ReplayedShuffles:
         return tensor
 
     def minibatch_order(self, n_rows: int, batch_size: int, device: torch.device) -> tuple[torch.Tensor, int]:
-        order = next(self._orders)
-        if order.shape[0] != n_rows or batch_size != self._batch_size:
-            raise ValueError(f"a shuffle of {order.shape[0]} rows in minibatches of {self._batch_size}, asked for {n_rows}")
-        return order.to(device), batch_size
+        return torch.randperm(n_rows, generator=self._generator).to(device), batch_size
 
 
 class CriticHead:
@@ -180,9 +184,9 @@ class CriticHead:
             optimizer,
             trained,
             [],
-            n_epochs=job.orders.shape[0],
+            n_epochs=job.n_epochs,
             batch_size=job.batch_size,
-            reductions=ReplayedShuffles(job.orders, job.batch_size),
+            reductions=RedrawnShuffles(job.shuffles),
         )
         return CriticFitResult(
             weights=[p.detach().numpy().copy() for p in network.parameters()],
@@ -236,7 +240,8 @@ def warm_up_job() -> CriticFitJob:
         optimizer_order=[0, 1, 2, 3],
         inputs=generator.standard_normal((8, 3)).astype(np.float32),
         returns=generator.standard_normal(8).astype(np.float32),
-        orders=np.stack([generator.permutation(8) for _ in range(3)]),
+        shuffles=torch.Generator().manual_seed(0).get_state().numpy(),
+        n_epochs=3,
         batch_size=4,
     )
 

@@ -308,8 +308,9 @@ def pipelined_fit(
     """
     The job of fitting a critic head to ``returns``, and how to write its result into the model.
 
-    Each epoch's shuffle is drawn here, one ``randperm`` per epoch from torch's generator, as the sequential fit draws
-    them (nothing random runs between its draws): the random streams go on as after a sequential update.
+    The job carries torch's generator state, from which the worker draws each epoch's shuffle (one ``randperm`` per
+    epoch, as the sequential fit draws them); the same shuffles are drawn here too, and discarded, so that torch's
+    generator goes on as after a sequential update (nothing random runs between the sequential fit's draws).
 
     :param regression: the critic's regression, with the head's hand-derived ``network`` (its layers are the policy's)
     :param optimizer: the critic's optimiser
@@ -319,11 +320,12 @@ def pipelined_fit(
     """
     network, inputs = regression.network, regression.inputs
     assert network is not None and isinstance(inputs, torch.Tensor), "only a hand-derived head's fit is pipelined"
-    orders = [ONE_PROCESS.minibatch_order(len(returns), batch_size, returns.device)[0] for _ in range(n_epochs)]
-    stacked = torch.stack(orders) if orders else torch.zeros(0, len(returns), dtype=torch.long)
+    shuffles = torch.get_rng_state()
+    for _ in range(n_epochs):
+        ONE_PROCESS.minibatch_order(len(returns), batch_size, returns.device)
 
     def apply(result: CriticFitResult) -> None:
         copy_weights(network.parameters(), result.weights)
         optimizer.load_state_dict(state_of_result(result, optimizer))
 
-    return critic_fit_job(network, optimizer, inputs, returns, stacked, batch_size), apply
+    return critic_fit_job(network, optimizer, inputs, returns, shuffles, n_epochs, batch_size), apply

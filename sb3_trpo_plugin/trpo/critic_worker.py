@@ -33,7 +33,10 @@ def serve(requests: Connection, replies: Connection) -> None:
     :param replies: this process's messages
     """
     CriticHead().fit(warm_up_job())  # the first optimiser step's imports and the first kernels' set-up, before any job
-    replies.send_bytes(pickle.dumps(("ready", os.getpid(), str(Path(__file__).resolve().parents[1]))))
+    try:
+        replies.send_bytes(pickle.dumps(("ready", os.getpid(), str(Path(__file__).resolve().parents[1]))))
+    except BrokenPipeError:  # the parent closed the worker before it was ready
+        return
     head = CriticHead()
     while True:
         try:
@@ -47,7 +50,10 @@ def serve(requests: Connection, replies: Connection) -> None:
         except Exception:
             head = CriticHead()  # nothing half-fitted is kept
             reply = ("error", traceback.format_exc())
-        replies.send_bytes(pickle.dumps(reply))
+        try:
+            replies.send_bytes(pickle.dumps(reply))
+        except BrokenPipeError:  # the parent closed the worker during the fit
+            return
 
 
 def main(argv: list[str]) -> None:
