@@ -200,6 +200,11 @@ def time_run(implementation: str, preset: Preset, env_id: str, seed: int, timest
     )
 
 
+def steps_per_s(timing: LearnTiming) -> float:
+    """The env steps per second of one ``learn()``."""
+    return timing.timesteps / timing.wall_s
+
+
 def _ratio_stats(numerators: Sequence[float], denominators: Sequence[float]) -> dict[str, float]:
     ratios = [n / d for n, d in zip(numerators, denominators, strict=True)]
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
@@ -220,7 +225,7 @@ def summarize_pipelined(rounds: Sequence[Mapping[str, PipelinedRun]]) -> dict[st
     """
     if not rounds:
         raise ValueError("no rounds")
-    rates = {name: [round_[name].timing.timesteps / round_[name].timing.wall_s for round_ in rounds] for name in IMPLEMENTATIONS}
+    rates = {name: [steps_per_s(round_[name].timing) for round_ in rounds] for name in IMPLEMENTATIONS}
     implementations = {}
     for name in IMPLEMENTATIONS:
         timings = [round_[name].timing for round_ in rounds]
@@ -281,8 +286,7 @@ def time_pipelined(config: EndToEndConfig, timesteps: int, rounds: int) -> dict[
         for name in rotated(list(IMPLEMENTATIONS), seed):
             runs[name] = time_run(name, preset, config.env_id, seed, budget)
             if round_index >= 0:
-                rate = runs[name].timing.timesteps / runs[name].timing.wall_s
-                print(f"  {config.name} round {round_index}: {name} {rate:.0f} steps/s", flush=True)
+                print(f"  {config.name} round {round_index}: {name} {steps_per_s(runs[name].timing):.0f} steps/s", flush=True)
         if round_index >= 0:
             measured.append({name: runs[name] for name in IMPLEMENTATIONS})
     summary = summarize_pipelined(measured)
