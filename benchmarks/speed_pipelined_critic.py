@@ -59,8 +59,8 @@ class PipelinedRun:
 
     :param timing: the wall time, and the time inside ``collect_rollouts`` and ``train``
     :param fits_in_worker: critic fits run in the worker process
-    :param fits_in_process: fits that could have been pipelined but ran in this process (the worker was starting);
-        the last update of a ``learn()`` is counted in neither
+    :param fits_in_process: critic fits run in this process (the worker was starting, the last update of the
+        ``learn()``, or the pipeline is off)
     :param job_bytes: the largest fit job's bytes by part (:func:`job_bytes`), ``None`` when no job was sent
     :param rollout_bytes: the rollout buffer's observations and returns, in bytes
     :param worker_peak_kib: the worker's peak RSS (``VmHWM``) after the run, ``None`` without a worker or ``/proc``

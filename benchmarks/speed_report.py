@@ -241,7 +241,7 @@ def pipelined_critic_section(record: Mapping[str, Any]) -> str:
         f"of one update each; {'/'.join(map(str, rounds))} rounds. Every pipelined run starts its worker inside",
         "`learn()`, as a user's does: fits run in this process until the worker is ready (a fresh interpreter that",
         "imports the package and fits a warm-up job), and the last update of each `learn()` fits in this process",
-        "(counted in neither column). Torch runs on one thread in this process, and on one in the worker.",
+        "too (the fits column counts both). Torch runs on one thread in this process, and on one in the worker.",
         "Steps/s: median over rounds; ratios: median (and range) of the per-round ratios of steps/s.",
         "",
         "| configuration | steps per update | steps per run (updates) | pipelined (steps/s) | sequential (steps/s) "

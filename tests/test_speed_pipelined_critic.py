@@ -118,7 +118,7 @@ def test_recording_the_jobs_of_a_pipelined_learn() -> None:
     model.critic_pipeline.close()
     assert pc.worker_pid(model) is None
     # Updates 1-3 are pipelined (the worker was ready), the last one fits here.
-    assert (model.critic_pipeline.fits_in_worker, model.critic_pipeline.fits_in_process) == (3, 0)
+    assert (model.critic_pipeline.fits_in_worker, model.critic_pipeline.fits_in_process) == (3, 1)
     assert len(sizes) == 3
     rows = 128
     assert sizes[0]["features"] == rows * 4 * 4  # float32 features of CartPole's 4 observations (a flatten extractor)

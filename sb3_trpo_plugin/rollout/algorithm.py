@@ -161,7 +161,7 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
     #: instance, e.g. ``model.lean_rollout = False``) always uses SB3's ``OnPolicyAlgorithm.collect_rollouts``.
     lean_rollout: bool = True
     #: Whether the last rollout computed its values at its end, in one batch (the lean loop's batched fill): the next
-    #: one will too, and so may run while the critic is being fitted elsewhere (:meth:`_critic_in_flight`).
+    #: one will too, and so may run while the critic is being fitted elsewhere (``_critic_in_flight``).
     values_filled_at_rollout_end: bool = False
 
     def _setup_model(self) -> None:
@@ -229,21 +229,15 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
     def _await_critic(self) -> None:
         """Wait until the critic's weights are final (the seam of ``TRPO``'s pipelined critic; nothing to wait for here)."""
 
-    def _bootstrapped(
-        self, rewards: np.ndarray, env_index: int, terminal_obs: PyTorchObs, carried: CarriedState | None
-    ) -> Any:
+    def _terminal_value(self, terminal_obs: PyTorchObs, env_index: int, carried: CarriedState | None) -> th.Tensor:
         """
-        ``rewards[env_index] + γ V(terminal_obs)``: a truncated episode's reward with SB3's time-limit bootstrap (see
-        GitHub issue #633), computed as SB3's loop does, in ``rewards``' dtype; ``rewards`` is left as it was.
+        ``V(terminal_obs)`` for a truncated episode's time-limit bootstrap (see GitHub issue #633), ``(1,)``, as SB3's
+        loop computes it (sb3-contrib's, with the carried state of environment ``env_index``).
         """
         with th.no_grad():
             if carried is None:
-                terminal_value = self.policy.predict_values(terminal_obs)[0]
-            else:
-                terminal_value = carried.terminal_value(terminal_obs, env_index)[0]
-        bootstrapped = rewards.copy()
-        bootstrapped[env_index] += self.gamma * terminal_value
-        return bootstrapped[env_index]
+                return self.policy.predict_values(terminal_obs)[0]
+            return carried.terminal_value(terminal_obs, env_index)[0]
 
     def _lean_inference_proved(self, lean: LeanRollout) -> bool:
         """
@@ -332,7 +326,8 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             assert fill_batched is not None
             self._await_critic()
             for position, env_index, step_rewards, observation in deferred_bootstraps or ():
-                rollout_buffer.rewards[position, env_index] = self._bootstrapped(step_rewards, env_index, observation, None)
+                step_rewards[env_index] += self.gamma * self._terminal_value(observation, env_index, None)  # as above
+                rollout_buffer.rewards[position, env_index] = step_rewards[env_index]
             fill_batched()
 
         while n_steps < n_rollout_steps:
@@ -393,7 +388,8 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                     # SB3's own computation (rare): the reward is bit for bit SB3's (sb3-contrib's with carried states)
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                     if deferred_bootstraps is None:
-                        rewards[idx] = self._bootstrapped(rewards, idx, terminal_obs, carried)
+                        terminal_value = self._terminal_value(terminal_obs, idx, carried)
+                        rewards[idx] += self.gamma * terminal_value
                     else:  # the same computation at the rollout's end, on copies (the env may reuse its arrays)
                         deferred_bootstraps.append((rollout_buffer.pos, idx, rewards.copy(), _copied(terminal_obs)))
 

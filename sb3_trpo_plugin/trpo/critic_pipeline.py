@@ -26,6 +26,7 @@ import pickle
 import subprocess
 import sys
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,11 +36,15 @@ from typing import Any
 
 import torch
 
-import sb3_trpo_plugin
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS
 from sb3_trpo_plugin.trpo.critic_fit import CriticRegression
 from sb3_trpo_plugin.trpo.critic_job import CriticFitJob, CriticFitResult, copy_weights, critic_fit_job, state_of_result
 
+#: The fewest updates a ``learn()`` call must have left for it to start a worker: the start (a fresh interpreter
+#: importing this package, one to two seconds of a core) would not pay in shorter runs, whose fits stay in-process.
+MIN_UPDATES_TO_START = 8
+#: This package's directory: the worker must import this copy of it.
+PACKAGE = Path(__file__).resolve().parents[1]
 #: How often a wait for the worker checks that it is still alive, in seconds.
 _LIVENESS_INTERVAL = 1.0
 
@@ -62,7 +67,7 @@ class CriticWorker:
     def __init__(self) -> None:
         parent_read, child_write = os.pipe()
         child_read, parent_write = os.pipe()
-        package_root = str(Path(sb3_trpo_plugin.__file__).resolve().parent.parent)
+        package_root = str(PACKAGE.parent)
         environment = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
@@ -97,10 +102,11 @@ class CriticWorker:
 
         :raises CriticWorkerError: when it exited before it was ready, or imported another copy of this package
         """
+        if self.process.poll() is not None:
+            when = "between fits" if self._ready else "as it started"
+            raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} {when}")
         if not self._ready and self._replies.poll(0):
-            self._ready = self._check_ready(self._receive())
-        elif not self._ready and self.process.poll() is not None:
-            raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} as it started")
+            self._ready = self._check_ready(self._receive("as it started"))
         return self._ready
 
     def wait_until_ready(self, timeout: float) -> bool:
@@ -127,11 +133,16 @@ class CriticWorker:
         while not self._replies.poll(_LIVENESS_INTERVAL):
             if self.process.poll() is not None and not self._replies.poll(0):
                 raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} during a fit")
-        kind, payload = self._receive()
+        kind, payload = self._receive("during a fit")
         if kind == "error":
             raise CriticWorkerError(f"the critic's fit failed in its worker process:\n{payload}")
         assert kind == "done", kind
         return payload
+
+    @property
+    def was_ready(self) -> bool:
+        """Whether the worker started and said it was ready (it may have exited since)."""
+        return self._ready
 
     @property
     def alive(self) -> bool:
@@ -142,21 +153,25 @@ class CriticWorker:
         """Stop the worker and wait for it to exit."""
         self._finalizer()
 
-    def _receive(self) -> tuple[Any, ...]:
+    def _receive(self, when: str) -> tuple[Any, ...]:
         try:
             return pickle.loads(self._replies.recv_bytes())
         except EOFError:
             self.process.wait()
-            raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode}") from None
+            raise CriticWorkerError(f"the critic's worker process exited with code {self.process.returncode} {when}") from None
 
     def _check_ready(self, message: tuple[Any, ...]) -> bool:
-        kind, _, package_file = message
-        if kind != "ready" or Path(package_file).resolve() != Path(sb3_trpo_plugin.__file__).resolve():
+        kind, _, package = message
+        if kind != "ready" or Path(package) != PACKAGE:
             self.close()
-            raise CriticWorkerError(
-                f"the critic's worker process imported {package_file}, not this process's {sb3_trpo_plugin.__file__}"
-            )
+            raise CriticWorkerError(f"the critic's worker process imported the package at {package}, not {PACKAGE}")
         return True
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has it, else the machine's count)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _stop(process: subprocess.Popen[bytes], requests: Connection, replies: Connection) -> None:
@@ -189,24 +204,51 @@ class CriticPipeline:
     def __init__(self) -> None:
         self._worker: CriticWorker | None = None
         self._in_flight: _Fit | None = None
-        #: Fits handed to the worker, and fits run in this process (the pipeline did not apply, or the worker was starting).
+        self._start_failed = False
+        #: Fits handed to the worker.
         self.fits_in_worker = 0
+        #: Fits run in this process (the pipeline did not apply, or the worker was starting).
         self.fits_in_process = 0
 
     def start(self) -> None:
-        """Start the worker, if none is running (it becomes ready in the background)."""
-        if self._worker is None or not self._worker.alive:
+        """Start the worker, if none is running and none failed to start (it becomes ready in the background)."""
+        if not self._start_failed and (self._worker is None or not self._worker.alive):
             self._worker = CriticWorker()
 
+    def start_for(self, updates: float) -> None:
+        """
+        Start the worker for a ``learn()`` of ``updates`` updates, if enough to pay (:data:`MIN_UPDATES_TO_START`) and
+        this process may run on a second core (:func:`usable_cores`): on one core the worker would only take turns with
+        this process.
+        """
+        if updates >= MIN_UPDATES_TO_START and usable_cores() >= 2:
+            self.start()
+
     def ready(self) -> bool:
-        """Whether a fit handed over now would run in the worker (started, and none in flight)."""
-        return self._in_flight is None and self._worker is not None and self._worker.ready()
+        """
+        Whether a fit handed over now would run in the worker (started, and none in flight). A worker that exited
+        between fits is replaced, and one that could not start is not tried again; either says so in a warning.
+        """
+        if self._in_flight is not None or self._worker is None:
+            return False
+        try:
+            return self._worker.ready()
+        except CriticWorkerError as error:
+            worker, self._worker = self._worker, None
+            worker.close()
+            if worker.was_ready:
+                message = f"{error}: a new one starts, and fits run in this process until it is ready"
+                self.start()
+            else:
+                self._start_failed = True
+                message = f"{error}: this model's critic is fitted in this process from now on"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            return False
 
     def wait_until_ready(self, timeout: float = 60.0) -> bool:
         """Start the worker if needed and wait up to ``timeout`` seconds until it is ready; whether it is."""
         self.start()
-        assert self._worker is not None
-        return self._worker.wait_until_ready(timeout)
+        return self._worker is not None and self._worker.wait_until_ready(timeout)
 
     @property
     def in_flight(self) -> bool:
@@ -232,11 +274,19 @@ class CriticPipeline:
         :raises CriticWorkerError: when the fit failed (with the worker's traceback) or the worker exited; the fit is
             dropped and the model keeps the critic it had before it
         """
-        fit, self._in_flight = self._in_flight, None
+        fit = self._in_flight
         if fit is None:
             return None
         assert self._worker is not None
-        result = self._worker.result()
+        try:
+            result = self._worker.result()  # (interrupted, e.g. by Ctrl-C, the fit stays in flight for the next wait)
+        except CriticWorkerError:
+            self._in_flight = None
+            if not self._worker.alive:  # the next fit starts a new one
+                self._worker.close()
+                self._worker = None
+            raise
+        self._in_flight = None
         fit.apply(result)
         return result.mean_loss
 
@@ -249,7 +299,7 @@ class CriticPipeline:
 
     def __getstate__(self) -> dict[str, Any]:
         """Copies (``copy.deepcopy`` of a model) get a pipeline of their own, with no worker and nothing in flight."""
-        return {"_worker": None, "_in_flight": None, "fits_in_worker": 0, "fits_in_process": 0}
+        return {"_worker": None, "_in_flight": None, "_start_failed": False, "fits_in_worker": 0, "fits_in_process": 0}
 
 
 def pipelined_fit(

@@ -5,7 +5,7 @@ Started by :class:`~sb3_trpo_plugin.trpo.critic_pipeline.CriticWorker` as ``pyth
 sb3_trpo_plugin.trpo.critic_worker READ_FD WRITE_FD`` (a fresh interpreter: nothing of the parent's ``__main__`` runs
 here, and no fork of a process whose threads hold locks). Messages are pickled tuples, one per pipe message:
 
-- to the parent: ``("ready", pid, package_file)`` once imported, then per job ``("done", CriticFitResult)`` or
+- to the parent: ``("ready", pid, package_directory)`` once imported, then per job ``("done", CriticFitResult)`` or
   ``("error", traceback_text)``;
 - from the parent: ``("fit", CriticFitJob)``, or ``("stop",)``.
 
@@ -20,8 +20,8 @@ import pickle
 import sys
 import traceback
 from multiprocessing.connection import Connection
+from pathlib import Path
 
-import sb3_trpo_plugin
 from sb3_trpo_plugin.trpo.critic_job import CriticHead, warm_up_job
 
 
@@ -33,7 +33,7 @@ def serve(requests: Connection, replies: Connection) -> None:
     :param replies: this process's messages
     """
     CriticHead().fit(warm_up_job())  # the first optimiser step's imports and the first kernels' set-up, before any job
-    replies.send_bytes(pickle.dumps(("ready", os.getpid(), sb3_trpo_plugin.__file__)))
+    replies.send_bytes(pickle.dumps(("ready", os.getpid(), str(Path(__file__).resolve().parents[1]))))
     head = CriticHead()
     while True:
         try:

@@ -355,6 +355,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         self, rollout: Rollout, reductions: BatchReductions, regression: CriticRegression | None = None
     ) -> float:
         """:meth:`_fit_critic` in the modes it sets (``regression``: the one already built for ``rollout``)."""
+        self.critic_pipeline.fits_in_process += 1
         return fit_critic(
             regression or critic_regression(self.policy, self._critic_params, rollout.observations),
             rollout.returns,
@@ -383,7 +384,6 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         with modules_in_mode(self._actor_modules, False):
             regression = critic_regression(self.policy, self._critic_params, rollout.observations)
             if regression.network is None or not self.critic_pipeline.ready():
-                self.critic_pipeline.fits_in_process += 1
                 return self._regress_critic(rollout, reductions, regression)
         job, apply = pipelined_fit(regression, self.policy.optimizer, rollout.returns, self.n_critic_updates, self.batch_size)
         self.critic_pipeline.submit(job, apply)
@@ -394,7 +394,6 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         return (
             self.pipeline_critic
             and self.critic_pipeline_supported
-            and type(self)._fit_critic is TRPO._fit_critic
             and self.collectives is None
             and self.device.type == "cpu"
             and not self._critic_depends_on_actor
@@ -458,7 +457,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         :param exact_match: whether every module's state must be given
         :param device: device of the loaded tensors
         """
-        self._await_critic()  # a pipelined fit in flight must not overwrite what is loaded
+        self._await_critic()  # a fit in flight must not overwrite what is loaded
         params: dict[str, Any] = (
             load_path_or_dict
             if isinstance(load_path_or_dict, dict)
@@ -468,14 +467,14 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         super().set_parameters(params, exact_match=exact_match, device=device)
 
     def get_parameters(self) -> dict[str, dict[str, Any]]:
-        self._await_critic()  # (``save`` reads them here too) a pipelined fit in flight is part of the weights
+        self._await_critic()  # a pipelined fit in flight is part of the weights (``save`` reads them here too)
         return super().get_parameters()
 
     def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> tuple[int, BaseCallback]:
         self._await_critic()
         setup = super()._setup_learn(total_timesteps, *args, **kwargs)
-        if self._critic_pipeline_enabled():
-            self.critic_pipeline.start()  # it becomes ready during the first rollouts; fits stay here until then
+        if self._critic_pipeline_enabled():  # the worker becomes ready during the first rollouts (fits stay here until then)
+            self.critic_pipeline.start_for((self._total_timesteps - self.num_timesteps) / (self.n_steps * self.n_envs))
         return setup
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
