@@ -10,10 +10,10 @@ user's does: fits run in this process until the worker is ready, and the last up
 each run records how many fits ran in the worker. The budgets are many updates long (rl-zoo3's full 1e5 steps on
 CartPole, where the target is set), so that the worker's start-up is a small part of a run, as it is in training.
 
-Memory: the bytes of each fit's job (the critic head's input features, the λ-returns and the epochs' shuffles that the
-job copies, and the head's weights and optimiser state) beside the rollout's observations and returns, and the worker
-process's peak RSS (``VmHWM``) at the end of each pipelined run, beside a fresh worker's once it is ready (the
-interpreter, torch and a warm-up fit). Torch runs on one thread in this process; the worker runs on one thread too.
+Memory: the bytes of each fit's job (the critic head's input features and the λ-returns that the job copies, the
+generator state of the epochs' shuffles, and the head's weights and optimiser state) beside the rollout's observations
+and returns, and the worker process's peak RSS (``VmHWM``) at the end of each pipelined run, beside a fresh worker's once
+it is ready (the interpreter, torch and a warm-up fit). Torch runs on one thread in this process; the worker runs on one thread too.
 
 Usage (from the repository root; ``python -m benchmarks.speed_report`` then writes the docs' section)::
 
@@ -91,15 +91,15 @@ def array_bytes(value: Any) -> int:
 
 def job_bytes(job: Any) -> dict[str, int]:
     """
-    The bytes one fit job copies, by part: ``features`` (the head's inputs), ``returns``, ``shuffles`` (the epochs'
-    permutations) and ``weights_and_optimizer``; ``total`` sums them.
+    The bytes one fit job copies, by part: ``features`` (the head's inputs), ``returns``, ``shuffles`` (the state of
+    torch's generator the worker draws the epochs' permutations from) and ``weights_and_optimizer``; ``total`` sums them.
 
     :param job: a :class:`~sb3_trpo_plugin.trpo.critic_job.CriticFitJob`
     """
     parts = {
         "features": array_bytes(job.inputs),
         "returns": array_bytes(job.returns),
-        "shuffles": array_bytes(job.orders),
+        "shuffles": array_bytes(job.shuffles),
         "weights_and_optimizer": array_bytes(job.weights) + array_bytes(job.optimizer_state),
     }
     return {**parts, "total": sum(parts.values())}

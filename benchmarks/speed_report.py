@@ -262,10 +262,10 @@ def pipelined_critic_section(record: Mapping[str, Any]) -> str:
     ready = results.get("ready_worker_peak_kib")
     lines += [
         "",
-        "Memory: what one pipelined fit copies (the critic head's input features, the λ-returns, the epochs' shuffles,",
-        "and the head's weights with its optimiser's state; the largest job of the runs) beside the rollout buffer's",
-        "observations and returns, and the worker process's peak RSS (`VmHWM`) at the end of a pipelined run (the",
-        "largest over rounds)"
+        "Memory: what one pipelined fit copies (the critic head's input features, the λ-returns, the generator state of",
+        "the epochs' shuffles, and the head's weights with its optimiser's state; the largest job of the runs) beside the",
+        "rollout buffer's observations and returns, and the worker process's peak RSS (`VmHWM`) at the end of a pipelined",
+        "run (the largest over rounds)"
         + (f", beside a fresh worker's once it is ready, before any job: {ready / 1024:.0f} MiB." if ready else "."),
         "",
         "| configuration | rollout's observations + returns (KiB) | job: features / returns / shuffles / weights and "

@@ -241,7 +241,9 @@ def test_an_exception_in_the_worker_surfaces_and_leaves_the_model_usable(monkeyp
     before = {name: value.clone() for name, value in model.policy.state_dict().items()}
     optimizer_before = model.policy.optimizer.state_dict()["state"][0]["exp_avg"].clone()
     monkeypatch.setattr(critic_pipeline, "critic_fit_job", failing_job)
-    with pytest.raises(CriticWorkerError, match=r"(?s)failed in its worker process.*Traceback.*RuntimeError: mat1 and mat2 shapes"):
+    with pytest.raises(
+        CriticWorkerError, match=r"(?s)failed in its worker process.*Traceback.*RuntimeError: mat1 and mat2 shapes"
+    ):
         model.learn(64 * 2 * 3)
     assert not model.critic_pipeline.in_flight
     critic = [name for name in before if "value" in name]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from stable_baselines3.common.env_util import make_vec_env
 
 from benchmarks import speed_pipelined_critic as pc
@@ -85,16 +86,17 @@ def test_a_jobs_bytes_by_part() -> None:
         optimizer_order=[0, 1, 2, 3],
         inputs=np.zeros((100, 4), np.float32),
         returns=np.zeros(100, np.float32),
-        orders=np.zeros((5, 100), np.int64),
+        shuffles=np.zeros(5056, np.uint8),
+        n_epochs=5,
         batch_size=10,
     )
     weight_bytes = (256 + 64 + 64 + 1) * 4
     assert pc.job_bytes(job) == {
         "features": 1600,
         "returns": 400,
-        "shuffles": 4000,
+        "shuffles": 5056,
         "weights_and_optimizer": 2 * weight_bytes + 4 * 4,
-        "total": 1600 + 400 + 4000 + 2 * weight_bytes + 16,
+        "total": 1600 + 400 + 5056 + 2 * weight_bytes + 16,
     }
     assert pc.array_bytes({"a": [np.zeros(3), (np.zeros(2, np.int8), "text")], "b": 7}) == 26
 
@@ -123,5 +125,5 @@ def test_recording_the_jobs_of_a_pipelined_learn() -> None:
     rows = 128
     assert sizes[0]["features"] == rows * 4 * 4  # float32 features of CartPole's 4 observations (a flatten extractor)
     assert sizes[0]["returns"] == rows * 4
-    assert sizes[0]["shuffles"] == 3 * rows * 8  # one int64 permutation per epoch
+    assert sizes[0]["shuffles"] == torch.get_rng_state().numel()  # a generator state, whatever the number of epochs
     assert pc.rollout_bytes(model.rollout_buffer) == rows * 4 * 4 + rows * 4
