@@ -13,7 +13,8 @@ CartPole, where the target is set), so that the worker's start-up is a small par
 Memory: the bytes of each fit's job (the critic head's input features and the λ-returns that the job copies, the
 generator state of the epochs' shuffles, and the head's weights and optimiser state) beside the rollout's observations
 and returns, and the worker process's peak RSS (``VmHWM``) at the end of each pipelined run, beside a fresh worker's once
-it is ready (the interpreter, torch and a warm-up fit). Torch runs on one thread in this process; the worker runs on one thread too.
+it is ready (the interpreter, torch and a warm-up fit). Torch runs on one thread in this process; the worker runs on one
+thread too.
 
 Usage (from the repository root; ``python -m benchmarks.speed_report`` then writes the docs' section)::
 
