@@ -35,6 +35,7 @@ bench-speed: $(VENV)/.installed-test
 	$(PY) -m benchmarks.speed_recurrent_train
 	$(PY) -m benchmarks.speed_variants
 	$(PY) -m benchmarks.speed_end_to_end
+	$(PY) -m benchmarks.speed_pipelined_critic
 	$(PY) -m benchmarks.speed_report
 
 # The documentation, into docs/_build/html (open index.html): warnings are errors, cross-references checked (-n).

@@ -2,9 +2,10 @@
 The speed sections of ``docs/benchmarks.md``, from the result files of the speed benchmarks.
 
 Every ``*.json`` in ``benchmarks/results/speed/`` (written by ``speed_train``, ``speed_recurrent_train``,
-``speed_variants`` or ``speed_end_to_end``) becomes its section; the sections of comparisons without a file are left
-as they are. Pure functions of the files: importing this module does not import torch, and rendering the same files
-gives the same Markdown. The targets that the results are read against are stated in the docs, beside the sections.
+``speed_variants``, ``speed_end_to_end`` or ``speed_pipelined_critic``) becomes its section; the sections of
+comparisons without a file are left as they are. Pure functions of the files: importing this module does not import
+torch, and rendering the same files gives the same Markdown. The targets that the results are read against are stated
+in the docs, beside the sections.
 
 Usage (from the repository root)::
 
@@ -26,7 +27,12 @@ from benchmarks.launch import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results" / "speed"
 #: The docs section of each kind of result file (a variant comparison's is ``speed_<its name>``).
-SECTIONS = {"train": "speed", "recurrent_train": "speed_recurrent", "end_to_end": "speed_end_to_end"}
+SECTIONS = {
+    "train": "speed",
+    "recurrent_train": "speed_recurrent",
+    "end_to_end": "speed_end_to_end",
+    "pipelined_critic": "speed_pipelined_critic",
+}
 #: The rows of the end-to-end tables.
 E2E_LABELS = {"ours": "ours", "sb3-contrib": "sb3-contrib", "ppo": "PPO", "bare": "bare env stepping"}
 #: The paragraph under each variant comparison's table.
@@ -201,11 +207,94 @@ def end_to_end_section(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(ratio: Mapping[str, float]) -> str:
+    """A median ratio in bold, with its range over rounds."""
+    return f"**{ratio['median']:.2f}×** ({ratio['min']:.2f}–{ratio['max']:.2f})"
+
+
+def _kib(n_bytes: float) -> str:
+    return f"{n_bytes / 1024:.0f}"
+
+
+def pipelined_critic_section(record: Mapping[str, Any]) -> str:
+    """
+    The pipelined critic's section: steps per second of the three implementations, their ratios, the share of the
+    fits that ran in the worker, and the memory of the fit jobs and of the worker.
+
+    :param record: a result file of ``benchmarks.speed_pipelined_critic``
+    """
+    results = record["results"]
+    configs = results["configs"]
+    releases = ", ".join(f"{name} {version}" for name, version in results["releases"].items())
+    rounds = sorted({summary["rounds"] for summary in configs.values()})
+    lines = _header("the pipelined critic, end to end (issue #30)", record)
+    lines += [
+        f"Cores: {results['cpu_count']} (`os.cpu_count()`), {results['usable_cores']} usable by the benchmark's process "
+        f"(`os.sched_getaffinity`); load average at the end: {record['load_average_after']}.  ",
+        f"Releases: {releases}.",
+        "",
+        "`learn()` from scratch with rl-zoo3's tuned TRPO settings (the VecEnvs of the end-to-end section above):",
+        "this TRPO with its critic pipelined (the default: the critic of update k is fitted in a worker process while",
+        "rollout k+1 is collected, the same weights bit for bit), the same TRPO with `pipeline_critic = False` (the",
+        "critic fitted in this process after the policy step), and sb3-contrib's TRPO. Each round runs the three once,",
+        "fresh models on fresh envs, in an order that rotates from round to round, after one discarded warm-up round",
+        f"of one update each; {'/'.join(map(str, rounds))} rounds. Every pipelined run starts its worker inside",
+        "`learn()`, as a user's does: fits run in this process until the worker is ready (a fresh interpreter that",
+        "imports the package and fits a warm-up job), and the last update of each `learn()` fits in this process",
+        "too (the fits column counts both). Torch runs on one thread in this process, and on one in the worker.",
+        "Steps/s: median over rounds; ratios: median (and range) of the per-round ratios of steps/s.",
+        "",
+        "| configuration | steps per update | steps per run (updates) | pipelined (steps/s) | sequential (steps/s) "
+        "| sb3-contrib (steps/s) | pipelined / sequential | pipelined / sb3-contrib | sequential / sb3-contrib "
+        "| fits in the worker (lowest run) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for summary in configs.values():
+        setup, rates, ratios, fits = summary["setup"], summary["implementations"], summary["ratios"], summary["fits"]
+        lines.append(
+            f"| {summary['title']} | {setup['n_envs']} × {setup['n_steps']} | {setup['timesteps']} ({setup['updates']}) "
+            f"| {rates['pipelined']['steps_per_s']:.0f} | {rates['sequential']['steps_per_s']:.0f} "
+            f"| {rates['sb3-contrib']['steps_per_s']:.0f} | {_ratio(ratios['pipelined/sequential'])} "
+            f"| {_ratio(ratios['pipelined/sb3-contrib'])} | {_ratio(ratios['sequential/sb3-contrib'])} "
+            f"| {fits['in_worker']} of {fits['in_worker'] + fits['in_process']}: {_percent(fits['worker_share'])} "
+            f"({_percent(fits['worker_share_min'])}) |"
+        )
+    ready = results.get("ready_worker_peak_kib")
+    lines += [
+        "",
+        "Memory: what one pipelined fit copies (the critic head's input features, the λ-returns, the generator state of",
+        "the epochs' shuffles, and the head's weights with its optimiser's state; the largest job of the runs) beside the",
+        "rollout buffer's observations and returns, and the worker process's peak RSS (`VmHWM`) at the end of a pipelined",
+        "run (the largest over rounds)"
+        + (f", beside a fresh worker's once it is ready, before any job: {ready / 1024:.0f} MiB." if ready else "."),
+        "",
+        "| configuration | rollout's observations + returns (KiB) | job: features / returns / shuffles / weights and "
+        "optimiser (KiB) | job in all (KiB) | job / rollout's observations + returns | worker's peak RSS (MiB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for summary in configs.values():
+        memory = summary["memory"]
+        job = memory["job_bytes"]
+        parts = (
+            " / ".join(_kib(job[part]) for part in ("features", "returns", "shuffles", "weights_and_optimizer"))
+            if job
+            else "—"
+        )
+        total = f"{_kib(job['total'])} | {job['total'] / memory['rollout_bytes']:.1f}×" if job else "— | —"
+        peak = memory["worker_peak_kib"]
+        lines.append(
+            f"| {summary['title']} | {_kib(memory['rollout_bytes'])} | {parts} | {total} "
+            f"| {f'{peak / 1024:.0f}' if peak else '—'} |"
+        )
+    return "\n".join(lines)
+
+
 RENDERERS = {
     "train": train_section,
     "recurrent_train": recurrent_train_section,
     "variant": variant_section,
     "end_to_end": end_to_end_section,
+    "pipelined_critic": pipelined_critic_section,
 }
 
 

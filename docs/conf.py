@@ -100,6 +100,7 @@ intersphinx_timeout = 1
 nitpick_ignore_regex = [
     ("py:.*", r"(torch|nn|numpy|np|gymnasium|gym|optuna|rl_zoo3)(\..*)?"),
     ("py:.*", r"(pathlib|os|io|collections\.abc|typing|argparse|dataclasses|datetime|enum|zipfile|pickle)\..*"),
+    ("py:.*", r"(multiprocessing|subprocess)\..*"),
     # SB3's and sb3-contrib's type aliases and rollout buffers, which their documentation does not render.
     ("py:.*", r"stable_baselines3\.common\.(type_aliases|buffers|torch_layers|preprocessing|running_mean_std|save_util)\..*"),
     ("py:.*", r"sb3_contrib\.common\.(maskable|recurrent)\.(buffers|type_aliases|distributions)\..*"),

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Any
 
 from sb3_trpo_plugin.loading import safe_load, safe_load_vec_normalize
 from sb3_trpo_plugin.replicas import CPUOnlyRolloutWarning, FastPathMismatchWarning, FastPathWarning
-from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, HyperparameterError, MlpPolicy, MultiInputPolicy
+from sb3_trpo_plugin.trpo import TRPO, CnnPolicy, CriticWorkerError, HyperparameterError, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.version import __version__
 
 if TYPE_CHECKING:
@@ -15,6 +15,7 @@ __all__ = [
     "TRPO",
     "CPUOnlyRolloutWarning",
     "CnnPolicy",
+    "CriticWorkerError",
     "FastPathMismatchWarning",
     "FastPathWarning",
     "HyperparameterError",

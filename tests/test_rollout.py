@@ -377,8 +377,9 @@ def test_callbacks_see_the_same_calls_and_locals() -> None:
     assert sb3_callback.local_names[0] == SB3_STEP_LOCALS
     # SB3's loop variables (from the second step on also its time-limit loop's idx, done, ...), and the lean loop's own:
     # its parts (inference, batched fill, masks, carried state: none here), whether it is batched (not here: the callback
-    # reads the values), what it looks up once.
+    # reads the values), what it looks up once, the time-limit bootstraps deferred while a critic fit is in flight.
     lean_own = {"lean", "inference", "batched", "fill_batched", "masks_of_step", "action_masks", "carried"}
+    lean_own |= {"deferred_bootstraps", "finish_values"}
     lean_own |= {"resample_noise_every", "is_box", "is_discrete", "squashed", "low", "high"}
     for lean_names, sb3_names in zip(lean_callback.local_names, sb3_callback.local_names, strict=True):
         assert lean_names == sb3_names | lean_own | {"add_to_rollout_buffer"}

@@ -70,6 +70,55 @@ def test_end_to_end_section() -> None:
     assert "target" not in text.lower()  # the targets are the docs' (beside the section), not the benchmark's
 
 
+def test_pipelined_critic_section() -> None:
+    def rates(value: float) -> dict[str, float]:
+        return {"steps_per_s": value, "rollout_share": 0.8, "update_share": 0.2}
+
+    job = {"features": 16384, "returns": 4096, "shuffles": 163840, "weights_and_optimizer": 54564, "total": 238884}
+    cartpole = {
+        "title": "CartPole-v1",
+        "implementations": {"pipelined": rates(17000.4), "sequential": rates(14000.0), "sb3-contrib": rates(4500.0)},
+        "ratios": {
+            "pipelined/sequential": {"median": 1.214, "min": 1.1, "max": 1.3},
+            "pipelined/sb3-contrib": {"median": 3.777, "min": 3.5, "max": 3.9},
+            "sequential/sb3-contrib": {"median": 3.111, "min": 3.0, "max": 3.2},
+        },
+        "fits": {"in_worker": 450, "in_process": 35, "worker_share": 450 / 485, "worker_share_min": 0.9},
+        "memory": {"job_bytes": job, "rollout_bytes": 20480, "worker_peak_kib": 327084},
+        "rounds": 5,
+        "setup": {"n_envs": 2, "n_steps": 512, "timesteps": 100352, "updates": 98, "normalize": False},
+    }
+    hopper = {
+        **cartpole,
+        "title": "Hopper-v5",
+        "memory": {"job_bytes": None, "rollout_bytes": 98304, "worker_peak_kib": None},
+        "setup": {"n_envs": 2, "n_steps": 1024, "timesteps": 100352, "updates": 49, "normalize": True},
+    }
+    results = {
+        "ready_worker_peak_kib": 325064,
+        "cpu_count": 2,
+        "usable_cores": 2,
+        "releases": {"torch": "2.13.0", "sb3_trpo_plugin_git": "abc1234"},
+        "configs": {"cartpole": cartpole, "hopper": hopper},
+    }
+    text = speed_report.pipelined_critic_section(
+        record("pipelined_critic", results, load_average="0.1/0.2/0.3", load_average_after="1.0/0.5/0.4")
+    )
+    lines = text.splitlines()
+    assert lines[0] == "## Speed: the pipelined critic, end to end (issue #30)"
+    assert "Load average at the start: 0.1/0.2/0.3 (1/5/15 min)  " in lines
+    assert "load average at the end: 1.0/0.5/0.4." in text and "Releases: torch 2.13.0, sb3_trpo_plugin_git abc1234." in text
+    assert "2 usable by the benchmark's process" in text and "5 rounds." in text
+    assert (
+        "| CartPole-v1 | 2 × 512 | 100352 (98) | 17000 | 14000 | 4500 | **1.21×** (1.10–1.30) | **3.78×** (3.50–3.90) "
+        "| **3.11×** (3.00–3.20) | 450 of 485: 93% (90%) |"
+    ) in lines
+    assert "| CartPole-v1 | 20 | 16 / 4 / 160 / 53 | 233 | 11.7× | 319 |" in lines
+    assert "| Hopper-v5 | 96 | — | — | — | — |" in lines
+    assert "before any job: 317 MiB." in text
+    assert "target" not in text.lower()
+
+
 def test_train_section_takes_the_median_of_the_configurations_and_marks_missing_memory() -> None:
     results = {
         "train": {name: {"ours_s": 0.01, "contrib_s": 0.01 * r, "ratio": r} for name, r in zip("abc", (2, 4, 3), strict=True)},

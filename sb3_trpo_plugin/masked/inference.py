@@ -42,8 +42,9 @@ from torch import nn
 from sb3_trpo_plugin.replicas.eligibility import unrecognised_reason
 from sb3_trpo_plugin.replicas.heads import ActionHead, RowIndex, categorical_sample
 from sb3_trpo_plugin.replicas.inference import PolicyInference, policy_inference
-from sb3_trpo_plugin.rollout.algorithm import BufferWriter, LeanRollout, direct_buffer_writer, rollout_buffer_writer
+from sb3_trpo_plugin.rollout.algorithm import LeanRollout
 from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs, fill_values_and_log_probs
+from sb3_trpo_plugin.rollout.buffer_writers import BufferWriter, direct_buffer_writer, rollout_buffer_writer
 
 #: The logit sb3-contrib's ``MaskableCategorical`` gives an invalid action (finite: its probability is then exactly 0).
 MASKED_LOGIT = -1e8
@@ -185,7 +186,7 @@ def masked_policy_inference(policy: nn.Module) -> PolicyInference | None:
 def masked_buffer_writer(rollout_buffer: MaskableRolloutBuffer | MaskableDictRolloutBuffer) -> BufferWriter:
     """
     ``add`` of sb3-contrib's maskable buffers as direct writes: the step's masks (``(n_envs, mask_dims)``, kept as they
-    are without masks), then SB3's fields (:func:`~sb3_trpo_plugin.rollout.algorithm.direct_buffer_writer`).
+    are without masks), then SB3's fields (:func:`~sb3_trpo_plugin.rollout.buffer_writers.direct_buffer_writer`).
 
     :param rollout_buffer: a ``MaskableRolloutBuffer`` or ``MaskableDictRolloutBuffer``
     """

@@ -28,7 +28,8 @@ from sb3_trpo_plugin.masked_recurrent.buffers import MaskableRecurrentDictRollou
 from sb3_trpo_plugin.masked_recurrent.policies import MaskableRecurrentActorCriticPolicy
 from sb3_trpo_plugin.recurrent.rollout import CarriedLSTMStates
 from sb3_trpo_plugin.replicas.proofs import FastPath
-from sb3_trpo_plugin.rollout.algorithm import BufferWriter, LeanRollout
+from sb3_trpo_plugin.rollout.algorithm import LeanRollout
+from sb3_trpo_plugin.rollout.buffer_writers import BufferWriter
 
 #: The rollout step of a masked recurrent policy, as the loop's proof records it: the policy's own forward, which
 #: needs no proof (:meth:`CarriedMaskedLSTMStates.upstream_mismatch` finds no difference by construction).

@@ -114,6 +114,8 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
     }
     policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
     policy_step_class: ClassVar[type[PolicyStep]] = RecurrentPolicyStep
+    #: Its critic is fitted in this process: the pipelined critic (``TRPO.pipeline_critic``) is not shown exact here yet.
+    critic_pipeline_supported: ClassVar[bool] = False
 
     #: The split update (:mod:`sb3_trpo_plugin.parallel.split_update`) gathers flat rows, not padded sequences with
     #: their LSTM states: a data-parallel RecurrentTRPO reduces every step of its update over the processes instead.

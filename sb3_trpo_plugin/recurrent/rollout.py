@@ -31,7 +31,8 @@ from sb3_trpo_plugin.recurrent.inference import (
     RecurrentPolicyInference,
     recurrent_policy_inference,
 )
-from sb3_trpo_plugin.rollout.algorithm import BufferWriter, LeanRollout
+from sb3_trpo_plugin.rollout.algorithm import LeanRollout
+from sb3_trpo_plugin.rollout.buffer_writers import BufferWriter
 
 
 def zero_lstm_states(policy: RecurrentActorCriticPolicy, n_envs: int) -> RNNStates:

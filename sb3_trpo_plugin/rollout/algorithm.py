@@ -41,11 +41,7 @@ from sb3_trpo_plugin.replicas.layers import obs_as_cpu_tensor
 from sb3_trpo_plugin.replicas.proofs import CPUOnlyRolloutWarning, FastPath, proofs_of
 from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
 from sb3_trpo_plugin.rollout.batched_outputs import callbacks_may_read_step_outputs, fill_values_and_log_probs
-
-#: ``rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs, action_masks)`` for one buffer.
-BufferWriter = Callable[
-    [Any, np.ndarray, np.ndarray, np.ndarray, "th.Tensor | None", "th.Tensor | None", "np.ndarray | None"], None
-]
+from sb3_trpo_plugin.rollout.buffer_writers import BufferWriter, rollout_buffer_writer
 
 
 class StepInference(Protocol):
@@ -164,6 +160,9 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
     #: Collect rollouts with the lean loop when the policy is recognised; ``False`` (on the class or an
     #: instance, e.g. ``model.lean_rollout = False``) always uses SB3's ``OnPolicyAlgorithm.collect_rollouts``.
     lean_rollout: bool = True
+    #: Whether the last rollout computed its values at its end, in one batch (the lean loop's batched fill): the next
+    #: one will too, and so may run while the critic is being fitted elsewhere (``_critic_in_flight``).
+    values_filled_at_rollout_end: bool = False
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -212,9 +211,33 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
             terminated rollout prematurely.
         """
         lean = self._lean_rollout(env, callback, rollout_buffer) if self.lean_rollout else None
-        if lean is None or not self._lean_inference_proved(lean):
+        lean = lean if lean is not None and self._lean_inference_proved(lean) else None
+        self.values_filled_at_rollout_end = lean is not None and lean.fill_values_and_log_probs is not None
+        if not self.values_filled_at_rollout_end:
+            self._await_critic()  # every step reads the critic
+        if lean is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         return self._collect_rollouts_lean(env, callback, rollout_buffer, n_rollout_steps, lean)
+
+    def _critic_in_flight(self) -> bool:
+        """
+        Whether the critic is being fitted elsewhere (``TRPO``'s pipelined critic): the rollout must not read it before
+        :meth:`_await_critic`, so a truncated episode's time-limit bootstrap waits for the rollout's end.
+        """
+        return False
+
+    def _await_critic(self) -> None:
+        """Wait until the critic's weights are final (the seam of ``TRPO``'s pipelined critic; nothing to wait for here)."""
+
+    def _terminal_value(self, terminal_obs: PyTorchObs, env_index: int, carried: CarriedState | None) -> th.Tensor:
+        """
+        ``V(terminal_obs)`` for a truncated episode's time-limit bootstrap (see GitHub issue #633), ``(1,)``, as SB3's
+        loop computes it (sb3-contrib's, with the carried state of environment ``env_index``).
+        """
+        with th.no_grad():
+            if carried is None:
+                return self.policy.predict_values(terminal_obs)[0]
+            return carried.terminal_value(terminal_obs, env_index)[0]
 
     def _lean_inference_proved(self, lean: LeanRollout) -> bool:
         """
@@ -293,6 +316,19 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         )
         batched = fill_batched is not None
         action_masks = None
+        # While the critic is fitted elsewhere, the time-limit bootstraps wait for it: (position, env, rewards, observation)
+        deferred_bootstraps: list[tuple[int, int, np.ndarray, Any]] | None = (
+            [] if batched and self._critic_in_flight() else None
+        )
+
+        def finish_values() -> None:
+            """The critic's reads, at the rollout's end: the deferred bootstraps, then the whole rollout's values."""
+            assert fill_batched is not None
+            self._await_critic()
+            for position, env_index, step_rewards, observation in deferred_bootstraps or ():
+                step_rewards[env_index] += self.gamma * self._terminal_value(observation, env_index, None)  # as above
+                rollout_buffer.rewards[position, env_index] = step_rewards[env_index]
+            fill_batched()
 
         while n_steps < n_rollout_steps:
             if resample_noise_every > 0 and n_steps % resample_noise_every == 0:
@@ -331,7 +367,7 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                 callback.update_locals(carried.step_locals())  # e.g. the LSTM states, under sb3-contrib's names
             if not callback.on_step():
                 if fill_batched is not None:
-                    fill_batched()
+                    finish_values()
                 return False
 
             self._update_info_buffer(infos, dones)
@@ -351,12 +387,11 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                 ):
                     # SB3's own computation (rare): the reward is bit for bit SB3's (sb3-contrib's with carried states)
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                    with th.no_grad():
-                        if carried is None:
-                            terminal_value = self.policy.predict_values(terminal_obs)[0]
-                        else:
-                            terminal_value = carried.terminal_value(terminal_obs, idx)[0]
-                    rewards[idx] += self.gamma * terminal_value
+                    if deferred_bootstraps is None:
+                        terminal_value = self._terminal_value(terminal_obs, idx, carried)
+                        rewards[idx] += self.gamma * terminal_value
+                    else:  # the same computation at the rollout's end, on copies (the env may reuse its arrays)
+                        deferred_bootstraps.append((rollout_buffer.pos, idx, rewards.copy(), _copied(terminal_obs)))
 
             add_to_rollout_buffer(
                 self._last_obs,  # type: ignore[arg-type]
@@ -373,7 +408,7 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                 carried.advance(dones)
 
         if fill_batched is not None:
-            fill_batched()
+            finish_values()
 
         with th.no_grad():
             # Compute value for the last timestep
@@ -391,99 +426,8 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
         return True
 
 
-def rollout_buffer_writer(rollout_buffer: RolloutBuffer) -> BufferWriter:
-    """
-    ``rollout_buffer.add``, specialised once per rollout: for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer``,
-    the same writes into its arrays without ``add``'s intermediate copies and per-call checks; any other buffer class
-    gets the data through its ``add``.
-
-    The writer takes the observations the actions were taken in, the actions (Discrete ones of shape
-    ``(n_envs, 1)``), the rewards (with the time-limit bootstrap), whether each observation starts an episode, the
-    values ``(n_envs, 1)`` and the log-probabilities ``(n_envs,)`` (``None`` for both leaves them to be filled for
-    the whole rollout: SB3's buffers only), and the step's action masks (``None`` without masking; given, they go
-    to ``add`` as its ``action_masks`` keyword, as sb3-contrib's maskable buffers take them).
-
-    :param rollout_buffer: the buffer being filled
-    """
-    kind = type(rollout_buffer)
-    if kind is RolloutBuffer or kind is DictRolloutBuffer:
-        return direct_buffer_writer(rollout_buffer)
-
-    def add_through_add(
-        obs: Any,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        episode_starts: np.ndarray,
-        values: Any,
-        log_probs: Any,
-        action_masks: np.ndarray | None,
-    ) -> None:
-        assert values is not None and log_probs is not None, "a buffer of another class takes every step's values"
-        if action_masks is None:
-            rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs)
-        else:
-            rollout_buffer.add(obs, actions, rewards, episode_starts, values, log_probs, action_masks=action_masks)  # type: ignore[call-arg]
-
-    return add_through_add
-
-
-def direct_buffer_writer(rollout_buffer: RolloutBuffer) -> BufferWriter:
-    """
-    ``RolloutBuffer.add`` (or ``DictRolloutBuffer.add``) as direct writes into the buffer's arrays, without ``add``'s
-    intermediate copies and per-call checks, for a buffer with the arrays of SB3's (see :func:`rollout_buffer_writer`
-    for the writer's arguments). Action masks are refused: a buffer that stores them wraps this writer.
-
-    :param rollout_buffer: SB3's ``RolloutBuffer`` or ``DictRolloutBuffer``, or a subclass whose ``add`` adds fields
-        of its own to SB3's
-    """
-    buffer, n_envs = rollout_buffer, rollout_buffer.n_envs
-    action_shape = (n_envs, rollout_buffer.action_dim)
-    # Reshape needed when using multiple envs with discrete observations (as in add)
-    if isinstance(buffer, DictRolloutBuffer):
-        discrete_shapes = {
-            key: (n_envs, *buffer.obs_shape[key])
-            for key, space in buffer.observation_space.spaces.items()  # type: ignore[attr-defined]
-            if isinstance(space, spaces.Discrete)
-        }
-
-        def write_observations(position: int, obs: Any) -> None:
-            for key, observations in buffer.observations.items():
-                shape = discrete_shapes.get(key)
-                observations[position] = obs[key] if shape is None else np.asarray(obs[key]).reshape(shape)
-
-    elif isinstance(buffer.observation_space, spaces.Discrete):
-        shape = (n_envs, *buffer.obs_shape)
-
-        def write_observations(position: int, obs: Any) -> None:
-            buffer.observations[position] = np.asarray(obs).reshape(shape)
-
-    else:
-
-        def write_observations(position: int, obs: Any) -> None:
-            buffer.observations[position] = obs
-
-    def add(
-        obs: Any,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        episode_starts: np.ndarray,
-        values: Any,
-        log_probs: Any,
-        action_masks: np.ndarray | None,
-    ) -> None:
-        if action_masks is not None:
-            raise ValueError(f"{type(buffer).__name__}'s writer does not store action masks")
-        position = buffer.pos
-        write_observations(position, obs)
-        # Reshape to handle multi-dim and discrete action spaces, see GH #970 #1392
-        buffer.actions[position] = actions.reshape(action_shape)
-        buffer.rewards[position] = rewards
-        buffer.episode_starts[position] = episode_starts
-        if values is not None and log_probs is not None:
-            buffer.values[position] = values.cpu().numpy().ravel()
-            buffer.log_probs[position] = log_probs.cpu().numpy()
-        buffer.pos += 1
-        if buffer.pos == buffer.buffer_size:
-            buffer.full = True
-
-    return add
+def _copied(observation: PyTorchObs) -> PyTorchObs:
+    """A copy of an observation tensor (or dict of them) that nothing else holds."""
+    if isinstance(observation, dict):
+        return {key: value.clone() for key, value in observation.items()}
+    return observation.clone()

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.common.parameters import frozen
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
+from sb3_trpo_plugin.critic import MLPRegression
 from sb3_trpo_plugin.replicas.critic_gradient import critic_head_regression
 from sb3_trpo_plugin.replicas.fused_adam import optimizer_step
 
@@ -42,11 +43,14 @@ class CriticRegression:
     :param loss_and_gradients: a minibatch's loss, with its gradient written into the critic's parameters
     :param gradients_are_finite: whether the gradient just written is finite (``None``: every parameter's ``.grad``
         is checked with :func:`all_finite`)
+    :param network: the hand-derived regression of the critic's head when that is what computes the gradient (its
+        layers are the policy's; ``None``: autograd)
     """
 
     inputs: PyTorchObs
     loss_and_gradients: LossAndGradients
     gradients_are_finite: Callable[[], bool] | None = None
+    network: MLPRegression | None = None
 
 
 def critic_regression(
@@ -93,6 +97,7 @@ def head_regression(
             inputs,
             lambda batch, targets: hand_derived.loss_and_gradients(cast(torch.Tensor, batch), targets),
             hand_derived.gradients_are_finite,
+            hand_derived,
         )
 
     def value_of(batch: PyTorchObs) -> torch.Tensor:

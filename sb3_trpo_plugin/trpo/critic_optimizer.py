@@ -76,6 +76,27 @@ def critic_optimizer_state(
     return {"state": moved, "param_groups": [group]}
 
 
+def with_critic_optimizer_state(
+    policy: ActorCriticPolicy, critic_parameters: Sequence[torch.nn.Parameter], params: dict[str, Any]
+) -> dict[str, Any]:
+    """
+    The parameters to load into a model (SB3's ``get_parameters`` layout) with their ``"policy.optimizer"`` state
+    converted by :func:`critic_optimizer_state`; a state of no layout it knows is left as it is, so that SB3's loading
+    (and torch's) says what is wrong with it.
+
+    :param policy: the policy, with ``policy.optimizer`` over ``critic_parameters``
+    :param critic_parameters: the critic's parameters, in the optimiser's order
+    :param params: the state dicts to load
+    """
+    if not isinstance(params.get("policy.optimizer"), dict):
+        return params
+    try:
+        optimizer_state = critic_optimizer_state(policy, critic_parameters, params["policy.optimizer"])
+    except ValueError:
+        return params
+    return {**params, "policy.optimizer": optimizer_state}
+
+
 def _supports_fused(optimizer_class: type[torch.optim.Optimizer], device: torch.device) -> bool:
     """Whether ``optimizer_class`` has a fused implementation for ``device`` (Adam/AdamW; CPU since torch 2.4)."""
     if optimizer_class not in (torch.optim.Adam, torch.optim.AdamW):

@@ -4,7 +4,8 @@ Trust Region Policy Optimization as a Stable-Baselines3 on-policy algorithm: the
 ``TRPO`` is SB3's ``OnPolicyAlgorithm`` (rollouts, rollout buffer, GAE, actor-critic policies, ``learn``,
 ``save``/``load``) with its own ``train()``: a trust-region step on the actor
 (:mod:`~sb3_trpo_plugin.trpo.policy_step`), then the critic's regression to the λ-returns
-(:mod:`~sb3_trpo_plugin.trpo.critic_fit`), both written for one process. A data-parallel run hands them reductions
+(:mod:`~sb3_trpo_plugin.trpo.critic_fit`), both written for one process; the critic's fit may run in a worker process
+during the next rollout (:mod:`~sb3_trpo_plugin.trpo.critic_pipeline`). A data-parallel run hands them reductions
 over all processes' batches, or splits the update over the processes (:mod:`sb3_trpo_plugin.parallel`).
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 import pathlib
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
@@ -33,7 +33,6 @@ from stable_baselines3.common.type_aliases import (
     Schedule,
     TensorDict,
 )
-from stable_baselines3.common.utils import explained_variance
 
 from sb3_trpo_plugin.common.modes import has_statistics, modules_in_mode
 from sb3_trpo_plugin.common.parameters import actor_modules, split_actor_critic, values_depend_on
@@ -42,8 +41,9 @@ from sb3_trpo_plugin.parallel import DataParallelOnPolicyAlgorithm
 from sb3_trpo_plugin.parallel.split_update import split_update
 from sb3_trpo_plugin.rollout.checks import check_rollout_buffer, with_environment_data_check
 from sb3_trpo_plugin.serialization.model_file import write_model_file
-from sb3_trpo_plugin.trpo.critic_fit import critic_regression, fit_critic
-from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer, critic_optimizer_state
+from sb3_trpo_plugin.trpo.critic_fit import CriticRegression, critic_regression, fit_critic
+from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer, with_critic_optimizer_state
+from sb3_trpo_plugin.trpo.critic_pipeline import CriticPipeline, pipelined_fit
 from sb3_trpo_plugin.trpo.hyperparameters import (
     HyperparameterError,
     check_buffer_size,
@@ -54,6 +54,7 @@ from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_trpo_plugin.trpo.policy_objective import normalize_advantages
 from sb3_trpo_plugin.trpo.policy_step import FisherProduct, PolicyBatch, PolicyStep, TrustRegionSettings
 from sb3_trpo_plugin.trpo.policy_step_stats import PolicyStepStats
+from sb3_trpo_plugin.trpo.update_log import record_update
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 Rollout = RolloutBufferSamples | DictRolloutBufferSamples
@@ -150,6 +151,11 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     policy: ActorCriticPolicy
     #: The trust-region step; variants of the policy (masked, recurrent) subclass it to compute a batch's distributions.
     policy_step_class: ClassVar[type[PolicyStep]] = PolicyStep
+    #: Fit the critic in a worker process while the next rollout is collected, where that gives the sequential update's
+    #: weights (:mod:`~sb3_trpo_plugin.trpo.critic_pipeline`); ``False`` (on the class or an instance) fits it in this one.
+    pipeline_critic: bool = True
+    #: Whether this class's update was shown exact when its critic is pipelined (variants are not, yet).
+    critic_pipeline_supported: ClassVar[bool] = True
 
     @explain_ppo_keywords
     def __init__(
@@ -265,6 +271,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             )
         # The critic's optimiser holds the critic's parameters only: the actor moves by the trust-region step alone.
         self.policy.optimizer = critic_optimizer(self.policy, self._critic_params, self.lr_schedule(1))
+        self.critic_pipeline = CriticPipeline()
 
     def _policy_functions(self) -> tuple[Callable[[PyTorchObs], Distribution], Callable[[PyTorchObs], torch.Tensor]]:
         """
@@ -280,6 +287,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             "_critic_params",
             "_critic_depends_on_actor",
             "_actor_modules",
+            "critic_pipeline",
         ]
 
     def train(self) -> None:
@@ -289,15 +297,16 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         self._update_learning_rate(self.policy.optimizer)
         rollout = next(self.rollout_buffer.get(batch_size=None))
 
+        value_loss: float | None  # None: the critic's fit is pipelined
         if self.splits_update(self._critic_depends_on_actor):  # data-parallel: the two halves on different processes
             step, value_loss = self._split_over_processes(rollout)
         else:
             reductions = self.batch_reductions() or ONE_PROCESS  # data-parallel: over every process's batch
             step = self._take_policy_step(rollout, reductions)
-            value_loss = self._fit_critic(rollout, reductions)
+            value_loss = self._fit_or_pipeline_critic(rollout, reductions)
 
         self._n_updates += 1
-        self._log_update(step, value_loss, rollout_is_finite)
+        record_update(self, step, value_loss, rollout_is_finite)
 
     def _take_policy_step(self, rollout: Rollout, reductions: BatchReductions = ONE_PROCESS) -> PolicyStepStats:
         """The trust-region step on the actor (:class:`~sb3_trpo_plugin.trpo.policy_step.PolicyStep`), in place."""
@@ -342,10 +351,13 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         with modules_in_mode(self._actor_modules, False):
             return self._regress_critic(rollout, reductions)
 
-    def _regress_critic(self, rollout: Rollout, reductions: BatchReductions) -> float:
-        """:meth:`_fit_critic` in the modes it sets."""
+    def _regress_critic(
+        self, rollout: Rollout, reductions: BatchReductions, regression: CriticRegression | None = None
+    ) -> float:
+        """:meth:`_fit_critic` in the modes it sets (``regression``: the one already built for ``rollout``)."""
+        self.critic_pipeline.fits_in_process += 1
         return fit_critic(
-            critic_regression(self.policy, self._critic_params, rollout.observations),
+            regression or critic_regression(self.policy, self._critic_params, rollout.observations),
             rollout.returns,
             self.policy.optimizer,
             self._critic_params,
@@ -354,6 +366,47 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             batch_size=self.batch_size,
             reductions=reductions,
         )
+
+    def _fit_or_pipeline_critic(self, rollout: Rollout, reductions: BatchReductions) -> float | None:
+        """
+        The critic's fit here (its mean loss), or handed to the critic's worker process while the next rollout is
+        collected (``None``, :mod:`~sb3_trpo_plugin.trpo.critic_pipeline`): when the pipeline is enabled, the rollout's
+        values are computed at its end (no callback reads them per step), this is not the last update of ``learn()``
+        (which returns with the critic fitted), the critic's head is a plain MLP and the worker is ready.
+        """
+        if not (
+            reductions is ONE_PROCESS
+            and self._critic_pipeline_enabled()
+            and self.values_filled_at_rollout_end
+            and self.num_timesteps < self._total_timesteps
+        ):
+            return self._fit_critic(rollout, reductions)
+        with modules_in_mode(self._actor_modules, False):
+            regression = critic_regression(self.policy, self._critic_params, rollout.observations)
+            if regression.network is None or not self.critic_pipeline.ready():
+                return self._regress_critic(rollout, reductions, regression)
+        job, apply = pipelined_fit(regression, self.policy.optimizer, rollout.returns, self.n_critic_updates, self.batch_size)
+        self.critic_pipeline.submit(job, apply)
+        return None
+
+    def _critic_pipeline_enabled(self) -> bool:
+        """:attr:`pipeline_critic`, a class shown exact pipelined, one process, the CPU, a critic sharing nothing trained."""
+        return (
+            self.pipeline_critic
+            and self.critic_pipeline_supported
+            and self.collectives is None
+            and self.device.type == "cpu"
+            and not self._critic_depends_on_actor
+        )
+
+    def _critic_in_flight(self) -> bool:
+        return self.critic_pipeline.in_flight
+
+    def _await_critic(self) -> None:
+        """Wait for the critic's fit in flight, if any, write it into the policy and record its loss."""
+        value_loss = self.critic_pipeline.wait()
+        if value_loss is not None:
+            self.logger.record("train/value_loss", value_loss)
 
     def _split_over_processes(self, rollout: Rollout) -> tuple[PolicyStepStats, float]:
         """Data-parallel: the policy step and the critic's regression side by side on different processes (``parallel/``)."""
@@ -368,44 +421,6 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             decode_statistics=PolicyStepStats.from_floats,
             n_statistics=len(dataclasses.fields(PolicyStepStats)),
         )
-
-    def _log_update(self, step: PolicyStepStats, value_loss: float, rollout_is_finite: bool) -> None:
-        """Record sb3-contrib's keys and the trust-region diagnostics; at ``verbose >= 1`` say why an update was cut short."""
-        record = self.logger.record
-        record("train/policy_objective", step.objective)
-        record("train/value_loss", value_loss)
-        record("train/kl_divergence_loss", step.kl)
-        record(
-            "train/explained_variance",
-            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
-        )
-        record("train/is_line_search_success", float(step.accepted))
-        record("train/is_step_non_finite", float(step.non_finite))
-        record("train/line_search_steps", step.line_search_steps)
-        record("train/step_fraction", step.step_fraction)
-        record("train/max_step_size", step.max_step_size)
-        record("train/cg_steps", step.cg_steps)
-        record("train/cg_residual", step.cg_residual)
-        record("train/cg_status", step.cg_status_name, exclude="tensorboard")
-        record("train/is_cg_breakdown", float(step.is_cg_breakdown))
-        record("train/entropy_loss", -step.entropy)
-        record("train/policy_gradient_norm", step.gradient_norm)
-        record("train/expected_improvement", step.expected_improvement)
-        record("train/actual_improvement", step.actual_improvement)
-        if hasattr(self.policy, "log_std"):
-            record("train/std", torch.exp(self.policy.log_std).mean().item())
-        if math.isfinite(step.action_std):
-            record("train/action_std", step.action_std)
-        record("train/n_updates", self._n_updates, exclude="tensorboard")
-        if not rollout_is_finite and self.verbose >= 1:
-            print(f"TRPO update {self._n_updates}: non-finite values, log-probabilities, returns or advantages in the rollout")
-        if step.non_finite and self.verbose >= 1:
-            print(f"TRPO update {self._n_updates}: non-finite objective, gradient or step; the policy step was rejected")
-        elif step.is_cg_breakdown and self.verbose >= 1:
-            print(
-                f"TRPO update {self._n_updates}: the conjugate gradient broke down ({step.cg_status_name} after "
-                f"{step.cg_steps} steps); no policy step was taken (cg_damping > 0 keeps F + λI positive definite)"
-            )
 
     def save(
         self,
@@ -442,18 +457,25 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         :param exact_match: whether every module's state must be given
         :param device: device of the loaded tensors
         """
+        self._await_critic()  # a fit in flight must not overwrite what is loaded
         params: dict[str, Any] = (
             load_path_or_dict
             if isinstance(load_path_or_dict, dict)
             else load_from_zip_file(load_path_or_dict, device=device, load_data=False)[1] or {}  # as SB3's set_parameters
         )
-        if isinstance(params.get("policy.optimizer"), dict):
-            try:
-                optimizer_state = critic_optimizer_state(self.policy, self._critic_params, params["policy.optimizer"])
-            except ValueError:  # not a state to convert: SB3's loading (and torch's) says what is wrong with it
-                optimizer_state = params["policy.optimizer"]
-            params = {**params, "policy.optimizer": optimizer_state}
+        params = with_critic_optimizer_state(self.policy, self._critic_params, params)
         super().set_parameters(params, exact_match=exact_match, device=device)
+
+    def get_parameters(self) -> dict[str, dict[str, Any]]:
+        self._await_critic()  # a pipelined fit in flight is part of the weights (``save`` reads them here too)
+        return super().get_parameters()
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> tuple[int, BaseCallback]:
+        self._await_critic()
+        setup = super()._setup_learn(total_timesteps, *args, **kwargs)
+        if self._critic_pipeline_enabled():  # the worker becomes ready during the first rollouts (fits stay here until then)
+            self.critic_pipeline.start_for((self._total_timesteps - self.num_timesteps) / (self.n_steps * self.n_envs))
+        return setup
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         # Non-finite environment data is refused at the step that produced it (see rollout/checks.py).
