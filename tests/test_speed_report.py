@@ -161,7 +161,14 @@ def docs_section(name: str) -> str:
 
 def test_the_docs_speed_sections_are_the_rendering_of_the_committed_results() -> None:
     rendered = speed_report.render_all(speed_report.RESULTS)
-    assert set(rendered) == {"speed", "speed_recurrent", "speed_masked", "speed_recurrent_learn", "speed_end_to_end"}
+    assert set(rendered) == {
+        "speed",
+        "speed_recurrent",
+        "speed_masked",
+        "speed_recurrent_learn",
+        "speed_end_to_end",
+        "speed_pipelined_critic",
+    }
     for name, text in rendered.items():
         assert docs_section(name) == text, f"docs/benchmarks.md's {name} section: run python -m benchmarks.speed_report"
 
