@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sb3_trpo_plugin.common.reductions import OneProcess
 from sb3_trpo_plugin.compat.torch_features import fused_adam_on_cpu
 from sb3_trpo_plugin.critic import MLPRegression
 from sb3_trpo_plugin.trpo.critic_fit import CriticRegression, fit_critic
@@ -118,7 +119,7 @@ def critic_fit_job(
     )
 
 
-class RedrawnShuffles:
+class RedrawnShuffles(OneProcess):
     """
     The reductions of one process that draws each epoch's shuffle from a generator of its own, started from the state
     the sending process's generator had: the same permutations, one ``randperm`` per epoch.
@@ -129,18 +130,6 @@ class RedrawnShuffles:
     def __init__(self, generator_state: np.ndarray):
         self._generator = torch.Generator()
         self._generator.set_state(torch.from_numpy(generator_state))
-
-    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
-
-    def mean_floats(self, *values: float | torch.Tensor) -> tuple[float, ...]:
-        return tuple(float(value) for value in values)
-
-    def mean_std(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return values.mean(), values.std()
-
-    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
 
     def minibatch_order(self, n_rows: int, batch_size: int, device: torch.device) -> tuple[torch.Tensor, int]:
         return torch.randperm(n_rows, generator=self._generator).to(device), batch_size
@@ -168,9 +157,7 @@ class CriticHead:
         :return: the fitted weights, the optimiser's state and the mean loss
         """
         network, optimizer, trained = self._prepared(job)
-        with torch.no_grad():
-            for parameter, weight in zip(network.parameters(), job.weights, strict=True):
-                parameter.copy_(torch.from_numpy(weight))
+        copy_weights(network.parameters(), job.weights)
         optimizer.load_state_dict(state_as_tensors(job.optimizer_state, len(trained)))
         inputs, returns = torch.from_numpy(job.inputs), torch.from_numpy(job.returns)
         regression = CriticRegression(
