@@ -342,14 +342,59 @@ def test_a_critic_sharing_trained_parameters_with_the_actor_is_not_pipelined() -
     assert not separate._critic_depends_on_actor and separate._critic_pipeline_enabled()
 
 
-def test_variants_fit_their_critic_in_this_process() -> None:
-    pytest.importorskip("sb3_contrib")
-    from sb3_trpo_plugin import MaskableTRPO, RecurrentTRPO
+class MaskedChoiceEnv(gym.Env):
+    """Discrete(5) with masks that follow the observation (action 0 always allowed); episodes truncated at 13 steps."""
 
-    assert TRPO.critic_pipeline_supported
-    assert not MaskableTRPO.critic_pipeline_supported and not RecurrentTRPO.critic_pipeline_supported
-    model = MaskableTRPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0)
-    model.learn(64 * 10, use_masking=False)
+    observation_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = spaces.Discrete(5)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._t = 0
+        self._observation = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+        return self._observation, {}
+
+    def action_masks(self) -> np.ndarray:
+        masks = self._observation[0] > np.linspace(-1.0, 1.0, 5)
+        masks[0] = True
+        return masks
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        reward = float(self._observation[int(action) % 4])
+        self._t += 1
+        self._observation = self.np_random.uniform(-1, 1, 4).astype(np.float32)
+        return self._observation, reward, False, self._t >= 13, {}
+
+
+@pytest.mark.parametrize("use_masking", [True, False])
+def test_maskable_trpo_pipelined_equals_its_sequential_update(use_masking: bool) -> None:
+    pytest.importorskip("sb3_contrib")
+    from sb3_trpo_plugin import MaskableTRPO
+
+    def learned(pipelined: bool) -> tuple[MaskableTRPO, torch.Tensor]:
+        env = DummyVecEnv([MaskedChoiceEnv, MaskedChoiceEnv])
+        model = MaskableTRPO("MlpPolicy", env, n_steps=64, batch_size=32, n_critic_updates=3, seed=5)
+        model.pipeline_critic = pipelined
+        if pipelined:
+            assert model.critic_pipeline.wait_until_ready(120), "the critic's worker did not start"
+        model.learn(64 * 2 * 6, use_masking=use_masking)
+        return model, torch.get_rng_state()
+
+    (pipelined, generator), (sequential, reference_generator) = learned(True), learned(False)
+    assert pipelined.critic_pipeline.fits_in_worker == 5 and pipelined.critic_pipeline.fits_in_process == 1
+    assert_same_model(pipelined, sequential)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(pipelined.rollout_buffer.action_masks, sequential.rollout_buffer.action_masks)
+    assert torch.equal(generator, reference_generator)
+
+
+def test_recurrent_variants_fit_their_critic_in_this_process() -> None:
+    pytest.importorskip("sb3_contrib")
+    from sb3_trpo_plugin import MaskableRecurrentTRPO, MaskableTRPO, RecurrentTRPO
+
+    assert TRPO.critic_pipeline_supported and MaskableTRPO.critic_pipeline_supported
+    assert not RecurrentTRPO.critic_pipeline_supported and not MaskableRecurrentTRPO.critic_pipeline_supported
+    model = RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=64, batch_size=32, seed=0)
+    model.learn(64 * 10)
     assert model.critic_pipeline.fits_in_worker == 0 and model.critic_pipeline._worker is None
 
 

@@ -23,11 +23,12 @@ from torch import nn
 from sb3_trpo_plugin import TRPO, CPUOnlyRolloutWarning, FastPathMismatchWarning, FastPathWarning
 from sb3_trpo_plugin.replicas import critic_gradient, layers
 from sb3_trpo_plugin.replicas.actor_jacobian import ACTOR_JACOBIAN, actor_jacobian
-from sb3_trpo_plugin.replicas.critic_gradient import CRITIC_GRADIENT, critic_head_regression
+from sb3_trpo_plugin.replicas.critic_gradient import CRITIC_FEATURES, CRITIC_GRADIENT, critic_head_regression
 from sb3_trpo_plugin.replicas.eligibility import unrecognised_reason
 from sb3_trpo_plugin.replicas.fused_adam import FUSED_ADAM, optimizer_step
 from sb3_trpo_plugin.replicas.inference import LEAN_INFERENCE, PolicyInference, policy_inference
 from sb3_trpo_plugin.replicas.proofs import proofs_of
+from sb3_trpo_plugin.trpo.critic_fit import critic_regression
 from tests.conftest import ACTION_SPACES, RandomEnv, filled_model, policy_batch
 from tests.test_rollout import StepOutputReader, assert_same_rollouts, collect, make_model
 
@@ -224,6 +225,38 @@ def test_critic_gradient_falls_back_to_autograd_when_sb3_computes_otherwise(monk
     for got, expected in zip(weights, autograd_weights, strict=True):
         assert torch.equal(got, expected)
     assert len([w for w in mismatches if "critic" in str(w.message)]) == 1
+
+
+def test_critic_values_of_another_policy_class_are_proved_before_its_features_are_computed_once(
+    monkeypatch, mismatches
+) -> None:
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+    from sb3_trpo_plugin import MaskableTRPO
+
+    sb3_model = filled_model(make_vec_env("CartPole-v1", n_envs=2, seed=0), n_steps=32, batch_size=16)
+    sb3_rollout = next(sb3_model.rollout_buffer.get(batch_size=None))
+    assert critic_regression(sb3_model.policy, sb3_model._critic_params, sb3_rollout.observations).network is not None
+    assert proofs_of(sb3_model.policy).verdict(CRITIC_FEATURES) is None  # SB3's own predict_values: nothing to prove
+
+    def regression_of_a_new_model() -> tuple[Any, Any]:
+        model = MaskableTRPO("MlpPolicy", InvalidActionEnvDiscrete(dim=20, n_invalid_actions=10), n_steps=32, seed=0)
+        model.learn(32)
+        observations = next(model.rollout_buffer.get(batch_size=None)).observations
+        return model, critic_regression(model.policy, model._critic_params, observations)
+
+    model, regression = regression_of_a_new_model()  # sb3-contrib's predict_values, proved: the features, once
+    assert regression.network is not None and regression.inputs.shape[1] == 20
+    assert proofs_of(model.policy).verdict(CRITIC_FEATURES) is True and len(mismatches) == 0
+
+    policy_class = sb3_contrib.common.maskable.policies.MaskableActorCriticPolicy
+    original = policy_class.predict_values
+    monkeypatch.setattr(policy_class, "predict_values", lambda self, obs: 2 * original(self, obs))  # computes otherwise
+    model, regression = regression_of_a_new_model()
+    assert regression.network is None  # autograd through the policy's own predict_values, on the observations
+    assert proofs_of(model.policy).verdict(CRITIC_FEATURES) is False
+    assert len(mismatches) == 1 and "the critic's values from its features" in str(mismatches[0].message)
 
 
 def test_fused_adam_step_falls_back_to_adam_step_when_torch_computes_otherwise(monkeypatch, mismatches) -> None:

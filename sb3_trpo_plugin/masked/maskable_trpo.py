@@ -65,8 +65,6 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
     policy: MaskableActorCriticPolicy  # type: ignore[assignment]
     rollout_buffer: MaskableRolloutBuffer | MaskableDictRolloutBuffer  # type: ignore[assignment]
     policy_step_class: ClassVar[type[PolicyStep]] = MaskedPolicyStep
-    #: Its critic is fitted in this process: the pipelined critic (``TRPO.pipeline_critic``) is not shown exact here yet.
-    critic_pipeline_supported: ClassVar[bool] = False
 
     def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
         """The lean loop's parts with masks (:func:`~sb3_trpo_plugin.masked.inference.masked_lean_rollout`)."""

@@ -8,6 +8,11 @@ modules (:mod:`.plain`'s one rule); :func:`critic_head_regression` connects it t
 dtype), against autograd through the policy's own modules on the first rows of the regression's inputs, with targets
 of a generator of its own: the loss and every trained parameter's gradient must agree to rounding
 (:data:`CRITIC_GRADIENT` in the policy's :func:`~sb3_trpo_plugin.replicas.proofs.proofs_of`).
+
+Both need the critic's values to be that head applied to the critic's features. SB3's
+``ActorCriticPolicy.predict_values`` computes exactly this; another class's ``predict_values`` (sb3-contrib's
+``MaskableActorCriticPolicy`` writes its own) is proved to compute the same on the first rows of the regression's
+states before its features are computed once for the regression (:data:`CRITIC_FEATURES`, :func:`values_from_features`).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from collections.abc import Sequence
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import MlpExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.critic import MLPRegression
 from sb3_trpo_plugin.replicas.plain import plain_mlp
 from sb3_trpo_plugin.replicas.proofs import (
@@ -33,6 +40,37 @@ from sb3_trpo_plugin.replicas.proofs import (
 
 #: The critic's hand-derived gradient, as its proofs and warnings name it.
 CRITIC_GRADIENT = FastPath("the critic's hand-derived gradient", "autograd's gradient")
+#: The critic's values as its head applied to its features (computed once per regression), as proofs and warnings name it.
+CRITIC_FEATURES = FastPath("the critic's values from its features", "the policy's predict_values")
+
+
+def values_from_features(policy: ActorCriticPolicy, observations: PyTorchObs) -> bool:
+    """
+    Whether ``policy.predict_values(obs)`` is ``value_net(mlp_extractor.forward_critic(features))`` with
+    ``features = extract_features(obs, vf_features_extractor)``: SB3's ``ActorCriticPolicy.predict_values`` is; another
+    class's is proved equal (to rounding) on the first :data:`PROBE_ROWS` of ``observations``, once per policy.
+
+    :param policy: the policy (an ``ActorCriticPolicy``, or a class with its modules, such as sb3-contrib's maskable one)
+    :param observations: the regression's states
+    """
+    predict_values = getattr(type(policy), "predict_values", None)
+    if predict_values is ActorCriticPolicy.predict_values:
+        return True
+    if predict_values is None or not all(
+        hasattr(policy, name) for name in ("extract_features", "vf_features_extractor", "mlp_extractor", "value_net")
+    ):
+        return False
+    return proofs_of(policy).serves(CRITIC_FEATURES, lambda: _values_mismatch(policy, observations))
+
+
+def _values_mismatch(policy: ActorCriticPolicy, observations: PyTorchObs) -> str | None:
+    """How the head on the critic's features differs from ``policy.predict_values`` on a probe (``None``: it does not)."""
+    first = index_observations(observations, slice(0, PROBE_ROWS))
+    with torch.no_grad():
+        reference = upstream(lambda: policy.predict_values(first))
+        features = policy.extract_features(first, policy.vf_features_extractor)
+        values = policy.value_net(policy.mlp_extractor.forward_critic(features))  # type: ignore[arg-type]
+    return relative_difference("the values", values, reference)
 
 
 def plain_regression(layers: Sequence[nn.Module]) -> MLPRegression | None:

@@ -27,7 +27,7 @@ from sb3_trpo_plugin.common.observations import index_observations
 from sb3_trpo_plugin.common.parameters import frozen
 from sb3_trpo_plugin.common.reductions import ONE_PROCESS, BatchReductions
 from sb3_trpo_plugin.critic import MLPRegression
-from sb3_trpo_plugin.replicas.critic_gradient import critic_head_regression
+from sb3_trpo_plugin.replicas.critic_gradient import critic_head_regression, values_from_features
 from sb3_trpo_plugin.replicas.fused_adam import optimizer_step
 
 #: ``(inputs, targets) ↦`` the minibatch's loss ``mean (V(s) - R̂)²``, its gradient written into the critic's ``.grad``.
@@ -71,7 +71,7 @@ def critic_regression(
     """
     critic_ids = {id(p) for p in critic_parameters}
     extractor_is_constant = not any(id(p) in critic_ids for p in policy.vf_features_extractor.parameters())
-    if extractor_is_constant and type(policy).predict_values is ActorCriticPolicy.predict_values:
+    if extractor_is_constant and values_from_features(policy, observations):
         with torch.no_grad():
             features = cast(torch.Tensor, policy.extract_features(observations, policy.vf_features_extractor))
         return head_regression(policy, critic_parameters, features)
