@@ -52,6 +52,10 @@ MASKED_RECURRENT_ALGO_NAME = "trpo_lstm_mask"
 #: rl-zoo3's ``--conf-file`` for ``trpo_lstm_mask`` when none is given.
 MASKED_RECURRENT_HYPERPARAMS = "sb3_trpo_plugin.zoo.trpo_lstm_mask"
 
+#: ``train``'s option naming one of :data:`sb3_trpo_plugin.zoo.samplers.SAMPLERS` for ``-optimize`` (rl-zoo3's own
+#: TRPO sampler when absent).
+SAMPLER_OPTION = "--trpo-sampler"
+
 #: rl-zoo3's scripts that take ``--algo``: ``"module:function"``. Each is imported only when asked for (the plots need
 #: seaborn).
 SCRIPTS: dict[str, str] = {
@@ -67,6 +71,7 @@ __all__ = [
     "MASKED_RECURRENT_HYPERPARAMS",
     "RECURRENT_ALGO_NAME",
     "RECURRENT_HYPERPARAMS",
+    "SAMPLER_OPTION",
     "SCRIPTS",
     "main",
     "register",
@@ -124,6 +129,30 @@ def with_default_hyperparams(arguments: Sequence[str]) -> list[str]:
     return arguments
 
 
+def take_sampler_option(arguments: Sequence[str]) -> tuple[str | None, list[str]]:
+    """
+    Take this package's ``--trpo-sampler NAME`` out of rl-zoo3's ``train`` arguments (rl-zoo3 would reject it).
+
+    :param arguments: the script's arguments
+    :return: the sampler's name (``None`` when not given) and the other arguments, in order
+    """
+    rest: list[str] = []
+    name: str | None = None
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if argument == SAMPLER_OPTION and index + 1 < len(arguments):
+            name = arguments[index + 1]
+            index += 2
+            continue
+        if argument.startswith(f"{SAMPLER_OPTION}="):
+            name = argument.split("=", 1)[1]
+        else:
+            rest.append(argument)
+        index += 1
+    return name, rest
+
+
 def _load_script(name: str) -> Callable[[], None]:
     """:return: the function of rl-zoo3's script ``name`` (see :data:`SCRIPTS`)"""
     module_name, function_name = SCRIPTS[name].split(":")
@@ -164,10 +193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    script_arguments = arguments[1:]
+    if arguments[0] == "train":
+        sampler, script_arguments = take_sampler_option(script_arguments)
+        if sampler is not None:
+            from sb3_trpo_plugin.zoo.samplers import SAMPLERS, install_sampler
+
+            if sampler not in SAMPLERS:
+                print(f"{usage}\nerror: unknown {SAMPLER_OPTION} {sampler!r}; choose from {sorted(SAMPLERS)}", file=sys.stderr)
+                return 2
+            install_sampler(sampler, _algo_of(script_arguments) or ALGO_NAME)
+        script_arguments = with_default_hyperparams(script_arguments)
     script = _load_script(arguments[0])
     # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
     saved_argv = sys.argv
-    script_arguments = with_default_hyperparams(arguments[1:]) if arguments[0] == "train" else arguments[1:]
     sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *script_arguments]
     try:
         script()

@@ -1,0 +1,114 @@
+"""
+The Ant-v5 preset search through rl-zoo3's Optuna route (docs/benchmarks.md, "Ant-v5 preset").
+
+``python -m sb3_trpo_plugin.zoo train --algo trpo --env Ant-v5 -optimize --trpo-sampler mujoco ...`` with the
+arguments of :func:`search_arguments`: one process, one trial at a time, resumable (the study lives in an SQLite
+file; running again continues it), stopped by SIGINT after ``--timeout`` seconds (rl-zoo3's ``train`` has no time
+limit; on SIGINT Optuna stops and rl-zoo3 writes its report). The starting point is ``benchmarks/presets/
+ant_v5_tuning.yml`` (rl-zoo3's Ant-v4 settings, Ant-v4's observation); the sampler draws eight knobs around it.
+
+Tuning seed 1000: neither the table's seeds 0-9 nor the confirmation seeds 100-104. rl-zoo3 seeds the global
+generators and the TPE sampler with it and builds each trial's model with ``seed=None``.
+
+The critic is fitted in the training process (``TRPO.pipeline_critic = False``): the search has one core, where the
+critic's worker process would only compete with it; the weights are the same bit for bit either way
+(tests/test_critic_pipeline.py).
+
+Usage: ``python -m benchmarks.tune_ant_v5 [--out DIR] [--timeout SECONDS] [--timesteps N]``; then
+``python -m benchmarks.tune_ant_v5 --export`` writes the study's trials to ``benchmarks/results/presets/Ant-v5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+#: The study's name in its storage.
+STUDY_NAME = "ant_v5_trpo_mujoco"
+#: Where the exported trials land.
+RESULTS = Path("benchmarks/results/presets/Ant-v5")
+#: The search's starting hyperparameters.
+BASE_CONF = Path("benchmarks/presets/ant_v5_tuning.yml")
+#: The seed of the search (global generators, TPE sampler).
+TUNING_SEED = 1000
+
+
+def search_arguments(out: Path, timesteps: int) -> list[str]:
+    """
+    rl-zoo3's ``train`` arguments of the search.
+
+    :param out: folder of the study's storage, rl-zoo3's logs and its per-trial evaluations
+    :param timesteps: training budget of one trial
+    :return: the arguments, ``train`` first
+    """
+    return [
+        "train",
+        *("--algo", "trpo", "--env", "Ant-v5", "-conf", str(BASE_CONF)),
+        # rl-zoo3 2.9 passes a file's env_kwargs to the training envs only; given here, its evaluation envs get them too
+        *("--env-kwargs", "include_cfrc_ext_in_observation:False"),
+        *("-optimize", "--trpo-sampler", "mujoco", "--n-jobs", "1"),
+        *("--n-timesteps", str(timesteps), "--n-evaluations", "5", "--eval-episodes", "5"),
+        *("--sampler", "tpe", "--pruner", "median", "--n-startup-trials", "6", "--n-trials", "100", "--no-optim-plots"),
+        *("--storage", f"sqlite:///{out / 'study.db'}", "--study-name", STUDY_NAME),
+        *("--seed", str(TUNING_SEED), "--device", "cpu", "--vec-env", "dummy"),
+        *("-f", str(out / "logs"), "--optimization-log-path", str(out / "trials")),
+    ]
+
+
+def export_trials(storage: str, path: Path) -> list[dict[str, Any]]:
+    """
+    Write the study's trials as JSON: number, state, parameters, final value, intermediate evaluations, seconds.
+
+    :param storage: the study's Optuna storage URL
+    :param path: the JSON file
+    :return: the trials written
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    trials = [
+        {
+            "number": trial.number,
+            "state": trial.state.name,
+            "params": trial.params,
+            "value": trial.value,
+            "evaluations": {str(step): value for step, value in sorted(trial.intermediate_values.items())},
+            "seconds": trial.duration.total_seconds() if trial.duration is not None else None,
+        }
+        for trial in study.trials
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"study": STUDY_NAME, "command": study.user_attrs.get("command"), "trials": trials}, indent=1))
+    return trials
+
+
+def main() -> int:
+    """Run the search (or export its trials with ``--export``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--out", type=Path, default=Path("/work/tune/antpreset"), help="study storage and rl-zoo3 logs")
+    parser.add_argument("--timeout", type=float, default=3300.0, help="seconds before the search is stopped")
+    parser.add_argument("--timesteps", type=int, default=250_000, help="training budget of one trial")
+    parser.add_argument("--export", action="store_true", help="write the trials to benchmarks/results/presets/Ant-v5")
+    args = parser.parse_args()
+    if args.export:
+        trials = export_trials(f"sqlite:///{args.out / 'study.db'}", RESULTS / "trials.json")
+        print(f"{len(trials)} trials written to {RESULTS / 'trials.json'}")
+        return 0
+    from sb3_trpo_plugin import TRPO
+    from sb3_trpo_plugin.zoo import main as zoo_main
+
+    TRPO.pipeline_critic = False  # see the module's docstring
+    args.out.mkdir(parents=True, exist_ok=True)
+    timer = threading.Timer(args.timeout, signal.raise_signal, (signal.SIGINT,))
+    timer.daemon = True
+    timer.start()
+    return zoo_main(search_arguments(args.out, args.timesteps))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
