@@ -30,6 +30,7 @@ class Preset:
     :param normalize: wrap the environments in ``VecNormalize`` (observations and rewards)
     :param hyperparams: keyword arguments of ``TRPO`` (not ``policy`` nor ``env``)
     :param source: where the numbers come from
+    :param env_kwargs: keyword arguments of ``gym.make`` (the observation the values were tuned with, say)
     """
 
     n_timesteps: int
@@ -38,6 +39,7 @@ class Preset:
     normalize: bool = False
     hyperparams: Mapping[str, Any] = field(default_factory=dict)
     source: str = ZOO_TUNED
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 # rl-zoo3's "default" entry, for a registered environment without a preset.
