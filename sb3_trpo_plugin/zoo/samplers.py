@@ -88,4 +88,4 @@ def install_sampler(name: str, algo: str = "trpo") -> None:
         raise KeyError(f"unknown TRPO sampler {name!r}; choose from {sorted(SAMPLERS)}")
     sampler, converter = SAMPLERS[name]
     HYPERPARAMS_SAMPLER[algo] = sampler
-    HYPERPARAMS_CONVERTER[algo] = converter
+    HYPERPARAMS_CONVERTER[algo] = converter  # type: ignore[assignment]  # rl-zoo3 types its dict by its first function
