@@ -7,6 +7,12 @@ file; running again continues it), stopped by SIGINT after ``--timeout`` seconds
 limit; on SIGINT Optuna stops and rl-zoo3 writes its report). The starting point is ``benchmarks/presets/
 ant_v5_tuning.yml`` (rl-zoo3's Ant-v4 settings, Ant-v4's observation); the sampler draws eight knobs around it.
 
+Budget: 500k steps per trial, no pruning, the final evaluation (5 episodes) as the objective. A first attempt at 250k
+steps (median pruner, 5 evaluations) was stopped after two trials: with rl-zoo3's settings Ant's returns stay at
+0-300 until about 300k steps (benchmarks/results/mujoco_1m, seeds 0-9) and separate only after, so trials at 250k
+would rank noise, and a pruner before 300k would prune at random. The first trial is rl-zoo3's own settings
+(:data:`ZOO_POINT`), queued in the study, as the reference at this budget.
+
 Tuning seed 1000: neither the table's seeds 0-9 nor the confirmation seeds 100-104. rl-zoo3 seeds the global
 generators and the TPE sampler with it and builds each trial's model with ``seed=None``.
 
@@ -52,12 +58,34 @@ def search_arguments(out: Path, timesteps: int) -> list[str]:
         # rl-zoo3 2.9 passes a file's env_kwargs to the training envs only; given here, its evaluation envs get them too
         *("--env-kwargs", "include_cfrc_ext_in_observation:False"),
         *("-optimize", "--trpo-sampler", "mujoco", "--n-jobs", "1"),
-        *("--n-timesteps", str(timesteps), "--n-evaluations", "5", "--eval-episodes", "5"),
-        *("--sampler", "tpe", "--pruner", "median", "--n-startup-trials", "6", "--n-trials", "100", "--no-optim-plots"),
+        *("--n-timesteps", str(timesteps), "--n-evaluations", "2", "--eval-episodes", "5"),
+        *("--sampler", "tpe", "--pruner", "none", "--n-startup-trials", "5", "--n-trials", "100", "--no-optim-plots"),
         *("--storage", f"sqlite:///{out / 'study.db'}", "--study-name", STUDY_NAME),
         *("--seed", str(TUNING_SEED), "--device", "cpu", "--vec-env", "dummy"),
         *("-f", str(out / "logs"), "--optimization-log-path", str(out / "trials")),
     ]
+
+
+#: rl-zoo3's MuJoCo settings as a point of the ``mujoco`` sampler's space: the search's first trial, for reference.
+ZOO_POINT: dict[str, Any] = dict(
+    n_steps=1024, batch_size=128, gamma=0.99, gae_lambda=0.95, net_arch="small", target_kl=0.01, learning_rate=1e-3
+) | {"n_critic_updates": 20}
+
+
+def enqueue_zoo_point(storage: str) -> bool:
+    """
+    Put rl-zoo3's settings first in a new study (rl-zoo3 loads the study and runs queued trials before sampling).
+
+    :param storage: the study's Optuna storage URL
+    :return: whether it was queued (not when the study already has trials)
+    """
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True)
+    if study.trials:
+        return False
+    study.enqueue_trial(ZOO_POINT)
+    return True
 
 
 def export_trials(storage: str, path: Path) -> list[dict[str, Any]]:
@@ -92,7 +120,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--out", type=Path, default=Path("/work/tune/antpreset"), help="study storage and rl-zoo3 logs")
     parser.add_argument("--timeout", type=float, default=3300.0, help="seconds before the search is stopped")
-    parser.add_argument("--timesteps", type=int, default=250_000, help="training budget of one trial")
+    parser.add_argument("--timesteps", type=int, default=500_000, help="training budget of one trial")
     parser.add_argument("--export", action="store_true", help="write the trials to benchmarks/results/presets/Ant-v5")
     args = parser.parse_args()
     if args.export:
@@ -104,6 +132,7 @@ def main() -> int:
 
     TRPO.pipeline_critic = False  # see the module's docstring
     args.out.mkdir(parents=True, exist_ok=True)
+    enqueue_zoo_point(f"sqlite:///{args.out / 'study.db'}")
     timer = threading.Timer(args.timeout, signal.raise_signal, (signal.SIGINT,))
     timer.daemon = True
     timer.start()

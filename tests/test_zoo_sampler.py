@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,3 +101,26 @@ def test_install_sampler_replaces_rl_zoo3s(zoo_registries: tuple[dict, dict]) ->
 def test_unknown_sampler_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--algo", "trpo", "--env", "Ant-v5", SAMPLER_OPTION, "wide", "-optimize"]) == 2
     assert "unknown --trpo-sampler 'wide'; choose from ['mujoco']" in capsys.readouterr().err
+
+
+def test_the_ant_search_starts_from_rl_zoo3s_settings() -> None:
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from benchmarks.tune_ant_v5 import BASE_CONF, ZOO_POINT
+    from sb3_trpo_plugin import TRPO
+
+    spec = importlib.util.find_spec("rl_zoo3")
+    assert spec is not None and spec.submodule_search_locations is not None
+    zoo_ant = yaml.safe_load((Path(spec.submodule_search_locations[0]) / "hyperparams" / "trpo.yml").read_text())["Ant-v4"]
+    base = yaml.safe_load((Path(__file__).resolve().parents[1] / BASE_CONF).read_text())["Ant-v5"]
+    assert base.pop("env_kwargs") == {"include_cfrc_ext_in_observation": False} and base == zoo_ant
+    # The queued first trial is the same point: the sampled knobs at rl-zoo3's values, TRPO's default target_kl and net.
+    queued = mujoco_hyperparams(dict(ZOO_POINT))
+    assert queued.pop("policy_kwargs") == {"net_arch": {"pi": [64, 64], "vf": [64, 64]}}
+    assert queued.pop("target_kl") == inspect.signature(TRPO.__init__).parameters["target_kl"].default
+    assert queued == {key: zoo_ant[key] for key in queued}
+    for name, choices in MUJOCO_CHOICES.items():
+        assert ZOO_POINT[name] in choices, name
