@@ -495,6 +495,8 @@ def run_metadata(
         "env_kwargs": env_kwargs(env_id),
         "hyperparams": {k: repr(v) for k, v in preset.raw.items()},
         "action_dim": action_dim(env_id),
+        # this TRPO's critic fitted in a worker process (True) or in the run's (False); None for the other algorithms
+        "pipeline_critic": getattr(recorder.model, "pipeline_critic", None),
         "diagnostics": diagnostics.summary(),
         "versions": versions(),
         "torch_threads": torch.get_num_threads(),
