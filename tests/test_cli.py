@@ -178,6 +178,7 @@ def test_train_eval_plot_round_trip(
         256,
     )
     # The preset's values, with the overrides on top.
+    assert config["env_kwargs"] == {}  # no keywords of gym.make in this preset
     assert config["hyperparams"] == {
         **PRESETS["CartPole-v1"].hyperparams,
         "n_steps": 64,
