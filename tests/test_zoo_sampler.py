@@ -109,7 +109,7 @@ def test_the_ant_search_starts_from_rl_zoo3s_settings() -> None:
 
     import yaml
 
-    from benchmarks.tune_ant_v5 import BASE_CONF, VARIATIONS, ZOO_POINT
+    from benchmarks.tune_ant_v5 import BASE_CONF, LATER_VARIATIONS, VARIATIONS, ZOO_POINT
     from sb3_trpo_plugin import TRPO
 
     spec = importlib.util.find_spec("rl_zoo3")
@@ -123,10 +123,10 @@ def test_the_ant_search_starts_from_rl_zoo3s_settings() -> None:
     assert queued.pop("target_kl") == inspect.signature(TRPO.__init__).parameters["target_kl"].default
     assert queued == {key: zoo_ant[key] for key in queued}
     # The queued variations change one knob of it each, inside the sampler's space.
-    for variation in VARIATIONS:
+    for variation in (*VARIATIONS, *LATER_VARIATIONS):
         changed = {name for name in ZOO_POINT if variation[name] != ZOO_POINT[name]}
         assert set(variation) == set(ZOO_POINT) and len(changed) == 1, variation
-    for point in (ZOO_POINT, *VARIATIONS):
+    for point in (ZOO_POINT, *VARIATIONS, *LATER_VARIATIONS):
         for name, choices in MUJOCO_CHOICES.items():
             assert point[name] in choices, name
         for name, (low, high, _) in MUJOCO_RANGES.items():
