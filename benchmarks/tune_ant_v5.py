@@ -170,6 +170,9 @@ def main() -> int:
     from sb3_trpo_plugin.zoo import main as zoo_main
 
     TRPO.pipeline_critic = False  # see the module's docstring
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no handler: the timer's SIGINT
+    # (and a user's) must raise KeyboardInterrupt, which Optuna and rl-zoo3 handle.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args.out.mkdir(parents=True, exist_ok=True)
     enqueue_zoo_point(f"sqlite:///{args.out / 'study.db'}")
     timer = threading.Timer(args.timeout, signal.raise_signal, (signal.SIGINT,))
