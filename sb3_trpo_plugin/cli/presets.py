@@ -20,7 +20,7 @@ ZOO_UNTUNED = "rl-zoo3 trpo.yml (listed, not tuned)"
 ZOO_DEFAULT = "rl-zoo3 trpo.yml (default entry: no tuned values for this environment)"
 ZOO_MUJOCO_BLOCK = "rl-zoo3 trpo.yml's MuJoCo defaults (no entry for this environment, not tuned for it)"
 PACKAGE_TUNED = (
-    "tuned by this package through rl-zoo3's Optuna route and confirmed at 1M steps on unseen seeds "
+    "tuned by this package through rl-zoo3's Optuna route, run at 1M steps on seeds the search did not use "
     "(docs/benchmarks.md, 'Ant-v5 preset'); also sb3_trpo_plugin/zoo/trpo_v5.yml"
 )
 
@@ -116,7 +116,8 @@ _MUJOCO_TASKS.update({task: replace(_MUJOCO, source=ZOO_MUJOCO_BLOCK) for task i
 # Where rl-zoo3's -v4 values stay below the published TRPO returns on -v5, this package's own, with the observation they
 # were tuned with (the same values as sb3_trpo_plugin/zoo/trpo_v5.yml, for the rl-zoo3 route).
 _PACKAGE_TUNED: dict[str, Preset] = {
-    # Ant-v4's observation (27 entries): with v5's contact forces (105) TRPO learns far less (docs/benchmarks.md).
+    # The search (8 trials at 500k steps) found nothing better than rl-zoo3's Ant-v4 values: they are kept, with the
+    # observation they were tuned with, Ant-v4's (27 entries): with v5's contact forces (105) TRPO learns far less.
     "Ant-v5": Preset(
         n_timesteps=1_000_000,
         n_envs=2,
