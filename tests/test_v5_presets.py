@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import io
 import json
 import os
@@ -28,6 +29,7 @@ from sb3_trpo_plugin.zoo import V5_HYPERPARAMS, v5_entries, with_default_hyperpa
 
 REPO = Path(__file__).resolve().parents[1]
 ANT_V4_OBSERVATION = {"include_cfrc_ext_in_observation": False}
+TRPO_DEFAULT_TARGET_KL = inspect.signature(TRPO.__init__).parameters["target_kl"].default
 
 
 def preprocessed(entry: dict[str, Any], env_id: str) -> tuple[dict[str, Any], int, bool]:
@@ -146,3 +148,26 @@ def test_sb3_trpo_train_and_eval_ant_v5_with_its_observation(capsys: pytest.Capt
     assert run.vecnormalize.exists()
     mean_return, _ = evaluate_run(run, episodes=1)
     assert mean_return == evaluate_run(run, episodes=1)[0]  # same seeded episode, same observation
+
+
+def test_ant_v5_preset_values_are_the_searchs_best_trial() -> None:
+    preset = PRESETS["Ant-v5"]
+    assert (preset.n_timesteps, preset.n_envs, preset.policy, preset.normalize) == (1_000_000, 2, "MlpPolicy", True)
+    assert dict(preset.env_kwargs) == ANT_V4_OBSERVATION
+    assert dict(preset.hyperparams) == dict(
+        batch_size=128,
+        n_steps=1024,
+        gamma=0.99,
+        gae_lambda=0.95,
+        sub_sampling_factor=1,
+        cg_max_steps=25,
+        cg_damping=0.1,
+        n_critic_updates=20,
+        learning_rate=1e-3,
+    )
+    # The search's record: its best finished trial drew these values (target_kl and the network at TRPO's defaults).
+    trials = json.loads((REPO / "benchmarks" / "results" / "presets" / "Ant-v5" / "trials.json").read_text())["trials"]
+    best = max((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["value"])
+    drawn = dict(best["params"])
+    assert drawn.pop("net_arch") == "small" and drawn.pop("target_kl") == TRPO_DEFAULT_TARGET_KL
+    assert drawn == {key: preset.hyperparams[key] for key in drawn}
