@@ -88,7 +88,10 @@ ABLATIONS: dict[str, str] = {
     "trpo_plain_adam": "torch's Adam.step (foreach) instead of the fused kernel called directly",
     "trpo_numpy_shuffle": "the critic's minibatch order from NumPy's generator, as sb3-contrib's buffer draws it",
 }
-ALGOS = ("trpo", "sb3_contrib_trpo", "ppo", *ABLATIONS)
+#: This TRPO with the package's own tuned settings for the env (``sb3_trpo_plugin/zoo/trpo_v5.yml``, the same as
+#: ``sb3-trpo train``'s preset; docs/benchmarks.md, "Ant-v5 preset") instead of rl-zoo3's.
+PRESET_ALGO = "trpo_preset"
+ALGOS = ("trpo", "sb3_contrib_trpo", "ppo", *ABLATIONS, PRESET_ALGO)
 EVAL_SEED_OFFSET = 10_000
 
 
@@ -116,8 +119,13 @@ class Preset:
 
 
 def zoo_file(algo: str) -> str:
-    """rl-zoo3's hyperparameter file for ``algo`` (both TRPOs read ``trpo.yml``)."""
+    """rl-zoo3's hyperparameter file for ``algo`` (both TRPOs read ``trpo.yml``; :data:`PRESET_ALGO` the package's)."""
     import rl_zoo3
+
+    if algo == PRESET_ALGO:
+        from sb3_trpo_plugin.zoo import V5_HYPERPARAMS
+
+        return str(V5_HYPERPARAMS)
 
     name = "ppo" if algo == "ppo" else "trpo"
     return str(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{name}.yml")
@@ -140,8 +148,11 @@ def load_preset(algo: str, env_id: str) -> Preset:
     entries = {}
     for name in ("trpo", algo):
         with open(zoo_file(name)) as f:
-            entries[name] = yaml.safe_load(f)[zoo_key]
+            entries[name] = yaml.safe_load(f)[env_id if name == PRESET_ALGO else zoo_key]
     raw = dict(entries[algo])
+    # The package's entries name the observation they were tuned with: it must be the one this benchmark makes.
+    if raw.get("env_kwargs", env_kwargs(env_id)) != env_kwargs(env_id):
+        raise ValueError(f"{env_id}: {zoo_file(algo)} asks for env_kwargs {raw['env_kwargs']}, not {env_kwargs(env_id)}")
     budget = int(ALL_ENVS[env_id].get("n_timesteps", entries["trpo"]["n_timesteps"]))
     with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as tmp:
         manager = ExperimentManager(argparse.Namespace(), "trpo" if algo != "ppo" else "ppo", env_id, tmp, verbose=0)
@@ -177,7 +188,7 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
     :return: the model
     """
     kwargs = dict(preset.kwargs)
-    if algo == "trpo" or algo in ABLATIONS:
+    if algo in ("trpo", PRESET_ALGO) or algo in ABLATIONS:
         from sb3_trpo_plugin import TRPO as cls
 
         if algo == "trpo_kl_hessian":
@@ -195,12 +206,24 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
     else:
         raise ValueError(f"unknown algorithm {algo!r}")
     model = cls(preset.policy, env, seed=seed, verbose=0, device="cpu", **kwargs)
+    if isinstance(model, _plugin_trpo()):
+        # The critic is fitted in the run's process, not in a worker: the weights are the same bit for bit
+        # (tests/test_critic_pipeline.py), ``--jobs 2`` runs already fill two cores, and the run's CPU time (which
+        # counts this process only) then counts all of its work.
+        model.pipeline_critic = False
     if algo == "trpo_sb3_loop":
         model.lean_rollout = False
     elif algo == "trpo_numpy_shuffle":
         model.batch_reductions = NumpyShuffles  # one process's reductions, each epoch's order drawn by NumPy
     model.set_logger(logger)
     return model
+
+
+def _plugin_trpo() -> type:
+    """:return: this package's TRPO class (imported when a run needs it)"""
+    from sb3_trpo_plugin import TRPO
+
+    return TRPO
 
 
 class NumpyShuffles:
@@ -468,10 +491,12 @@ def run_metadata(
         "normalize": preset.normalize,
         "normalize_kwargs": preset.normalize_kwargs,
         "zoo_file": Path(zoo_file(algo)).name,
-        "zoo_key": ALL_ENVS[env_id].get("zoo_key", env_id),
+        "zoo_key": env_id if algo == PRESET_ALGO else ALL_ENVS[env_id].get("zoo_key", env_id),
         "env_kwargs": env_kwargs(env_id),
         "hyperparams": {k: repr(v) for k, v in preset.raw.items()},
         "action_dim": action_dim(env_id),
+        # this TRPO's critic fitted in a worker process (True) or in the run's (False); None for the other algorithms
+        "pipeline_critic": getattr(recorder.model, "pipeline_critic", None),
         "diagnostics": diagnostics.summary(),
         "versions": versions(),
         "torch_threads": torch.get_num_threads(),

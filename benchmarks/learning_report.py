@@ -26,6 +26,7 @@ ALGO_LABELS: dict[str, str] = {
     "trpo": "TRPO (this plugin)",
     "sb3_contrib_trpo": "TRPO (sb3-contrib 2.9.2)",
     "ppo": "PPO (SB3)",
+    "trpo_preset": "TRPO (this plugin), the package's preset",
 }
 
 

@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "mujoco_1m"
 ENV_ORDER = ("Ant-v5", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Swimmer-v5", "Humanoid-v5")
 OURS, PEER = "trpo", "sb3_contrib_trpo"
+#: This TRPO with the package's own preset for the env (``learning.PRESET_ALGO``): its rows follow this TRPO's.
+PRESET = "trpo_preset"
 
 #: Published TRPO returns at 1M steps, with their source, environment version and protocol.
 PUBLISHED: dict[str, list[tuple[str, str]]] = {
@@ -174,7 +176,7 @@ def campaign_table(table: dict[str, dict[str, list[RunResult]]]) -> list[str]:
     for env_id in [e for e in ENV_ORDER if e in table]:
         per_algo = table[env_id]
         published = "; ".join(f"{value} ({source})" for value, source in PUBLISHED.get(env_id, [])) or "—"
-        for algo in [a for a in (OURS, PEER) if a in per_algo]:
+        for algo in [a for a in (OURS, PRESET, PEER) if a in per_algo]:
             runs = per_algo[algo]
             finals = [r.final_return for r in runs]
             walls = [r.train_wall_s for r in runs]
@@ -209,8 +211,8 @@ def comparison_lines(name: str, ours: Sequence[float], theirs: Sequence[float]) 
 
 def tests_table(table: dict[str, dict[str, list[RunResult]]], ablations: dict[str, str]) -> list[str]:
     """
-    Exact tests per env (this TRPO against sb3-contrib's), then each ablation of Ant-v5 against this TRPO and against
-    sb3-contrib's on the same seeds' counts.
+    Exact tests per env (this TRPO against sb3-contrib's), then each ablation of Ant-v5 (and this TRPO with the
+    package's Ant-v5 preset) against this TRPO and against sb3-contrib's on the same seeds' counts.
     """
     lines = [
         "| comparison | seeds | first: mean ± s.e. | second: mean ± s.e. | difference | permutation p | Mann-Whitney U "
@@ -271,7 +273,7 @@ def plot_env(env_id: str, per_algo: dict[str, list[RunResult]], path: Path) -> N
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{env_id}: rl-zoo3's TRPO settings")
+    fig.suptitle(f"{env_id}: rl-zoo3's TRPO settings" + (" and the package's preset" if PRESET in per_algo else ""))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -292,7 +294,9 @@ def render_section(
 
 def report(results: Path, doc: Path, plots: Path) -> None:
     """Rewrite the ``mujoco`` section of ``doc`` and the plots from the runs under ``results``."""
-    from benchmarks.learning import ABLATIONS  # imports SB3 and torch: only when a report is written
+    from benchmarks.learning import ABLATIONS, PRESET_ALGO  # imports SB3 and torch: only when a report is written
+
+    assert PRESET_ALGO == PRESET
 
     table = load_results(results)
     plots.mkdir(parents=True, exist_ok=True)
@@ -302,7 +306,8 @@ def report(results: Path, doc: Path, plots: Path) -> None:
         plot_env(env_id, per_algo, path)
         plot_names[env_id] = os.path.relpath(path, doc.parent)
     preamble = (ROOT / "benchmarks" / "mujoco_preamble.md").read_text()
-    section = render_section(table, ABLATIONS, plot_names, preamble)
+    compared = {**ABLATIONS, PRESET: "this TRPO with the package's Ant-v5 preset (seeds 100-104)"}
+    section = render_section(table, compared, plot_names, preamble)
     sections.write_section("mujoco", section, doc)
     print(f"wrote the mujoco section of {doc} and {len(plot_names)} plots")
 

@@ -133,6 +133,26 @@ def test_one_run_writes_its_curve_then_its_metadata(tmp_path: Path, gymnasium_re
     assert meta["train_wall_s"] + meta["eval_wall_s"] <= meta["total_wall_s"]
     assert meta["diagnostics"]["train/kl_divergence_loss"]["n"] == 2  # one per update, the last one included
     assert meta["zoo_file"] == "trpo.yml" and meta["torch_threads"] == 1
+    assert meta["pipeline_critic"] is False  # the critic fitted in the run's process: its CPU time counts all the work
+
+
+def test_the_preset_algorithm_trains_with_the_package_presets_settings(gymnasium_restored: list) -> None:
+    """``trpo_preset`` reads the package's rl-zoo3 file: the settings of ``sb3-trpo train``'s preset, its observation."""
+    pytest.importorskip("rl_zoo3")
+    from benchmarks import learning
+    from sb3_trpo_plugin.cli.presets import PRESETS
+
+    preset = learning.load_preset(learning.PRESET_ALGO, "Ant-v5")
+    cli = PRESETS["Ant-v5"]
+    assert Path(learning.zoo_file(learning.PRESET_ALGO)).name == "trpo_v5.yml"
+    assert (preset.policy, preset.n_envs, preset.n_timesteps, preset.normalize) == (
+        cli.policy,
+        cli.n_envs,
+        cli.n_timesteps,
+        cli.normalize,
+    )
+    assert {key: getattr(value, "val", value) for key, value in preset.kwargs.items()} == dict(cli.hyperparams)
+    assert learning.env_kwargs("Ant-v5") == dict(cli.env_kwargs) == {"include_cfrc_ext_in_observation": False}
 
 
 def _make_reach_env() -> object:

@@ -81,3 +81,21 @@ def test_campaign_table_reports_means_standard_errors_and_where_ours_reaches_the
     assert "0.2M steps, 110 s (sb3-contrib's run: 200 s)" in text
     tests = "\n".join(mr.tests_table(table, {}))
     assert "Ant-v5: this TRPO vs sb3-contrib's | 2 vs 2 | 3500 ± 500 | 2000 ± 500 | +1500 |" in tests
+
+
+def test_the_preset_runs_get_rows_and_exact_tests_against_both_trpos() -> None:
+    table = {
+        "Ant-v5": {
+            "trpo": [run("trpo", s, [0, 1000, 2000 + 1000 * s], [0, 50, 100]) for s in (0, 1)],
+            "trpo_preset": [run("trpo_preset", 100 + k, [0, 2000, 4000 + 1000 * k], [0, 50, 100]) for k in range(3)],
+            "sb3_contrib_trpo": [run("sb3_contrib_trpo", s, [0, 1000, 3000], [0, 100, 200]) for s in (0, 1)],
+        }
+    }
+    rows = mr.campaign_table(table)
+    labels = [row.split(" | ")[1] for row in rows if row.startswith("| Ant-v5")]
+    assert labels == ["TRPO (this plugin)", "TRPO (this plugin), the package's preset", "TRPO (sb3-contrib 2.9.2)"]
+    assert "| 3 | 5000 ± 577 | 4000 / 5000 / 6000 |" in "\n".join(rows)
+    tests = "\n".join(mr.tests_table(table, {mr.PRESET: "the preset"}))
+    # 3 vs 2: ten splits, the observed one (every preset seed above every other) and its mirror are the extremes
+    assert "Ant-v5: the preset vs TRPO (this plugin) | 3 vs 2 | 5000 ± 577 | 2500 ± 500 | +2500 | 0.200 | 6 | 0.200 |" in tests
+    assert "Ant-v5: the preset vs TRPO (sb3-contrib 2.9.2) | 3 vs 2 | 5000 ± 577 | 3000 ± 0 | +2000 |" in tests

@@ -62,7 +62,9 @@ def evaluate_run(
         raise CommandError(f"{model_path} does not exist" + (" (no evaluation ran during training)" if best else ""))
 
     env_seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
-    env = make_env(config["env"], 1, env_seed, env_kwargs={"render_mode": "human"} if render else None)
+    # Runs recorded before presets had environment keywords have none.
+    env_kwargs = {**config.get("env_kwargs", {}), **({"render_mode": "human"} if render else {})}
+    env = make_env(config["env"], 1, env_seed, env_kwargs=env_kwargs or None)
     if config["normalize"]:
         env = safe_load_vec_normalize(run.statistics_file(best), env)
         env.training = False

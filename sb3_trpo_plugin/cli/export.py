@@ -95,7 +95,8 @@ def load_source(source: Path, best: bool, no_vecnormalize: bool, channels_last: 
             statistics = run.statistics_file(best)
         model = safe_load(model_path, device="cpu")
         if _has_images(model.observation_space) and not channels_last:
-            model = safe_load(model_path, env=make_env(config["env"], 1, config["seed"]), device="cpu")
+            env = make_env(config["env"], 1, config["seed"], env_kwargs=config.get("env_kwargs") or None)
+            model = safe_load(model_path, env=env, device="cpu")
     except UnsafeModelFileError as error:
         raise CommandError(str(error)) from error
     return model, statistics

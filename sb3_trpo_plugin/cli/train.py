@@ -142,7 +142,7 @@ def run_config(args: argparse.Namespace, preset: Preset, settings: dict[str, Any
 
     :param args: the parsed command line
     :param preset: the environment's preset
-    :param settings: ``n_envs``, ``n_timesteps``, ``policy``, ``normalize`` and ``hyperparams`` as used
+    :param settings: ``n_envs``, ``n_timesteps``, ``policy``, ``normalize``, ``hyperparams`` and ``env_kwargs`` as used
     :return: the configuration
     """
     return {
@@ -231,8 +231,9 @@ def train(args: argparse.Namespace) -> RunFolder:
     for stale in run.monitor.glob("*.monitor.csv"):
         stale.unlink()
 
-    env = make_env(args.env, n_envs, args.seed, monitor_dir=run.monitor)
-    eval_env = make_env(args.env, 1, args.seed + 1000) if args.eval_freq > 0 else None
+    env_kwargs = dict(preset.env_kwargs)
+    env = make_env(args.env, n_envs, args.seed, monitor_dir=run.monitor, env_kwargs=env_kwargs)
+    eval_env = make_env(args.env, 1, args.seed + 1000, env_kwargs=env_kwargs) if args.eval_freq > 0 else None
     if normalize:
         # Like rl-zoo3: rewards are normalised with the algorithm's discount (0.99 is TRPO's default), and the
         # evaluation environment sees true rewards through statistics that EvalCallback copies from training.
@@ -256,6 +257,7 @@ def train(args: argparse.Namespace) -> RunFolder:
         raise CommandError(f"invalid hyperparameters for {args.env}: {error}") from error
 
     settings = dict(n_envs=n_envs, n_timesteps=n_timesteps, policy=policy, normalize=normalize, hyperparams=hyperparams)
+    settings["env_kwargs"] = env_kwargs
     run.write_config(run_config(args, preset, settings))
     show_progress = not args.no_progress_bar and progress_bar_available()
     if not args.no_progress_bar and not show_progress:

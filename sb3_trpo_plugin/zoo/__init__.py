@@ -10,6 +10,11 @@ From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's 
     python -m sb3_trpo_plugin.zoo train --algo trpo --env Pendulum-v1 -optimize --n-trials 20
     python -m sb3_trpo_plugin.zoo train --algo trpo_lstm --env CartPoleNoVel-v1 -f logs
 
+For the environments of :data:`V5_HYPERPARAMS` (``Ant-v5``: rl-zoo3's Ant-v4 values, which a search through rl-zoo3's
+Optuna route did not better, with Ant-v4's observation; rl-zoo3's file has no ``-v5`` entries), ``train --algo trpo`` reads that file unless ``--conf-file`` is given, and
+passes the entry's ``env_kwargs`` as ``--env-kwargs``: rl-zoo3 2.9 gives a file's ``env_kwargs`` to its training
+environments only, not to its evaluation environments nor to ``enjoy``, which need the same observation.
+
 rl-zoo3 has no ``trpo_lstm.yml``: unless ``--conf-file`` is given, training ``trpo_lstm`` reads this package's
 (:data:`RECURRENT_HYPERPARAMS`).
 
@@ -32,10 +37,12 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.zoo.samplers import SAMPLERS, install_sampler
 
 #: rl-zoo3's ``--algo`` for this package's TRPO (it replaces sb3-contrib's there).
 ALGO_NAME = "trpo"
@@ -43,6 +50,9 @@ ALGO_NAME = "trpo"
 RECURRENT_ALGO_NAME = "trpo_lstm"
 #: The hyperparameters ``trpo_lstm`` reads unless ``--conf-file`` names others.
 RECURRENT_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_lstm.yml"
+#: This package's ``trpo`` hyperparameters for Gymnasium's ``-v5`` tasks where rl-zoo3's fall short (docs/benchmarks.md):
+#: ``train --algo trpo`` reads it for the environments it lists unless ``--conf-file`` is given.
+V5_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_v5.yml"
 #: rl-zoo3's ``--algo`` for MaskableTRPO (rl-zoo3 calls sb3-contrib's MaskablePPO ``ppo_mask``).
 MASKED_ALGO_NAME = "trpo_mask"
 #: rl-zoo3's ``--conf-file`` for ``trpo_mask`` when none is given (a module with a ``hyperparams`` dictionary).
@@ -51,6 +61,10 @@ MASKED_HYPERPARAMS = "sb3_trpo_plugin.zoo.trpo_mask"
 MASKED_RECURRENT_ALGO_NAME = "trpo_lstm_mask"
 #: rl-zoo3's ``--conf-file`` for ``trpo_lstm_mask`` when none is given.
 MASKED_RECURRENT_HYPERPARAMS = "sb3_trpo_plugin.zoo.trpo_lstm_mask"
+
+#: ``train``'s option naming one of :data:`sb3_trpo_plugin.zoo.samplers.SAMPLERS` for ``-optimize`` (rl-zoo3's own
+#: TRPO sampler when absent).
+SAMPLER_OPTION = "--trpo-sampler"
 
 #: rl-zoo3's scripts that take ``--algo``: ``"module:function"``. Each is imported only when asked for (the plots need
 #: seaborn).
@@ -67,7 +81,9 @@ __all__ = [
     "MASKED_RECURRENT_HYPERPARAMS",
     "RECURRENT_ALGO_NAME",
     "RECURRENT_HYPERPARAMS",
+    "SAMPLER_OPTION",
     "SCRIPTS",
+    "V5_HYPERPARAMS",
     "main",
     "register",
 ]
@@ -106,22 +122,49 @@ def with_default_hyperparams(arguments: Sequence[str]) -> list[str]:
     """
     rl-zoo3's ``train`` arguments, with ``--conf-file`` added for the algorithms rl-zoo3 ships no hyperparameters for
     (``trpo_lstm``: :data:`RECURRENT_HYPERPARAMS`; ``trpo_mask``: :data:`MASKED_HYPERPARAMS`; ``trpo_lstm_mask``:
-    :data:`MASKED_RECURRENT_HYPERPARAMS`) when none is given.
+    :data:`MASKED_RECURRENT_HYPERPARAMS`) when none is given, and :data:`V5_HYPERPARAMS` for ``trpo`` on the
+    environments it lists (with their ``env_kwargs`` as ``--env-kwargs`` unless that is given).
 
     :param arguments: the script's arguments
     :return: the arguments to pass on
     """
     arguments = list(arguments)
+    configured = any(argument.split("=", 1)[0] in ("-conf", "--conf-file") for argument in arguments)
+    algo = _option_value(arguments, "--algo")
+    if algo == ALGO_NAME and not configured:
+        return _with_v5_hyperparams(arguments)
     defaults = {
         RECURRENT_ALGO_NAME: str(RECURRENT_HYPERPARAMS),
         MASKED_ALGO_NAME: MASKED_HYPERPARAMS,
         MASKED_RECURRENT_ALGO_NAME: MASKED_RECURRENT_HYPERPARAMS,
     }
-    configured = any(argument.split("=", 1)[0] in ("-conf", "--conf-file") for argument in arguments)
-    algo = _algo_of(arguments)
     if algo in defaults and not configured:
         arguments += ["--conf-file", defaults[algo]]
     return arguments
+
+
+def take_sampler_option(arguments: Sequence[str]) -> tuple[str | None, list[str]]:
+    """
+    Take this package's ``--trpo-sampler NAME`` out of rl-zoo3's ``train`` arguments (rl-zoo3 would reject it).
+
+    :param arguments: the script's arguments
+    :return: the sampler's name (``None`` when not given) and the other arguments, in order
+    """
+    rest: list[str] = []
+    name: str | None = None
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if argument == SAMPLER_OPTION and index + 1 < len(arguments):
+            name = arguments[index + 1]
+            index += 2
+            continue
+        if argument.startswith(f"{SAMPLER_OPTION}="):
+            name = argument.split("=", 1)[1]
+        else:
+            rest.append(argument)
+        index += 1
+    return name, rest
 
 
 def _load_script(name: str) -> Callable[[], None]:
@@ -130,14 +173,33 @@ def _load_script(name: str) -> Callable[[], None]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def _algo_of(arguments: Sequence[str]) -> str | None:
-    """:return: the value of ``--algo`` in rl-zoo3's arguments, if given"""
+def _option_value(arguments: Sequence[str], option: str) -> str | None:
+    """:return: the value of ``option`` (e.g. ``--algo``) in rl-zoo3's arguments, if given"""
     for index, argument in enumerate(arguments):
-        if argument == "--algo" and index + 1 < len(arguments):
+        if argument == option and index + 1 < len(arguments):
             return arguments[index + 1]
-        if argument.startswith("--algo="):
+        if argument.startswith(f"{option}="):
             return argument.split("=", 1)[1]
     return None
+
+
+def v5_entries() -> dict[str, dict[str, Any]]:
+    """:return: the entries of :data:`V5_HYPERPARAMS`, by environment id, as rl-zoo3 reads them"""
+    import yaml
+
+    return yaml.safe_load(V5_HYPERPARAMS.read_text())
+
+
+def _with_v5_hyperparams(arguments: list[str]) -> list[str]:
+    """``train --algo trpo`` arguments without ``--conf-file``: :data:`V5_HYPERPARAMS` for the environments it lists."""
+    entry = v5_entries().get(_option_value(arguments, "--env") or "")
+    if entry is None:
+        return arguments
+    arguments = [*arguments, "--conf-file", str(V5_HYPERPARAMS)]
+    if entry.get("env_kwargs") and _option_value(arguments, "--env-kwargs") is None:
+        # Last: --env-kwargs takes every argument after it. rl-zoo3 evaluates each value as Python.
+        arguments += ["--env-kwargs", *(f"{key}:{value!r}" for key, value in entry["env_kwargs"].items())]
+    return arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,15 +221,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = f"unknown script {arguments[0]!r}" if arguments else "no script given"
         print(f"{usage}\nerror: {problem}", file=sys.stderr)
         return 2
+    sampler, script_arguments = take_sampler_option(arguments[1:]) if arguments[0] == "train" else (None, arguments[1:])
+    if sampler is not None and sampler not in SAMPLERS:
+        print(f"{usage}\nerror: unknown {SAMPLER_OPTION} {sampler!r}; choose from {sorted(SAMPLERS)}", file=sys.stderr)
+        return 2
     try:
         register()
     except ImportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if sampler is not None:
+        install_sampler(sampler, _option_value(script_arguments, "--algo") or ALGO_NAME)
+    if arguments[0] == "train":
+        script_arguments = with_default_hyperparams(script_arguments)
     script = _load_script(arguments[0])
     # rl-zoo3's scripts parse sys.argv themselves; it is put back for callers that go on in this process.
     saved_argv = sys.argv
-    script_arguments = with_default_hyperparams(arguments[1:]) if arguments[0] == "train" else arguments[1:]
     sys.argv = [f"python -m sb3_trpo_plugin.zoo {arguments[0]}", *script_arguments]
     try:
         script()

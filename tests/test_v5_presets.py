@@ -1,0 +1,173 @@
+"""
+This package's tuned ``-v5`` presets: ``sb3-trpo train``'s (``cli/presets.py``) and the rl-zoo3 file of the zoo route
+(``zoo/trpo_v5.yml``) hold the same settings, each route trains with them and the observation they were tuned with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.cli import main as cli_main
+from sb3_trpo_plugin.cli.evaluate import evaluate_run
+from sb3_trpo_plugin.cli.presets import PACKAGE_TUNED, PRESETS
+from sb3_trpo_plugin.cli.run_folder import RunFolder
+from sb3_trpo_plugin.zoo import V5_HYPERPARAMS, v5_entries, with_default_hyperparams
+
+REPO = Path(__file__).resolve().parents[1]
+ANT_V4_OBSERVATION = {"include_cfrc_ext_in_observation": False}
+TRPO_DEFAULT_TARGET_KL = inspect.signature(TRPO.__init__).parameters["target_kl"].default
+
+
+def preprocessed(entry: dict[str, Any], env_id: str) -> tuple[dict[str, Any], int, bool]:
+    """rl-zoo3's ``ExperimentManager`` preprocessing of a file entry: the model's keywords, ``n_envs``, ``normalize``."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as tmp:
+        manager = ExperimentManager(argparse.Namespace(), "trpo", env_id, tmp, verbose=0)
+        kwargs, _, _, _ = manager._preprocess_hyperparams(dict(entry))
+    return kwargs, manager.n_envs, bool(manager.normalize)
+
+
+def test_the_package_file_lists_exactly_the_package_tuned_presets() -> None:
+    tuned = {env_id for env_id, preset in PRESETS.items() if preset.source == PACKAGE_TUNED}
+    assert tuned == set(v5_entries()) == {"Ant-v5"}
+    assert PRESETS["Ant-v4"].source != PACKAGE_TUNED  # rl-zoo3's tuned values stay rl-zoo3's on -v4
+
+
+@pytest.mark.parametrize("env_id", ["Ant-v5"])
+def test_both_routes_hold_the_same_settings(env_id: str, gymnasium_restored: list) -> None:
+    preset = PRESETS[env_id]
+    entry = dict(v5_entries()[env_id])
+    assert entry.pop("env_kwargs") == dict(preset.env_kwargs)
+    assert (int(entry["n_timesteps"]), entry["policy"]) == (preset.n_timesteps, preset.policy)
+    kwargs, n_envs, normalize = preprocessed(entry, env_id)
+    assert kwargs.pop("policy") == preset.policy
+    assert (n_envs, normalize) == (preset.n_envs, preset.normalize)
+    # rl-zoo3 wraps a constant learning rate in SB3's ConstantSchedule (its ``val``).
+    assert {key: getattr(value, "val", value) for key, value in kwargs.items()} == dict(preset.hyperparams)
+
+
+def test_zoo_route_reads_the_package_file_for_its_ids() -> None:
+    ant = ["--algo", "trpo", "--env", "Ant-v5", "-n", "1000"]
+    assert with_default_hyperparams(ant) == [
+        *ant,
+        *("--conf-file", str(V5_HYPERPARAMS)),
+        *("--env-kwargs", "include_cfrc_ext_in_observation:False"),
+    ]
+    # The user's own file or observation win; other ids and algorithms keep rl-zoo3's file.
+    assert with_default_hyperparams([*ant, "-conf", "mine.yml"]) == [*ant, "-conf", "mine.yml"]
+    own_observation = [*ant, "--env-kwargs", "include_cfrc_ext_in_observation:True"]
+    assert with_default_hyperparams(own_observation) == [*own_observation, "--conf-file", str(V5_HYPERPARAMS)]
+    for other in (
+        ["--algo", "trpo", "--env", "Ant-v4"],
+        ["--algo", "trpo", "--env", "Hopper-v5"],
+        ["--algo", "ppo", "--env", "Ant-v5"],
+    ):
+        assert with_default_hyperparams(other) == other
+
+
+def saved_attributes(model_zip: Path) -> dict[str, Any]:
+    """The attributes an SB3 zip file stores in its ``data`` entry (JSON)."""
+    with zipfile.ZipFile(model_zip) as archive:
+        return json.loads(archive.read("data"))
+
+
+def test_zoo_route_trains_and_evaluates_ant_v5_with_its_observation(tmp_path: Path) -> None:
+    pytest.importorskip("mujoco")
+    # Evaluations during training: rl-zoo3 2.9 would build the evaluation env with v5's default observation (105
+    # entries) from a file's env_kwargs, and fail on the model's 27.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    argv = ["train", "--algo", "trpo", "--env", "Ant-v5", "-f", "logs", "-n", "1024", "--seed", "3"]
+    argv += ["--eval-freq", "256", "--eval-episodes", "1", "--hyperparams", "n_steps:256", "n_critic_updates:1"]
+    train = subprocess.run(
+        [sys.executable, "-m", "sb3_trpo_plugin.zoo", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    run = tmp_path / "logs" / "trpo" / "Ant-v5_1"
+    attributes = saved_attributes(run / "Ant-v5.zip")
+    assert "cg_residual_tol" in attributes  # this package's TRPO
+    model = TRPO.load(run / "Ant-v5.zip", device="cpu")
+    assert model.observation_space.shape == (27,)
+    assert (run / "evaluations.npz").exists()
+    # enjoy reads the observation from the run's saved arguments.
+    enjoy_argv = ["enjoy", "--algo", "trpo", "--env", "Ant-v5", "-f", "logs", "--exp-id", "1", "--no-render", "-n", "50"]
+    enjoy = subprocess.run(
+        [sys.executable, "-m", "sb3_trpo_plugin.zoo", *enjoy_argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert enjoy.returncode == 0, enjoy.stderr[-3000:]
+    expected = {**PRESETS["Ant-v5"].hyperparams, "n_steps": 256, "n_critic_updates": 1}
+    for key in ("gamma", "gae_lambda", "target_kl", "learning_rate", "batch_size", "n_steps", "n_critic_updates"):
+        if key in expected:
+            assert getattr(getattr(model, key), "val", getattr(model, key)) == pytest.approx(expected[key]), key
+
+
+def test_sb3_trpo_train_and_eval_ant_v5_with_its_observation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pytest.importorskip("mujoco")
+    run = RunFolder(tmp_path / "ant")
+    argv = ["train", "--env", "Ant-v5", "--log-folder", str(run.path), "--n-timesteps", "512", "--no-progress-bar"]
+    argv += [
+        "--hyperparams",
+        "n_steps=128",
+        "n_critic_updates=1",
+        "--eval-freq",
+        "256",
+        "--eval-episodes",
+        "1",
+        "--save-freq",
+        "0",
+    ]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    config = json.loads(run.config.read_text())
+    assert config["env_kwargs"] == ANT_V4_OBSERVATION and config["preset_source"] == PACKAGE_TUNED
+    model = TRPO.load(run.model, device="cpu")
+    assert model.observation_space.shape == (27,) and model.n_envs == PRESETS["Ant-v5"].n_envs
+    assert run.vecnormalize.exists()
+    mean_return, _ = evaluate_run(run, episodes=1)
+    assert mean_return == evaluate_run(run, episodes=1)[0]  # same seeded episode, same observation
+
+
+def test_ant_v5_preset_values_are_the_searchs_best_trial() -> None:
+    preset = PRESETS["Ant-v5"]
+    assert (preset.n_timesteps, preset.n_envs, preset.policy, preset.normalize) == (1_000_000, 2, "MlpPolicy", True)
+    assert dict(preset.env_kwargs) == ANT_V4_OBSERVATION
+    assert dict(preset.hyperparams) == dict(
+        batch_size=128,
+        n_steps=1024,
+        gamma=0.99,
+        gae_lambda=0.95,
+        sub_sampling_factor=1,
+        cg_max_steps=25,
+        cg_damping=0.1,
+        n_critic_updates=20,
+        learning_rate=1e-3,
+    )
+    # The search's record: its best finished trial drew these values (target_kl and the network at TRPO's defaults).
+    trials = json.loads((REPO / "benchmarks" / "results" / "presets" / "Ant-v5" / "trials.json").read_text())["trials"]
+    best = max((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["value"])
+    drawn = dict(best["params"])
+    assert drawn.pop("net_arch") == "small" and drawn.pop("target_kl") == TRPO_DEFAULT_TARGET_KL
+    assert drawn == {key: preset.hyperparams[key] for key in drawn}

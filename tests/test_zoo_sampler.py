@@ -1,0 +1,133 @@
+"""The ``mujoco`` TRPO sampler (``zoo/samplers.py``) and ``--trpo-sampler``, which puts it in rl-zoo3's registry."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+import pytest
+
+from sb3_trpo_plugin.zoo import SAMPLER_OPTION, main, take_sampler_option
+from sb3_trpo_plugin.zoo.samplers import (
+    MUJOCO_CHOICES,
+    MUJOCO_RANGES,
+    SAMPLERS,
+    install_sampler,
+    mujoco_hyperparams,
+    sample_mujoco_params,
+)
+
+#: The knobs the sampler draws, and nothing else (the others stay as the hyperparameter file says).
+DRAWN = {"n_steps", "batch_size", "gamma", "gae_lambda", "net_arch", "target_kl", "learning_rate", "n_critic_updates"}
+
+
+@pytest.fixture
+def zoo_registries(gymnasium_restored: list) -> Iterator[tuple[dict, dict]]:
+    """rl-zoo3's sampler and converter registries, put back as they were after the test."""
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+
+    saved = dict(HYPERPARAMS_SAMPLER), dict(HYPERPARAMS_CONVERTER)
+    yield HYPERPARAMS_SAMPLER, HYPERPARAMS_CONVERTER
+    for registry, before in zip((HYPERPARAMS_SAMPLER, HYPERPARAMS_CONVERTER), saved, strict=True):
+        registry.clear()
+        registry.update(before)
+
+
+def test_search_space() -> None:
+    assert set(MUJOCO_CHOICES) | set(MUJOCO_RANGES) == DRAWN
+    assert MUJOCO_CHOICES["n_steps"] == [256, 512, 1024, 2048] and MUJOCO_CHOICES["batch_size"] == [64, 128, 256, 512]
+    assert MUJOCO_CHOICES["gamma"] == [0.98, 0.99, 0.995, 0.999] and MUJOCO_CHOICES["gae_lambda"] == [0.9, 0.95, 0.98, 0.99]
+    assert MUJOCO_RANGES == {
+        "target_kl": (0.005, 0.05, True),
+        "learning_rate": (1e-4, 3e-3, True),
+        "n_critic_updates": (5, 30, False),
+    }
+    # rl-zoo3's MuJoCo settings (n_steps 1024, critic minibatch 128, gamma 0.99, lambda 0.95, lr 1e-3, 20 critic
+    # epochs, target KL 0.01, 64x64) are a point of the space.
+    assert 1024 in MUJOCO_CHOICES["n_steps"] and 128 in MUJOCO_CHOICES["batch_size"]
+    assert 0.99 in MUJOCO_CHOICES["gamma"] and 0.95 in MUJOCO_CHOICES["gae_lambda"] and "small" in MUJOCO_CHOICES["net_arch"]
+
+
+def test_a_fixed_trial_gives_trpo_keywords() -> None:
+    params: dict[str, Any] = dict(
+        n_steps=512, batch_size=64, gamma=0.995, gae_lambda=0.98, net_arch="medium", target_kl=0.02, learning_rate=3e-4
+    )
+    hyperparams = sample_mujoco_params(optuna.trial.FixedTrial({**params, "n_critic_updates": 7}), 8, 2, {})
+    assert hyperparams == {
+        **{key: value for key, value in params.items() if key != "net_arch"},
+        "n_critic_updates": 7,
+        "policy_kwargs": {"net_arch": {"pi": [256, 256], "vf": [256, 256]}},
+    }
+    assert mujoco_hyperparams({"net_arch": "small"}) == {"policy_kwargs": {"net_arch": {"pi": [64, 64], "vf": [64, 64]}}}
+
+
+def test_sampled_trials_stay_in_the_space() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    for _ in range(40):
+        trial = study.ask()
+        drawn.append(sample_mujoco_params(trial, 8, 2, {}))
+        study.tell(trial, 0.0)
+    for hyperparams in drawn:
+        assert set(hyperparams) == DRAWN - {"net_arch"} | {"policy_kwargs"}
+        for name, choices in MUJOCO_CHOICES.items():
+            if name != "net_arch":
+                assert hyperparams[name] in choices, name
+        assert 0.005 <= hyperparams["target_kl"] <= 0.05 and 1e-4 <= hyperparams["learning_rate"] <= 3e-3
+        assert isinstance(hyperparams["n_critic_updates"], int) and 5 <= hyperparams["n_critic_updates"] <= 30
+    assert len({h["n_steps"] for h in drawn}) == 4 and len({str(h["policy_kwargs"]) for h in drawn}) == 2
+
+
+def test_take_sampler_option() -> None:
+    arguments = ["--algo", "trpo", SAMPLER_OPTION, "mujoco", "-optimize", "--env", "Ant-v5"]
+    assert take_sampler_option(arguments) == ("mujoco", ["--algo", "trpo", "-optimize", "--env", "Ant-v5"])
+    assert take_sampler_option([f"{SAMPLER_OPTION}=mujoco", "-optimize"]) == ("mujoco", ["-optimize"])
+    assert take_sampler_option(["--algo", "trpo"]) == (None, ["--algo", "trpo"])
+
+
+def test_install_sampler_replaces_rl_zoo3s(zoo_registries: tuple[dict, dict]) -> None:
+    samplers, converters = zoo_registries
+    zoo_sampler = samplers["trpo"]
+    install_sampler("mujoco")
+    assert samplers["trpo"] is sample_mujoco_params and converters["trpo"] is mujoco_hyperparams
+    assert samplers["trpo"] is not zoo_sampler and samplers["ppo"] is not sample_mujoco_params  # other algorithms untouched
+    with pytest.raises(KeyError, match="unknown TRPO sampler 'wide'"):
+        install_sampler("wide")
+    assert set(SAMPLERS) == {"mujoco"}
+
+
+def test_unknown_sampler_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--algo", "trpo", "--env", "Ant-v5", SAMPLER_OPTION, "wide", "-optimize"]) == 2
+    assert "unknown --trpo-sampler 'wide'; choose from ['mujoco']" in capsys.readouterr().err
+
+
+def test_the_ant_search_starts_from_rl_zoo3s_settings() -> None:
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from benchmarks.tune_ant_v5 import BASE_CONF, LATER_VARIATIONS, VARIATIONS, ZOO_POINT
+    from sb3_trpo_plugin import TRPO
+
+    spec = importlib.util.find_spec("rl_zoo3")
+    assert spec is not None and spec.submodule_search_locations is not None
+    zoo_ant = yaml.safe_load((Path(spec.submodule_search_locations[0]) / "hyperparams" / "trpo.yml").read_text())["Ant-v4"]
+    base = yaml.safe_load((Path(__file__).resolve().parents[1] / BASE_CONF).read_text())["Ant-v5"]
+    assert base.pop("env_kwargs") == {"include_cfrc_ext_in_observation": False} and base == zoo_ant
+    # The queued first trial is the same point: the sampled knobs at rl-zoo3's values, TRPO's default target_kl and net.
+    queued = mujoco_hyperparams(dict(ZOO_POINT))
+    assert queued.pop("policy_kwargs") == {"net_arch": {"pi": [64, 64], "vf": [64, 64]}}
+    assert queued.pop("target_kl") == inspect.signature(TRPO.__init__).parameters["target_kl"].default
+    assert queued == {key: zoo_ant[key] for key in queued}
+    # The queued variations change one knob of it each, inside the sampler's space.
+    for variation in (*VARIATIONS, *LATER_VARIATIONS):
+        changed = {name for name in ZOO_POINT if variation[name] != ZOO_POINT[name]}
+        assert set(variation) == set(ZOO_POINT) and len(changed) == 1, variation
+    for point in (ZOO_POINT, *VARIATIONS, *LATER_VARIATIONS):
+        for name, choices in MUJOCO_CHOICES.items():
+            assert point[name] in choices, name
+        for name, (low, high, _) in MUJOCO_RANGES.items():
+            assert low <= point[name] <= high, name
