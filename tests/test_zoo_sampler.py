@@ -24,15 +24,17 @@ DRAWN = {"n_steps", "batch_size", "gamma", "gae_lambda", "net_arch", "target_kl"
 
 
 @pytest.fixture
-def zoo_registries(gymnasium_restored: list) -> Iterator[tuple[dict, dict]]:
-    """rl-zoo3's sampler and converter registries, put back as they were after the test."""
-    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+def zoo_registries(gymnasium_restored: list) -> Iterator[tuple[dict, dict | None]]:
+    """rl-zoo3's sampler and converter registries (rl-zoo3 2.3 has no converters: ``None``), put back after the test."""
+    from rl_zoo3 import hyperparams_opt
 
-    saved = dict(HYPERPARAMS_SAMPLER), dict(HYPERPARAMS_CONVERTER)
-    yield HYPERPARAMS_SAMPLER, HYPERPARAMS_CONVERTER
-    for registry, before in zip((HYPERPARAMS_SAMPLER, HYPERPARAMS_CONVERTER), saved, strict=True):
-        registry.clear()
-        registry.update(before)
+    registries = [hyperparams_opt.HYPERPARAMS_SAMPLER, getattr(hyperparams_opt, "HYPERPARAMS_CONVERTER", None)]
+    saved = [None if registry is None else dict(registry) for registry in registries]
+    yield registries[0], registries[1]
+    for registry, before in zip(registries, saved, strict=True):
+        if registry is not None and before is not None:
+            registry.clear()
+            registry.update(before)
 
 
 def test_search_space() -> None:
@@ -87,11 +89,12 @@ def test_take_sampler_option() -> None:
     assert take_sampler_option(["--algo", "trpo"]) == (None, ["--algo", "trpo"])
 
 
-def test_install_sampler_replaces_rl_zoo3s(zoo_registries: tuple[dict, dict]) -> None:
+def test_install_sampler_replaces_rl_zoo3s(zoo_registries: tuple[dict, dict | None]) -> None:
     samplers, converters = zoo_registries
     zoo_sampler = samplers["trpo"]
     install_sampler("mujoco")
-    assert samplers["trpo"] is sample_mujoco_params and converters["trpo"] is mujoco_hyperparams
+    assert samplers["trpo"] is sample_mujoco_params
+    assert converters is None or converters["trpo"] is mujoco_hyperparams  # rl-zoo3 2.3: no converters to register
     assert samplers["trpo"] is not zoo_sampler and samplers["ppo"] is not sample_mujoco_params  # other algorithms untouched
     with pytest.raises(KeyError, match="unknown TRPO sampler 'wide'"):
         install_sampler("wide")

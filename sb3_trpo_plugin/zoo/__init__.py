@@ -10,10 +10,11 @@ From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's 
     python -m sb3_trpo_plugin.zoo train --algo trpo --env Pendulum-v1 -optimize --n-trials 20
     python -m sb3_trpo_plugin.zoo train --algo trpo_lstm --env CartPoleNoVel-v1 -f logs
 
-For the environments of :data:`V5_HYPERPARAMS` (``Ant-v5``: rl-zoo3's Ant-v4 values, which a search through rl-zoo3's
-Optuna route did not better, with Ant-v4's observation; rl-zoo3's file has no ``-v5`` entries), ``train --algo trpo`` reads that file unless ``--conf-file`` is given, and
-passes the entry's ``env_kwargs`` as ``--env-kwargs``: rl-zoo3 2.9 gives a file's ``env_kwargs`` to its training
-environments only, not to its evaluation environments nor to ``enjoy``, which need the same observation.
+For the environments of :data:`V5_HYPERPARAMS` (``Ant-v5``: rl-zoo3's Ant-v4 values, which a search through
+rl-zoo3's Optuna route did not better, with Ant-v4's observation; rl-zoo3's file has no ``-v5`` entries),
+``train --algo trpo`` reads that file unless ``--conf-file`` is given, and passes the entry's ``env_kwargs`` as
+``--env-kwargs``: rl-zoo3 2.9 gives a file's ``env_kwargs`` to its training environments only, not to its evaluation
+environments nor to ``enjoy``, which need the same observation.
 
 rl-zoo3 has no ``trpo_lstm.yml``: unless ``--conf-file`` is given, training ``trpo_lstm`` reads this package's
 (:data:`RECURRENT_HYPERPARAMS`).

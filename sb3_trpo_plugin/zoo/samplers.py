@@ -75,17 +75,19 @@ def install_sampler(name: str, algo: str = "trpo") -> None:
     Put the sampler ``name`` of :data:`SAMPLERS` in rl-zoo3's registries for ``algo``.
 
     rl-zoo3's ``ExperimentManager`` looks the sampler up in ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` when a
-    trial starts (and the converter in ``HYPERPARAMS_CONVERTER`` when it loads a stored trial), so replacing the
-    entries in place before training is all it takes.
+    trial starts (and the converter in ``HYPERPARAMS_CONVERTER``, where rl-zoo3 has one: not 2.3, when it loads a
+    stored trial), so replacing the entries in place before training is all it takes.
 
     :param name: a key of :data:`SAMPLERS`
     :param algo: rl-zoo3's ``--algo``
     :raises KeyError: for an unknown name
     """
-    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+    from rl_zoo3 import hyperparams_opt
 
     if name not in SAMPLERS:
         raise KeyError(f"unknown TRPO sampler {name!r}; choose from {sorted(SAMPLERS)}")
     sampler, converter = SAMPLERS[name]
-    HYPERPARAMS_SAMPLER[algo] = sampler
-    HYPERPARAMS_CONVERTER[algo] = converter  # type: ignore[assignment]  # rl-zoo3 types its dict by its first function
+    hyperparams_opt.HYPERPARAMS_SAMPLER[algo] = sampler
+    converters = getattr(hyperparams_opt, "HYPERPARAMS_CONVERTER", None)  # rl-zoo3 2.3 has none (nor --trial-id)
+    if converters is not None:
+        converters[algo] = converter
