@@ -6,7 +6,9 @@ same for both and is no TRPO's to remove. This script times ``learn()`` of this 
 and of sb3-contrib's TRPO, alternating, and inside each the time spent in the training VecEnv's ``step`` (an instance
 attribute that shadows the method; the library is untouched). Per round it gives the ratio of wall times, and the
 ceiling of that ratio: sb3-contrib's wall time over this TRPO's time in ``env.step`` alone, the ratio if everything
-this TRPO does itself (inference, buffer writes, the policy step, returns and advantages) took no time at all.
+this TRPO does itself (inference, buffer writes, the policy step, returns and advantages) took no time at all. The
+same TRPO with ``pipeline_critic = False`` runs beside them, so that the time in ``env.step`` can be compared with the
+critic's worker busy on the other core and without it.
 
 Usage, from the repository root (torch on one thread, as in ``benchmarks.speed_pipelined_critic``)::
 
@@ -34,7 +36,7 @@ from benchmarks.learning import load_preset, make_model
 from benchmarks.speed_end_to_end import training_env
 from benchmarks.speed_timing import instrument, machine, rotated
 
-IMPLEMENTATIONS = {"pipelined": "trpo", "sb3-contrib": "sb3_contrib_trpo"}
+IMPLEMENTATIONS = {"pipelined": "trpo", "sequential": "trpo", "sb3-contrib": "sb3_contrib_trpo"}
 ENV_ID = "Hopper-v5"
 
 
@@ -59,13 +61,15 @@ def one_run(name: str, seed: int, timesteps: int) -> dict[str, float]:
     """One ``learn()`` of a fresh model on fresh envs: wall, rollout, update and ``env.step`` seconds."""
     preset = load_preset("trpo", ENV_ID)
     model = make_model(IMPLEMENTATIONS[name], preset, training_env(preset, ENV_ID, seed), seed, Logger(None, []))
+    if name == "sequential":
+        model.pipeline_critic = False
     env_time = timed_env_step(model.env)
     totals = instrument(model)
     start = time.perf_counter()
     model.learn(timesteps)
     wall = time.perf_counter() - start
     model.env.close()
-    if name == "pipelined":
+    if name != "sb3-contrib":
         model.critic_pipeline.close()
     return {"wall_s": wall, "rollout_s": totals["rollout"], "update_s": totals["update"], "env_s": env_time["env"]}
 
@@ -77,21 +81,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    one_run("pipelined", 0, 2048)  # warm-up, discarded
-    one_run("sb3-contrib", 0, 2048)
+    for name in IMPLEMENTATIONS:  # warm-up, discarded
+        one_run(name, 0, 2048)
     rounds = []
     for index in range(args.rounds):
         runs = {name: one_run(name, index, args.timesteps) for name in rotated(list(IMPLEMENTATIONS), index)}
         ours, theirs = runs["pipelined"], runs["sb3-contrib"]
         runs["ratio"] = theirs["wall_s"] / ours["wall_s"]
+        runs["sequential ratio"] = theirs["wall_s"] / runs["sequential"]["wall_s"]
         runs["ceiling"] = theirs["wall_s"] / ours["env_s"]
+        runs["sequential ceiling"] = theirs["wall_s"] / runs["sequential"]["env_s"]
         rounds.append(runs)
         print(json.dumps(runs), flush=True)
-    summary = {key: statistics.median(r[key] for r in rounds) for key in ("ratio", "ceiling")} | {
-        f"{name} {part} share": statistics.median(r[name][f"{part}_s"] / r[name]["wall_s"] for r in rounds)
-        for name in IMPLEMENTATIONS
-        for part in ("env", "update")
-    }
+    ratios = ("ratio", "sequential ratio", "ceiling", "sequential ceiling")
+    summary = (
+        {key: statistics.median(r[key] for r in rounds) for key in ratios}
+        | {
+            f"{name} {part} share": statistics.median(r[name][f"{part}_s"] / r[name]["wall_s"] for r in rounds)
+            for name in IMPLEMENTATIONS
+            for part in ("env", "update")
+        }
+        | {f"{name} env_s": statistics.median(r[name]["env_s"] for r in rounds) for name in IMPLEMENTATIONS}
+    )
     record = {
         "command": "python " + " ".join(sys.argv),
         "machine": machine(),
