@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import pytest
 
 from sb3_trpo_plugin import TRPO
@@ -54,6 +55,8 @@ def test_both_routes_hold_the_same_settings(env_id: str, gymnasium_restored: lis
     entry = dict(v5_entries()[env_id])
     assert entry.pop("env_kwargs") == dict(preset.env_kwargs)
     assert (int(entry["n_timesteps"]), entry["policy"]) == (preset.n_timesteps, preset.policy)
+    if env_id not in gymnasium.envs.registry:  # rl-zoo3 looks the id up before it reads the entry
+        pytest.skip(f"the installed gymnasium has no {env_id} (MuJoCo's -v5 tasks came with gymnasium 1.0)")
     kwargs, n_envs, normalize = preprocessed(entry, env_id)
     assert kwargs.pop("policy") == preset.policy
     assert (n_envs, normalize) == (preset.n_envs, preset.normalize)
