@@ -60,8 +60,10 @@ def test_both_routes_hold_the_same_settings(env_id: str, gymnasium_restored: lis
     kwargs, n_envs, normalize = preprocessed(entry, env_id)
     assert kwargs.pop("policy") == preset.policy
     assert (n_envs, normalize) == (preset.n_envs, preset.normalize)
-    # rl-zoo3 wraps a constant learning rate in SB3's ConstantSchedule (its ``val``).
-    assert {key: getattr(value, "val", value) for key, value in kwargs.items()} == dict(preset.hyperparams)
+    # rl-zoo3 wraps a constant learning rate in a schedule (SB3 ≥ 2.7: ConstantSchedule; before: constant_fn's closure).
+    learning_rate = kwargs.pop("learning_rate")
+    assert learning_rate(1.0) == learning_rate(0.0) == preset.hyperparams["learning_rate"]
+    assert kwargs == {key: value for key, value in preset.hyperparams.items() if key != "learning_rate"}
 
 
 def test_zoo_route_reads_the_package_file_for_its_ids() -> None:
