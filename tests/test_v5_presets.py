@@ -43,6 +43,12 @@ def preprocessed(entry: dict[str, Any], env_id: str) -> tuple[dict[str, Any], in
     return kwargs, manager.n_envs, bool(manager.normalize)
 
 
+def run_zoo(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m sb3_trpo_plugin.zoo *argv`` in ``cwd``, its output captured."""
+    command = [sys.executable, "-m", "sb3_trpo_plugin.zoo", *argv]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
 def test_the_package_file_lists_exactly_the_package_tuned_presets() -> None:
     tuned = {env_id for env_id, preset in PRESETS.items() if preset.source == PACKAGE_TUNED}
     assert tuned == set(v5_entries()) == {"Ant-v5"}
@@ -98,14 +104,7 @@ def test_zoo_route_trains_and_evaluates_ant_v5_with_its_observation(tmp_path: Pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     argv = ["train", "--algo", "trpo", "--env", "Ant-v5", "-f", "logs", "-n", "1024", "--seed", "3"]
     argv += ["--eval-freq", "256", "--eval-episodes", "1", "--hyperparams", "n_steps:256", "n_critic_updates:1"]
-    train = subprocess.run(
-        [sys.executable, "-m", "sb3_trpo_plugin.zoo", *argv],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    train = run_zoo(argv, tmp_path, env)
     assert train.returncode == 0, train.stderr[-3000:]
     run = tmp_path / "logs" / "trpo" / "Ant-v5_1"
     attributes = saved_attributes(run / "Ant-v5.zip")
@@ -115,14 +114,7 @@ def test_zoo_route_trains_and_evaluates_ant_v5_with_its_observation(tmp_path: Pa
     assert (run / "evaluations.npz").exists()
     # enjoy reads the observation from the run's saved arguments.
     enjoy_argv = ["enjoy", "--algo", "trpo", "--env", "Ant-v5", "-f", "logs", "--exp-id", "1", "--no-render", "-n", "50"]
-    enjoy = subprocess.run(
-        [sys.executable, "-m", "sb3_trpo_plugin.zoo", *enjoy_argv],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    enjoy = run_zoo(enjoy_argv, tmp_path, env)
     assert enjoy.returncode == 0, enjoy.stderr[-3000:]
     expected = {**PRESETS["Ant-v5"].hyperparams, "n_steps": 256, "n_critic_updates": 1}
     for key in ("gamma", "gae_lambda", "target_kl", "learning_rate", "batch_size", "n_steps", "n_critic_updates"):
