@@ -211,3 +211,15 @@ def test_trpo_takes_sb3_contribs_step_with_the_same_preset() -> None:
 
     assert cosine(steps["trpo"], contrib) == pytest.approx(1.0, abs=1e-4)
     assert float(steps["trpo"].norm() / contrib.norm()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_model_factory_keeps_trpos_pipelined_critic() -> None:
+    """Only a campaign run (``run_one``) fits the critic in its own process; the speed benchmarks build with the default."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
+
+    from benchmarks import learning
+
+    preset = learning.Preset("MlpPolicy", {"n_steps": 64}, 1, 64, False, {}, {})
+    model = learning.make_model("trpo", preset, make_vec_env("CartPole-v1", n_envs=1, seed=0), 0, Logger(None, []))
+    assert model.pipeline_critic is True
