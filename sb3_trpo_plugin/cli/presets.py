@@ -5,8 +5,9 @@ The values are those of rl-zoo3's ``hyperparams/trpo.yml`` (rl-zoo3 2.9) whereve
 environment; each preset says where its numbers come from in ``source``. MuJoCo ``-v5`` tasks reuse
 the values tuned on their ``-v4`` versions (same dynamics and rewards up to small fixes), and the MuJoCo
 tasks that the file lacks get its MuJoCo block, marked as not tuned for them. Where those values stay below the
-published TRPO returns on ``-v5`` (Ant), the preset is this package's own, tuned through rl-zoo3's Optuna route
-(``source`` says so), with the observation it was tuned with (``env_kwargs``).
+published TRPO returns on ``-v5`` (Ant), the preset is this package's own (``source`` says so): on Ant-v5, rl-zoo3's
+values, which a search through rl-zoo3's Optuna route did not better, with the observation they were tuned with
+(``env_kwargs``).
 """
 
 from __future__ import annotations
