@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import gymnasium
 import pytest
 
 from benchmarks import learning_report as lr
@@ -142,9 +143,12 @@ def test_the_preset_algorithm_trains_with_the_package_presets_settings(gymnasium
     from benchmarks import learning
     from sb3_trpo_plugin.cli.presets import PRESETS
 
-    preset = learning.load_preset(learning.PRESET_ALGO, "Ant-v5")
     cli = PRESETS["Ant-v5"]
     assert Path(learning.zoo_file(learning.PRESET_ALGO)).name == "trpo_v5.yml"
+    assert learning.env_kwargs("Ant-v5") == dict(cli.env_kwargs) == {"include_cfrc_ext_in_observation": False}
+    if "Ant-v5" not in gymnasium.envs.registry:  # rl-zoo3 looks the id up before it reads the entry
+        pytest.skip("the installed gymnasium has no Ant-v5 (MuJoCo's -v5 tasks came with gymnasium 1.0)")
+    preset = learning.load_preset(learning.PRESET_ALGO, "Ant-v5")
     assert (preset.policy, preset.n_envs, preset.n_timesteps, preset.normalize) == (
         cli.policy,
         cli.n_envs,
@@ -152,7 +156,6 @@ def test_the_preset_algorithm_trains_with_the_package_presets_settings(gymnasium
         cli.normalize,
     )
     assert {key: getattr(value, "val", value) for key, value in preset.kwargs.items()} == dict(cli.hyperparams)
-    assert learning.env_kwargs("Ant-v5") == dict(cli.env_kwargs) == {"include_cfrc_ext_in_observation": False}
 
 
 def _make_reach_env() -> object:
