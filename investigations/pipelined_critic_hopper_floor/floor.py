@@ -10,9 +10,11 @@ this TRPO does itself (inference, buffer writes, the policy step, returns and ad
 same TRPO with ``pipeline_critic = False`` runs beside them, so that the time in ``env.step`` can be compared with the
 critic's worker busy on the other core and without it.
 
-Usage, from the repository root (torch on one thread, as in ``benchmarks.speed_pipelined_critic``)::
+Usage, from the repository root (torch on one thread, as in ``benchmarks.speed_pipelined_critic``, unless ``--threads``
+says otherwise; ``--threads 0`` keeps torch's default, one thread per core, which is what rl-zoo3's ``train`` runs with)::
 
     python investigations/pipelined_critic_hopper_floor/floor.py --rounds 3   # writes results.json beside this script
+    python investigations/pipelined_critic_hopper_floor/floor.py --rounds 3 --threads 0 --out .../results_default_threads.json
 """
 
 from __future__ import annotations
@@ -79,8 +81,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timesteps", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.json")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch's intra-op threads in this process; 0 leaves torch's default (rl-zoo3's)"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for name in IMPLEMENTATIONS:  # warm-up, discarded
         one_run(name, 0, 2048)
     rounds = []
@@ -109,6 +115,7 @@ def main() -> None:
         "load_average": "/".join(f"{v:.1f}" for v in os.getloadavg()),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "timesteps": args.timesteps,
+        "torch_threads": torch.get_num_threads(),
         "summary": summary,
         "rounds": rounds,
     }
