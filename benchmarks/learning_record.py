@@ -4,7 +4,7 @@ What a run of the learning-quality benchmark records: the learning curve, its tr
 A deterministic evaluation on a separate env (VecNormalize statistics synced where
 the preset normalises) runs every tenth of the budget; the final return is one last evaluation
 with more episodes. Each run writes ``<results>/<env>/<algo>/seed<k>.csv`` (the curve) and then ``seed<k>.json``
-(metadata, written last and atomically: its presence marks the run finished, and finished runs are skipped).
+(metadata, written last and atomically: its presence marks the run finished, and the campaign skips finished runs).
 What is trained is in :mod:`benchmarks.learning_setup`; the runs, the campaign and the command line in
 :mod:`benchmarks.learning`.
 """

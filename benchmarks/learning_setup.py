@@ -1,6 +1,6 @@
 """
-What the learning-quality benchmark trains: the envs, the algorithms compared (this plugin's TRPO, sb3-contrib's TRPO,
-SB3's PPO, this TRPO's ablations and its package preset), their settings and their envs.
+What the learning-quality benchmark trains: its envs, the algorithms compared (this plugin's TRPO, sb3-contrib's TRPO,
+SB3's PPO, this TRPO's ablations and its package preset), their settings, and the model and the envs of a run.
 
 Each algorithm trains with rl-zoo3's tuned settings for the env (``hyperparams/trpo.yml`` for both
 TRPOs, ``hyperparams/ppo.yml`` for PPO, at TRPO's step budget), parsed by rl-zoo3's own
