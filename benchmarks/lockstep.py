@@ -39,7 +39,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from benchmarks import learning
+from benchmarks.learning_setup import ALL_ENVS, load_preset, make_envs, make_model
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.common.reductions import OneProcess
 from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer_state
@@ -184,22 +184,20 @@ def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("env_id", choices=list(learning.ALL_ENVS))
+    parser.add_argument("env_id", choices=list(ALL_ENVS))
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("lockstep.csv"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     silent = Logger(folder=None, output_formats=[])
-    preset = learning.load_preset("sb3_contrib_trpo", args.env_id)
-    leader = learning.make_model(
-        "sb3_contrib_trpo", preset, learning.make_envs(args.env_id, preset, args.seed)[0], args.seed, silent
-    )
+    preset = load_preset("sb3_contrib_trpo", args.env_id)
+    leader = make_model("sb3_contrib_trpo", preset, make_envs(args.env_id, preset, args.seed)[0], args.seed, silent)
     rows: list[dict[str, float]] = []
 
     def make_follower() -> TRPO:
-        env = learning.make_envs(args.env_id, preset, args.seed + 1)[0]
-        return learning.make_model("trpo", preset, env, args.seed, Logger(folder=None, output_formats=[]))
+        env = make_envs(args.env_id, preset, args.seed + 1)[0]
+        return make_model("trpo", preset, env, args.seed, Logger(folder=None, output_formats=[]))
 
     def on_row(row: dict[str, float]) -> None:
         rows.append(row)

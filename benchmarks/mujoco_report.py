@@ -294,7 +294,7 @@ def render_section(
 
 def report(results: Path, doc: Path, plots: Path) -> None:
     """Rewrite the ``mujoco`` section of ``doc`` and the plots from the runs under ``results``."""
-    from benchmarks.learning import ABLATIONS, PRESET_ALGO  # imports SB3 and torch: only when a report is written
+    from benchmarks.learning_setup import ABLATIONS, PRESET_ALGO  # imports SB3 and torch: only when a report is written
 
     assert PRESET_ALGO == PRESET
 

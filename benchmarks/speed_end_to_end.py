@@ -36,7 +36,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from benchmarks.learning import Preset, load_preset, make_model
+from benchmarks.learning_setup import Preset, load_preset, make_model
 from benchmarks.speed_timing import (
     RESULTS,
     LearnTiming,
@@ -57,7 +57,7 @@ class EndToEndConfig:
     One end-to-end configuration: an env with a tuned entry in rl-zoo3's ``trpo.yml``, and the default budget.
 
     :param name: the command-line key
-    :param env_id: the gymnasium id; its rl-zoo3 entry is found by :func:`benchmarks.learning.load_preset`
+    :param env_id: the gymnasium id; its rl-zoo3 entry is found by :func:`benchmarks.learning_setup.load_preset`
         (``Hopper-v4`` for ``Hopper-v5``, ...)
     :param timesteps: default ``learn()`` steps per implementation and round (a few updates)
     :param note: shown after the env id, e.g. ``"gSDE"``
@@ -80,7 +80,7 @@ E2E_CONFIGS = {
     "hopper": EndToEndConfig("hopper", "Hopper-v5", 3 * 2048),
     "halfcheetah": EndToEndConfig("halfcheetah", "HalfCheetah-v5", 3 * 2048),
 }
-#: The implementations timed end to end, with their names in :mod:`benchmarks.learning`.
+#: The implementations timed end to end, with their names in :mod:`benchmarks.learning_setup`.
 E2E_IMPLEMENTATIONS = {"ours": "trpo", "sb3-contrib": "sb3_contrib_trpo", "ppo": "ppo"}
 #: PPO's settings taken from the TRPO preset; everything else is SB3's default (see :func:`ppo_kwargs`).
 PPO_SHARED_KEYS = ("n_steps", "use_sde", "sde_sample_freq")

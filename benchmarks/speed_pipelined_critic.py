@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
-from benchmarks.learning import Preset, load_preset, make_model, versions
+from benchmarks.learning_record import versions
+from benchmarks.learning_setup import Preset, load_preset, make_model
 from benchmarks.speed_end_to_end import E2E_CONFIGS, EndToEndConfig, learn_steps, parse_timesteps, training_env
 from benchmarks.speed_timing import RESULTS, LearnTiming, command_line, rotated, timed_learn, write_result
 
 MODULE = "benchmarks.speed_pipelined_critic"
-#: The implementations, with their names in :mod:`benchmarks.learning` (``sequential`` sets ``pipeline_critic = False``).
+#: The implementations, with their names in :mod:`benchmarks.learning_setup` (``sequential`` sets ``pipeline_critic = False``).
 IMPLEMENTATIONS = {"pipelined": "trpo", "sequential": "trpo", "sb3-contrib": "sb3_contrib_trpo"}
 #: Default budgets: rl-zoo3's full budget on CartPole-v1 and Pendulum-v1 (1e5), 1e5 steps (49 updates) on MuJoCo.
 PIPELINE_CONFIGS: dict[str, EndToEndConfig] = {

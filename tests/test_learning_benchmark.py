@@ -140,15 +140,15 @@ def test_one_run_writes_its_curve_then_its_metadata(tmp_path: Path, gymnasium_re
 def test_the_preset_algorithm_trains_with_the_package_presets_settings(gymnasium_restored: list) -> None:
     """``trpo_preset`` reads the package's rl-zoo3 file: the settings of ``sb3-trpo train``'s preset, its observation."""
     pytest.importorskip("rl_zoo3")
-    from benchmarks import learning
+    from benchmarks.learning_setup import PRESET_ALGO, env_kwargs, load_preset, zoo_file
     from sb3_trpo_plugin.cli.presets import PRESETS
 
     cli = PRESETS["Ant-v5"]
-    assert Path(learning.zoo_file(learning.PRESET_ALGO)).name == "trpo_v5.yml"
-    assert learning.env_kwargs("Ant-v5") == dict(cli.env_kwargs) == {"include_cfrc_ext_in_observation": False}
+    assert Path(zoo_file(PRESET_ALGO)).name == "trpo_v5.yml"
+    assert env_kwargs("Ant-v5") == dict(cli.env_kwargs) == {"include_cfrc_ext_in_observation": False}
     if "Ant-v5" not in gymnasium.envs.registry:  # rl-zoo3 looks the id up before it reads the entry
         pytest.skip("the installed gymnasium has no Ant-v5 (MuJoCo's -v5 tasks came with gymnasium 1.0)")
-    preset = learning.load_preset(learning.PRESET_ALGO, "Ant-v5")
+    preset = load_preset(PRESET_ALGO, "Ant-v5")
     assert (preset.policy, preset.n_envs, preset.n_timesteps, preset.normalize) == (
         cli.policy,
         cli.n_envs,
@@ -189,14 +189,14 @@ def test_trpo_takes_sb3_contribs_step_with_the_same_preset() -> None:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import Logger
 
-    from benchmarks import learning
+    from benchmarks.learning_setup import Preset, make_model
 
-    preset = learning.Preset("MlpPolicy", {"n_steps": 256, "n_critic_updates": 1}, 2, 512, False, {}, {})
+    preset = Preset("MlpPolicy", {"n_steps": 256, "n_critic_updates": 1}, 2, 512, False, {}, {})
 
     steps = {}
     for algo in ("sb3_contrib_trpo", "trpo"):
         env = make_vec_env(_make_reach_env, n_envs=2, seed=0)
-        model = learning.make_model(algo, preset, env, seed=0, logger=Logger(folder=None, output_formats=[]))
+        model = make_model(algo, preset, env, seed=0, logger=Logger(folder=None, output_formats=[]))
         actor = [
             *model.policy.mlp_extractor.policy_net.parameters(),
             *model.policy.action_net.parameters(),
@@ -221,8 +221,8 @@ def test_the_model_factory_keeps_trpos_pipelined_critic() -> None:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import Logger
 
-    from benchmarks import learning
+    from benchmarks.learning_setup import Preset, make_model
 
-    preset = learning.Preset("MlpPolicy", {"n_steps": 64}, 1, 64, False, {}, {})
-    model = learning.make_model("trpo", preset, make_vec_env("CartPole-v1", n_envs=1, seed=0), 0, Logger(None, []))
+    preset = Preset("MlpPolicy", {"n_steps": 64}, 1, 64, False, {}, {})
+    model = make_model("trpo", preset, make_vec_env("CartPole-v1", n_envs=1, seed=0), 0, Logger(None, []))
     assert model.pipeline_critic is True

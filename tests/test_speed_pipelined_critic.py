@@ -11,7 +11,7 @@ import torch
 from stable_baselines3.common.env_util import make_vec_env
 
 from benchmarks import speed_pipelined_critic as pc
-from benchmarks.learning import load_preset
+from benchmarks.learning_setup import load_preset
 from benchmarks.speed_timing import LearnTiming
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.trpo.critic_job import CriticFitJob

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger
 
-from benchmarks import learning
+from benchmarks.learning_setup import load_preset, make_envs, make_model
 
 
 def actor(model: object) -> list[torch.Tensor]:
@@ -33,15 +33,13 @@ def flat(parameters: list[torch.Tensor]) -> torch.Tensor:
 
 
 def compare_after(steps: int) -> tuple[float, float]:
-    preset = learning.load_preset("trpo", "Hopper-v5")
-    ours = learning.make_model("trpo", preset, learning.make_envs("Hopper-v5", preset, 0)[0], 0, Logger(None, []))
+    preset = load_preset("trpo", "Hopper-v5")
+    ours = make_model("trpo", preset, make_envs("Hopper-v5", preset, 0)[0], 0, Logger(None, []))
     ours.learn(steps)
     _, callback = ours._setup_learn(10**7, reset_num_timesteps=False)
     callback.on_training_start({}, {})
     ours.collect_rollouts(ours.env, callback, ours.rollout_buffer, ours.n_steps)
-    theirs = learning.make_model(
-        "sb3_contrib_trpo", preset, learning.make_envs("Hopper-v5", preset, 1)[0], 0, Logger(None, [])
-    )
+    theirs = make_model("sb3_contrib_trpo", preset, make_envs("Hopper-v5", preset, 1)[0], 0, Logger(None, []))
     theirs.policy.load_state_dict(ours.policy.state_dict())
     theirs.rollout_buffer = copy.deepcopy(ours.rollout_buffer)
     ours.n_critic_updates = theirs.n_critic_updates = 0

@@ -25,7 +25,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
-from benchmarks.learning import EVAL_SEED_OFFSET, load_preset  # the benchmark whose runs this one repeats
+from benchmarks.learning_setup import EVAL_SEED_OFFSET, load_preset  # the benchmark whose runs this one repeats
 
 torch.set_num_threads(1)  # as benchmarks/learning.py
 

@@ -34,7 +34,7 @@ from stable_baselines3.common.logger import Logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.learning import load_preset, make_model
+from benchmarks.learning_setup import load_preset, make_model
 from benchmarks.speed_end_to_end import training_env
 from benchmarks.speed_timing import instrument, machine, rotated
 
