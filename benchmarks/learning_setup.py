@@ -119,9 +119,11 @@ def load_preset(algo: str, env_id: str) -> Preset:
     if raw.get("env_kwargs", env_kwargs(env_id)) != env_kwargs(env_id):
         raise ValueError(f"{env_id}: {zoo_file(algo)} asks for env_kwargs {raw['env_kwargs']}, not {env_kwargs(env_id)}")
     budget = int(ALL_ENVS[env_id].get("n_timesteps", entries["trpo"]["n_timesteps"]))
+    # Not the model's: rl-zoo3 before 2.8 would leave them among its keywords (make_envs builds the observation).
+    model_entry = {key: value for key, value in raw.items() if key != "env_kwargs"}
     with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as tmp:
         manager = ExperimentManager(argparse.Namespace(), "trpo" if algo != "ppo" else "ppo", env_id, tmp, verbose=0)
-        kwargs, _, _, _ = manager._preprocess_hyperparams(dict(raw))
+        kwargs, _, _, _ = manager._preprocess_hyperparams(model_entry)
     policy = kwargs.pop("policy")
     return Preset(policy, kwargs, manager.n_envs, budget, bool(manager.normalize), dict(manager.normalize_kwargs), raw)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import inspect
 import io
 import json
@@ -26,7 +27,7 @@ from sb3_trpo_plugin.cli import main as cli_main
 from sb3_trpo_plugin.cli.evaluate import evaluate_run
 from sb3_trpo_plugin.cli.presets import PACKAGE_TUNED, PRESETS
 from sb3_trpo_plugin.cli.run_folder import RunFolder
-from sb3_trpo_plugin.zoo import V5_HYPERPARAMS, v5_entries, with_default_hyperparams
+from sb3_trpo_plugin.zoo import V5_HYPERPARAMS_MODULE, v5_entries, with_default_hyperparams
 
 REPO = Path(__file__).resolve().parents[1]
 ANT_V4_OBSERVATION = {"include_cfrc_ext_in_observation": False}
@@ -60,10 +61,14 @@ def test_both_routes_hold_the_same_settings(env_id: str, gymnasium_restored: lis
     preset = PRESETS[env_id]
     entry = dict(v5_entries()[env_id])
     assert entry.pop("env_kwargs") == dict(preset.env_kwargs)
+    # What the zoo route passes as --conf-file: the file's entry without its env_kwargs (given as --env-kwargs).
+    passed = importlib.import_module(V5_HYPERPARAMS_MODULE).hyperparams[env_id]
+    assert passed == entry
     assert (int(entry["n_timesteps"]), entry["policy"]) == (preset.n_timesteps, preset.policy)
     if env_id not in gymnasium.envs.registry:  # rl-zoo3 looks the id up before it reads the entry
         pytest.skip(f"the installed gymnasium has no {env_id} (MuJoCo's -v5 tasks came with gymnasium 1.0)")
-    kwargs, n_envs, normalize = preprocessed(entry, env_id)
+    # Every key left is the algorithm's (rl-zoo3 before 2.8 hands a file's env_kwargs to it too).
+    kwargs, n_envs, normalize = preprocessed(passed, env_id)
     assert kwargs.pop("policy") == preset.policy
     assert (n_envs, normalize) == (preset.n_envs, preset.normalize)
     # rl-zoo3 wraps a constant learning rate in a schedule (SB3 ≥ 2.7: ConstantSchedule; before: constant_fn's closure).
@@ -76,13 +81,13 @@ def test_zoo_route_reads_the_package_file_for_its_ids() -> None:
     ant = ["--algo", "trpo", "--env", "Ant-v5", "-n", "1000"]
     assert with_default_hyperparams(ant) == [
         *ant,
-        *("--conf-file", str(V5_HYPERPARAMS)),
+        *("--conf-file", V5_HYPERPARAMS_MODULE),
         *("--env-kwargs", "include_cfrc_ext_in_observation:False"),
     ]
     # The user's own file or observation win; other ids and algorithms keep rl-zoo3's file.
     assert with_default_hyperparams([*ant, "-conf", "mine.yml"]) == [*ant, "-conf", "mine.yml"]
     own_observation = [*ant, "--env-kwargs", "include_cfrc_ext_in_observation:True"]
-    assert with_default_hyperparams(own_observation) == [*own_observation, "--conf-file", str(V5_HYPERPARAMS)]
+    assert with_default_hyperparams(own_observation) == [*own_observation, "--conf-file", V5_HYPERPARAMS_MODULE]
     for other in (
         ["--algo", "trpo", "--env", "Ant-v4"],
         ["--algo", "trpo", "--env", "Hopper-v5"],

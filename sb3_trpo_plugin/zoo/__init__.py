@@ -12,9 +12,10 @@ From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's 
 
 For the environments of :data:`V5_HYPERPARAMS` (``Ant-v5``: rl-zoo3's Ant-v4 values, which a search through
 rl-zoo3's Optuna route did not better, with Ant-v4's observation; rl-zoo3's file has no ``-v5`` entries),
-``train --algo trpo`` reads that file unless ``--conf-file`` is given, and passes the entry's ``env_kwargs`` as
-``--env-kwargs``: rl-zoo3 2.9 gives a file's ``env_kwargs`` to its training environments only, not to its evaluation
-environments nor to ``enjoy``, which need the same observation.
+``train --algo trpo`` reads that file unless ``--conf-file`` is given (as :data:`V5_HYPERPARAMS_MODULE`), and passes
+the entry's ``env_kwargs`` as ``--env-kwargs``: rl-zoo3 2.9 gives a file's ``env_kwargs`` to its training environments
+only, not to its evaluation environments nor to ``enjoy``, which need the same observation, and rl-zoo3 before 2.8 would
+hand them to the algorithm.
 
 rl-zoo3 has no ``trpo_lstm.yml``: unless ``--conf-file`` is given, training ``trpo_lstm`` reads this package's
 (:data:`RECURRENT_HYPERPARAMS`).
@@ -54,6 +55,9 @@ RECURRENT_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_lstm.yml"
 #: This package's ``trpo`` hyperparameters for Gymnasium's ``-v5`` tasks where rl-zoo3's fall short (docs/benchmarks.md):
 #: ``train --algo trpo`` reads it for the environments it lists unless ``--conf-file`` is given.
 V5_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_v5.yml"
+#: The ``--conf-file`` the route passes for those: :data:`V5_HYPERPARAMS` without the ``env_kwargs``, which it passes as
+#: ``--env-kwargs`` (rl-zoo3 before 2.8 would hand a file's ``env_kwargs`` to the algorithm).
+V5_HYPERPARAMS_MODULE = "sb3_trpo_plugin.zoo.trpo_v5"
 #: rl-zoo3's ``--algo`` for MaskableTRPO (rl-zoo3 calls sb3-contrib's MaskablePPO ``ppo_mask``).
 MASKED_ALGO_NAME = "trpo_mask"
 #: rl-zoo3's ``--conf-file`` for ``trpo_mask`` when none is given (a module with a ``hyperparams`` dictionary).
@@ -85,6 +89,7 @@ __all__ = [
     "SAMPLER_OPTION",
     "SCRIPTS",
     "V5_HYPERPARAMS",
+    "V5_HYPERPARAMS_MODULE",
     "main",
     "register",
 ]
@@ -192,11 +197,14 @@ def v5_entries() -> dict[str, dict[str, Any]]:
 
 
 def _with_v5_hyperparams(arguments: list[str]) -> list[str]:
-    """``train --algo trpo`` arguments without ``--conf-file``: :data:`V5_HYPERPARAMS` for the environments it lists."""
+    """
+    ``train --algo trpo`` arguments without ``--conf-file``: :data:`V5_HYPERPARAMS` for the environments it lists, as
+    :data:`V5_HYPERPARAMS_MODULE` and ``--env-kwargs``.
+    """
     entry = v5_entries().get(_option_value(arguments, "--env") or "")
     if entry is None:
         return arguments
-    arguments = [*arguments, "--conf-file", str(V5_HYPERPARAMS)]
+    arguments = [*arguments, "--conf-file", V5_HYPERPARAMS_MODULE]
     if entry.get("env_kwargs") and _option_value(arguments, "--env-kwargs") is None:
         # Last: --env-kwargs takes every argument after it. rl-zoo3 evaluates each value as Python.
         arguments += ["--env-kwargs", *(f"{key}:{value!r}" for key, value in entry["env_kwargs"].items())]
