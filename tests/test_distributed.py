@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -77,17 +78,20 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its workers in its group: a timeout ends them too
         )
         for _ in range(WORLD_SIZE)
     ]
     outputs = []
     for agent in agents:
         try:
-            outputs.append(agent.communicate(timeout=180)[0])
+            # ~35 s alone; a busy 2-core machine (two learning runs beside the suite) has taken over 180 s
+            outputs.append(agent.communicate(timeout=420)[0])
         except subprocess.TimeoutExpired:
             for other in agents:
-                other.kill()
-            raise
+                os.killpg(other.pid, signal.SIGKILL)
+            printed = [other.communicate()[0] for other in agents]
+            pytest.fail("the two torchrun agents did not finish in 420 s; they printed:\n" + "\n---\n".join(printed))
     for node, (agent, output) in enumerate(zip(agents, outputs, strict=True)):
         assert agent.returncode == 0, f"node {node} failed:\n{output}"
     results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(WORLD_SIZE)]
