@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.parallel import Collectives, is_distributed, world_size
 from sb3_trpo_plugin.parallel.agreement import check_in_sync, merge_running_mean_std, running_mean_std_state
-from tests.process_group_teardown import TEARDOWN_MAY_BLOCK
+from tests.process_group_teardown import TEARDOWN_MAY_BLOCK, print_stacks_if_stuck
 
 #: Shared by the ranks and the single-process reference in the tests.
 EQUIVALENCE_KWARGS = dict(
@@ -202,6 +202,7 @@ def drift(rank: int) -> dict:
 
 
 def main() -> None:
+    print_stacks_if_stuck(180.0)  # the fixture waits 420 s
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])

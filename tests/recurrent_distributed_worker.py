@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_plugin import RecurrentTRPO
 from sb3_trpo_plugin.envs import RandomEnv
-from tests.process_group_teardown import TEARDOWN_MAY_BLOCK
+from tests.process_group_teardown import TEARDOWN_MAY_BLOCK, print_stacks_if_stuck
 
 N_STEPS, N_ENVS = 24, 2
 TINY_LSTM = dict(lstm_hidden_size=6, net_arch=dict(pi=[8], vf=[8]))
@@ -105,6 +105,7 @@ def learning(out: Path, rank: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    print_stacks_if_stuck(240.0)  # the fixture waits 600 s
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
     folder = Path(sys.argv[1])

@@ -63,6 +63,11 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     try:
         outputs = [process.communicate(timeout=600)[0] for process in processes]
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill()
+        printed = [process.communicate()[0] for process in processes]
+        pytest.fail("the two ranks did not finish in 600 s; they printed:\n" + "\n---\n".join(printed))
     finally:
         for process in processes:
             process.kill()
