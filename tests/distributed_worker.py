@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.parallel import Collectives, is_distributed, world_size
 from sb3_trpo_plugin.parallel.agreement import check_in_sync, merge_running_mean_std, running_mean_std_state
-from tests.process_group_teardown import TEARDOWN_MAY_BLOCK, print_stacks_if_stuck
+from tests.process_group_teardown import TEARDOWN_MAY_BLOCK, end_worker, print_stacks_if_stuck
 
 #: Shared by the ranks and the single-process reference in the tests.
 EQUIVALENCE_KWARGS = dict(
@@ -218,13 +218,13 @@ def main() -> None:
     results |= running_statistics(rank)
     results |= drift(rank)
     results["destroyed"] = not TEARDOWN_MAY_BLOCK
-    if TEARDOWN_MAY_BLOCK:
+    if TEARDOWN_MAY_BLOCK:  # the group is left to the process's end (see TEARDOWN_MAY_BLOCK)
         results["threads_after_destroy"] = None
-        (out / f"rank{rank}.json").write_text(json.dumps(results))
-        os._exit(0)  # the group is left to the process's end (see TEARDOWN_MAY_BLOCK)
-    torch.distributed.destroy_process_group()
-    results["threads_after_destroy"] = threads()
+    else:
+        torch.distributed.destroy_process_group()
+        results["threads_after_destroy"] = threads()
     (out / f"rank{rank}.json").write_text(json.dumps(results))
+    end_worker()
 
 
 def threads() -> list[str] | None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import faulthandler
+import os
+import sys
+from typing import NoReturn
 
 import torch
 
@@ -21,3 +24,15 @@ def print_stacks_if_stuck(after_seconds: float) -> None:
     :param after_seconds: below the fixture's timeout
     """
     faulthandler.dump_traceback_later(after_seconds, repeat=True)
+
+
+def end_worker() -> NoReturn:
+    """
+    End a worker whose results are written, without the interpreter's teardown. On torch 2.7.1 (the SB3 2.6 row) a
+    worker hung there after ``destroy_process_group()``: the last reference to the gloo group, dropped as ``main()``'s
+    frame was cleared with the GIL held, ran ``ProcessGroupGloo``'s destructor, which joins gloo's threads, while one of
+    them waited for the GIL to free a tensor's Python object (gdb, 2026-12-06; docs/compatibility.md).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
