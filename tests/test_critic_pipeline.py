@@ -419,6 +419,24 @@ def test_a_single_core_starts_no_worker(monkeypatch: pytest.MonkeyPatch) -> None
     assert model.critic_pipeline._worker is not None
 
 
+def test_no_worker_where_torchs_threads_take_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's default (a thread per core) leaves no core to the worker: the critic is fitted in this process."""
+    monkeypatch.setattr(critic_pipeline, "usable_cores", lambda: 2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert not critic_pipeline.spare_core()
+        model = make_model(cartpole, False)
+        model.pipeline_critic = True
+        model.learn(64 * 2 * critic_pipeline.MIN_UPDATES_TO_START)
+        assert model.critic_pipeline._worker is None
+        assert model.critic_pipeline.fits_in_process == critic_pipeline.MIN_UPDATES_TO_START
+        torch.set_num_threads(1)
+        assert critic_pipeline.spare_core()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_an_interrupted_wait_leaves_the_fit_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C during the wait: the fit's result is still read by the next wait, not taken for a later fit's."""
     pipelined = make_model(cartpole, True)

@@ -151,8 +151,8 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     policy: ActorCriticPolicy
     #: The trust-region step; variants of the policy (masked, recurrent) subclass it to compute a batch's distributions.
     policy_step_class: ClassVar[type[PolicyStep]] = PolicyStep
-    #: Fit the critic in a worker process while the next rollout is collected, where that gives the sequential update's
-    #: weights (:mod:`~sb3_trpo_plugin.trpo.critic_pipeline`); ``False`` (on the class or an instance) fits it in this one.
+    #: Fit the critic in a worker process during the next rollout, where that gives the sequential update's weights and
+    #: a core is left to it (:mod:`~sb3_trpo_plugin.trpo.critic_pipeline`); ``False`` (class or instance): in this one.
     pipeline_critic: bool = True
     #: Whether this class's update was shown exact when its critic is pipelined (variants are not, yet).
     critic_pipeline_supported: ClassVar[bool] = True
