@@ -218,7 +218,7 @@ def main() -> None:
     results |= running_statistics(rank)
     results |= drift(rank)
     results["destroyed"] = not TEARDOWN_MAY_BLOCK
-    if TEARDOWN_MAY_BLOCK:  # the group is left to the process's end (see TEARDOWN_MAY_BLOCK)
+    if TEARDOWN_MAY_BLOCK:  # the group is left undestroyed (see TEARDOWN_MAY_BLOCK)
         results["threads_after_destroy"] = None
     else:
         torch.distributed.destroy_process_group()

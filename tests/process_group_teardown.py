@@ -30,11 +30,14 @@ def print_stacks_if_stuck(after_seconds: float) -> None:
 
 def end_worker() -> NoReturn:
     """
-    End a worker whose results are written, without the interpreter's teardown, where the deadlock of
-    :data:`TEARDOWN_MAY_BLOCK` can happen too: on torch 2.7.1 a worker hung there once the last reference to the gloo
-    group was dropped (``ProcessGroupGloo``'s destructor, run with the GIL held, joining a gloo thread that waited for the
-    GIL to free a tensor's Python object; gdb, 2026-12-06; docs/compatibility.md).
+    End a worker whose results are written: destroy its process group if it is still there and that cannot block
+    (:data:`TEARDOWN_MAY_BLOCK`), then leave without the interpreter's teardown, where the same deadlock can happen: on
+    torch 2.7.1 a worker hung there once the last reference to the gloo group was dropped (``ProcessGroupGloo``'s
+    destructor, run with the GIL held, joining a gloo thread that waited for the GIL to free a tensor's Python object;
+    gdb, 2026-12-06; docs/compatibility.md).
     """
+    if not TEARDOWN_MAY_BLOCK and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
