@@ -8,15 +8,10 @@ Given as ``--env-kwargs``, the observation reaches training, evaluation and ``en
 ``trpo_v5.yml`` stays the file to read (and to pass with ``-conf`` to rl-zoo3 2.9 directly).
 """
 
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-#: The file whose entries these are.
-SOURCE = Path(__file__).resolve().parent / "trpo_v5.yml"
+from sb3_trpo_plugin.zoo import v5_entries
 
 hyperparams: dict[str, dict[str, Any]] = {
-    env_id: {key: value for key, value in entry.items() if key != "env_kwargs"}
-    for env_id, entry in yaml.safe_load(SOURCE.read_text()).items()
+    env_id: {key: value for key, value in entry.items() if key != "env_kwargs"} for env_id, entry in v5_entries().items()
 }
