@@ -32,12 +32,11 @@ from pathlib import Path
 
 from stable_baselines3.common.logger import Logger
 
-from benchmarks.launch import child_environment, module_command
+from benchmarks.launch import ROOT, child_environment, module_command
 from benchmarks.learning_record import CurveRecorder, DiagnosticsWriter, run_metadata, train, write_run
 from benchmarks.learning_report import load_results, plot_env, render_section, replace_section
 from benchmarks.learning_setup import ALGOS, ALL_ENVS, ENVS, load_preset, make_envs, make_model
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "learning"
 
 

@@ -26,11 +26,9 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
+from benchmarks.launch import ROOT
 from benchmarks.learning_report import CurvePoint, write_curve
 from benchmarks.learning_setup import ALL_ENVS, PRESET_ALGO, Preset, action_dim, env_kwargs, zoo_file
-
-#: The checkout this file is in: its commit is recorded with each run.
-ROOT = Path(__file__).resolve().parent.parent
 
 #: The per-update training diagnostics kept in each run's JSON; each algorithm logs some of them.
 DIAGNOSTIC_KEYS = (
