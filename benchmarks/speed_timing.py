@@ -140,6 +140,16 @@ def machine() -> str:
     )
 
 
+def run_facts() -> dict[str, str]:
+    """What an investigation's result file says of its run: the command as run, the machine, the load, the date."""
+    return {
+        "command": "python " + " ".join(sys.argv),
+        "machine": machine(),
+        "load_average": "/".join(f"{v:.1f}" for v in os.getloadavg()),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
 def command_line(module: str) -> str:
     """This process's command line as it reads in the docs: ``python -m <module> <arguments>``."""
     return " ".join(["python", "-m", module, *sys.argv[1:]])

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 
-from benchmarks.speed_timing import machine, rotated, timed_learn
+from benchmarks.speed_timing import rotated, run_facts, timed_learn
 from sb3_trpo_plugin.trpo import critic_fit
 
 IMPLEMENTATIONS = ("pipelined", "sequential", "autograd critic")
@@ -88,10 +86,7 @@ def main() -> None:
         for a, b in (("pipelined", "sequential"), ("sequential", "autograd critic"), ("pipelined", "autograd critic"))
     }
     record = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": machine(),
-        "load_average": "/".join(f"{v:.1f}" for v in os.getloadavg()),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **run_facts(),
         "timesteps": args.timesteps,
         "batch_size": args.batch_size,
         "speed_ups": summary,

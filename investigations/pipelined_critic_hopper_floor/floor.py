@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.learning_setup import load_preset, make_model
 from benchmarks.speed_end_to_end import training_env
-from benchmarks.speed_timing import instrument, machine, rotated
+from benchmarks.speed_timing import instrument, rotated, run_facts
 
 IMPLEMENTATIONS = {"pipelined": "trpo", "sequential": "trpo", "sb3-contrib": "sb3_contrib_trpo"}
 ENV_ID = "Hopper-v5"
@@ -110,10 +109,7 @@ def main() -> None:
         | {f"{name} env_s": statistics.median(r[name]["env_s"] for r in rounds) for name in IMPLEMENTATIONS}
     )
     record = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": machine(),
-        "load_average": "/".join(f"{v:.1f}" for v in os.getloadavg()),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **run_facts(),
         "timesteps": args.timesteps,
         "torch_threads": torch.get_num_threads(),
         "summary": summary,
