@@ -40,7 +40,13 @@ def zoo_registries(gymnasium_restored: list) -> Iterator[tuple[dict, dict | None
 def test_search_space() -> None:
     assert set(MUJOCO_CHOICES) | set(MUJOCO_RANGES) == DRAWN
     assert MUJOCO_CHOICES["n_steps"] == [256, 512, 1024, 2048] and MUJOCO_CHOICES["batch_size"] == [64, 128, 256, 512]
-    assert MUJOCO_CHOICES["gamma"] == [0.98, 0.99, 0.995, 0.999] and MUJOCO_CHOICES["gae_lambda"] == [0.9, 0.95, 0.98, 0.99]
+    # 0.9999: rl-zoo3's Swimmer value.
+    assert MUJOCO_CHOICES["gamma"] == [0.98, 0.99, 0.995, 0.999, 0.9999] and MUJOCO_CHOICES["gae_lambda"] == [
+        0.9,
+        0.95,
+        0.98,
+        0.99,
+    ]
     assert MUJOCO_RANGES == {
         "target_kl": (0.005, 0.05, True),
         "learning_rate": (1e-4, 3e-3, True),
@@ -106,30 +112,40 @@ def test_unknown_sampler_is_an_error(capsys: pytest.CaptureFixture[str]) -> None
     assert "unknown --trpo-sampler 'wide'; choose from ['mujoco']" in capsys.readouterr().err
 
 
-def test_the_ant_search_starts_from_rl_zoo3s_settings() -> None:
+@pytest.mark.parametrize(
+    "env_id, zoo_id, env_kwargs",
+    [("Ant-v5", "Ant-v4", {"include_cfrc_ext_in_observation": False}), ("Swimmer-v5", "Swimmer-v4", {})],
+)
+def test_the_searches_start_from_rl_zoo3s_settings(env_id: str, zoo_id: str, env_kwargs: dict[str, Any]) -> None:
     import inspect
     from pathlib import Path
 
     import yaml
 
-    from benchmarks.tune_ant_v5 import BASE_CONF, LATER_VARIATIONS, VARIATIONS, ZOO_POINT
+    from benchmarks.tune_v5 import SEARCHES
     from sb3_trpo_plugin import TRPO
 
+    search = SEARCHES[env_id]
     spec = importlib.util.find_spec("rl_zoo3")
     assert spec is not None and spec.submodule_search_locations is not None
-    zoo_ant = yaml.safe_load((Path(spec.submodule_search_locations[0]) / "hyperparams" / "trpo.yml").read_text())["Ant-v4"]
-    base = yaml.safe_load((Path(__file__).resolve().parents[1] / BASE_CONF).read_text())["Ant-v5"]
-    assert base.pop("env_kwargs") == {"include_cfrc_ext_in_observation": False} and base == zoo_ant
-    # The queued first trial is the same point: the sampled knobs at rl-zoo3's values, TRPO's default target_kl and net.
-    queued = mujoco_hyperparams(dict(ZOO_POINT))
+    zoo_file = yaml.safe_load((Path(spec.submodule_search_locations[0]) / "hyperparams" / "trpo.yml").read_text())
+    zoo = {key: value for key, value in zoo_file[zoo_id].items() if key != "<<"}
+    base = yaml.safe_load((Path(__file__).resolve().parents[1] / search.base_conf).read_text())[env_id]
+    # The observation rl-zoo3's values were tuned with, in the file and on rl-zoo3's command line (for its evaluation envs).
+    assert base.pop("env_kwargs", {}) == env_kwargs
+    assert search.env_kwargs == tuple(f"{name}:{value}" for name, value in env_kwargs.items())
+    assert base == zoo
+    # The first queued trial is the same point: the sampled knobs at rl-zoo3's values, TRPO's default target_kl and net.
+    zoo_point = search.first_trials[0]
+    queued = mujoco_hyperparams(dict(zoo_point))
     assert queued.pop("policy_kwargs") == {"net_arch": {"pi": [64, 64], "vf": [64, 64]}}
     assert queued.pop("target_kl") == inspect.signature(TRPO.__init__).parameters["target_kl"].default
-    assert queued == {key: zoo_ant[key] for key in queued}
-    # The queued variations change one knob of it each, inside the sampler's space.
-    for variation in (*VARIATIONS, *LATER_VARIATIONS):
-        changed = {name for name in ZOO_POINT if variation[name] != ZOO_POINT[name]}
-        assert set(variation) == set(ZOO_POINT) and len(changed) == 1, variation
-    for point in (ZOO_POINT, *VARIATIONS, *LATER_VARIATIONS):
+    assert queued == {key: zoo[key] for key in queued}
+    # Every other queued trial is rl-zoo3's point again or changes one knob of it, inside the sampler's space.
+    later = [point for points in search.later_trials.values() for point in points]
+    for point in (*search.first_trials, *later):
+        changed = {name for name in zoo_point if point[name] != zoo_point[name]}
+        assert set(point) == set(zoo_point) and len(changed) <= 1, point
         for name, choices in MUJOCO_CHOICES.items():
             assert point[name] in choices, name
         for name, (low, high, _) in MUJOCO_RANGES.items():

@@ -17,7 +17,7 @@ from typing import Any
 MUJOCO_CHOICES: dict[str, list[Any]] = {
     "n_steps": [256, 512, 1024, 2048],
     "batch_size": [64, 128, 256, 512],
-    "gamma": [0.98, 0.99, 0.995, 0.999],
+    "gamma": [0.98, 0.99, 0.995, 0.999, 0.9999],
     "gae_lambda": [0.9, 0.95, 0.98, 0.99],
     "net_arch": ["small", "medium"],
 }

@@ -1,0 +1,259 @@
+"""
+The ``-v5`` preset searches through rl-zoo3's Optuna route (docs/benchmarks.md, "Ant-v5 preset", "Swimmer-v5 preset
+search").
+
+``python -m sb3_trpo_plugin.zoo train --algo trpo --env <id> -optimize --trpo-sampler mujoco ...`` with the arguments of
+:func:`search_arguments`: one process, one trial at a time, resumable (the study lives in an SQLite file; running again
+continues it), stopped by SIGINT after ``--timeout`` seconds (rl-zoo3's ``train`` has no time limit; on SIGINT Optuna
+stops and rl-zoo3 writes its report). Each search (:data:`SEARCHES`) starts from a file of ``benchmarks/presets``
+(rl-zoo3's settings for the task's ``-v4``) and queues its first trials in the study; the sampler draws eight knobs
+around them.
+
+**Ant-v5** (the preset's search): 500k steps per trial, no pruning, the final evaluation (5 episodes) as the objective.
+A first attempt at 250k steps (median pruner, 5 evaluations) was stopped after two trials: with rl-zoo3's settings
+Ant's returns stay at 0-300 until about 300k steps (benchmarks/results/mujoco_1m, seeds 0-9) and separate only after,
+so trials at 250k would rank noise, and a pruner before 300k would prune at random. The first trial is rl-zoo3's own
+settings (:data:`ANT_ZOO_POINT`), queued in the study, as the reference at this budget. Trials 1 and 2 were TPE's random
+starts; then :data:`ANT_VARIATIONS` were queued (``--queue-variations 1``), one knob of rl-zoo3's settings each, and
+:data:`ANT_LATER_VARIATIONS` (``--queue-variations 2``); TPE took the rest of the time.
+
+**Swimmer-v5**: 300k steps per trial. With rl-zoo3's settings, whether a seed ends near 360 or stuck far below (133 to
+264 at 1M) shows by 300k steps on all ten seeds of the table (316-358 against 90-193). Ant's search showed that one
+trial per setting ranks noise, so each setting of :data:`SWIMMER_POINTS` is queued :data:`SWIMMER_REPEATS` times,
+round-robin (a stopped search leaves every setting with as many trials as the others, give or take one).
+
+rl-zoo3 seeds the global generators, the training environments and the TPE sampler with the tuning seed (1000: neither
+the table's seeds 0-9 nor the confirmation seeds 100-104) and builds each trial's model with ``seed=None``: trials of
+one setting differ in their initial weights and action noise, drawn in turn from the seeded generators, not in the
+environments' seeds.
+
+The search has one core: torch gets one thread (``--num-threads 1``; with two threads beside another process on a
+2-core machine, a short Swimmer trial took 88 s instead of 5), and the critic is fitted in the training process
+(``TRPO.pipeline_critic = False``), where the critic's worker process would only compete with it; the weights are the
+same bit for bit either way (tests/test_critic_pipeline.py).
+
+Usage: ``python -m benchmarks.tune_v5 --env Ant-v5|Swimmer-v5 [--out DIR] [--timeout SECONDS] [--timesteps N]``; then
+``--export`` writes the study's trials to ``benchmarks/results/presets/<id>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: The seed of every search (global generators, training environments, TPE sampler).
+TUNING_SEED = 1000
+
+#: rl-zoo3's MuJoCo settings for Ant as a point of the ``mujoco`` sampler's space: the Ant search's first trial.
+ANT_ZOO_POINT: dict[str, Any] = dict(
+    n_steps=1024, batch_size=128, gamma=0.99, gae_lambda=0.95, net_arch="small", target_kl=0.01, learning_rate=1e-3
+) | {"n_critic_updates": 20}
+#: Variations of :data:`ANT_ZOO_POINT`, one knob each, queued while the search ran (``--queue-variations 1``): at about
+#: seven minutes a trial on a shared core, the search affords some seven trials, too few for TPE to learn from random
+#: starts in eight dimensions, so the rest of the budget went to the knobs most likely to matter on Ant: a larger
+#: trust region (the slow seeds of rl-zoo3's settings were still climbing at 1M steps) and a longer GAE horizon.
+ANT_VARIATIONS: list[dict[str, Any]] = [
+    ANT_ZOO_POINT | {"target_kl": 0.02},
+    ANT_ZOO_POINT | {"target_kl": 0.03},
+    ANT_ZOO_POINT | {"gae_lambda": 0.98},
+]
+#: Queued after ``target_kl=0.02`` gave 31 at 500k steps (rl-zoo3's settings: 1966): the ``target_kl=0.03`` trial was
+#: stopped (SIGINT; it shows as failed) and the wider network queued in its place (``--queue-variations 2``).
+ANT_LATER_VARIATIONS: list[dict[str, Any]] = [ANT_ZOO_POINT | {"net_arch": "medium"}]
+
+#: rl-zoo3's Swimmer settings (its MuJoCo block with ``gamma`` 0.9999) as a point of the sampler's space.
+SWIMMER_ZOO_POINT: dict[str, Any] = ANT_ZOO_POINT | {"gamma": 0.9999}
+#: The Swimmer search's settings: rl-zoo3's, then one knob of it each, those that plausibly decide whether a seed
+#: escapes the stuck gait: larger batches (less noisy steps), a larger trust region, a longer GAE horizon, a wider
+#: network, shorter rollouts (twice the updates).
+SWIMMER_POINTS: list[dict[str, Any]] = [
+    SWIMMER_ZOO_POINT,
+    SWIMMER_ZOO_POINT | {"n_steps": 2048},
+    SWIMMER_ZOO_POINT | {"target_kl": 0.02},
+    SWIMMER_ZOO_POINT | {"gae_lambda": 0.98},
+    SWIMMER_ZOO_POINT | {"net_arch": "medium"},
+    SWIMMER_ZOO_POINT | {"n_steps": 512},
+]
+#: Trials of each Swimmer setting.
+SWIMMER_REPEATS = 4
+
+
+@dataclass(frozen=True)
+class Search:
+    """
+    One task's preset search.
+
+    :param env_id: the Gymnasium id
+    :param study_name: the study's name in its storage
+    :param base_conf: the search's starting hyperparameters (rl-zoo3's ``-conf``)
+    :param env_kwargs: rl-zoo3's ``--env-kwargs`` (rl-zoo3 2.9 passes a file's ``env_kwargs`` to the training envs
+        only; given here, its evaluation envs get them too)
+    :param first_trials: the trials queued in a new study, in order
+    :param later_trials: trials queued into a running search by ``--queue-variations N``
+    :param timesteps: the training budget of one trial
+    """
+
+    env_id: str
+    study_name: str
+    base_conf: Path
+    env_kwargs: tuple[str, ...] = ()
+    first_trials: list[dict[str, Any]] = field(default_factory=list)
+    later_trials: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    timesteps: int = 500_000
+
+    @property
+    def results(self) -> Path:
+        """Where the exported trials land."""
+        return Path("benchmarks/results/presets") / self.env_id
+
+
+#: The searches, by environment id.
+SEARCHES: dict[str, Search] = {
+    "Ant-v5": Search(
+        "Ant-v5",
+        "ant_v5_trpo_mujoco",
+        Path("benchmarks/presets/ant_v5_tuning.yml"),
+        ("include_cfrc_ext_in_observation:False",),
+        [ANT_ZOO_POINT],
+        {1: ANT_VARIATIONS, 2: ANT_LATER_VARIATIONS},
+    ),
+    "Swimmer-v5": Search(
+        "Swimmer-v5",
+        "swimmer_v5_trpo_mujoco",
+        Path("benchmarks/presets/swimmer_v5_tuning.yml"),
+        first_trials=[point for _ in range(SWIMMER_REPEATS) for point in SWIMMER_POINTS],
+        timesteps=300_000,
+    ),
+}
+
+
+def search_arguments(search: Search, out: Path, timesteps: int) -> list[str]:
+    """
+    rl-zoo3's ``train`` arguments of a search.
+
+    :param search: the search
+    :param out: folder of the study's storage, rl-zoo3's logs and its per-trial evaluations
+    :param timesteps: training budget of one trial
+    :return: the arguments, ``train`` first
+    """
+    env_kwargs = ("--env-kwargs", *search.env_kwargs) if search.env_kwargs else ()
+    return [
+        "train",
+        *("--algo", "trpo", "--env", search.env_id, "-conf", str(search.base_conf), *env_kwargs),
+        *("-optimize", "--trpo-sampler", "mujoco", "--n-jobs", "1"),
+        *("--n-timesteps", str(timesteps), "--n-evaluations", "2", "--eval-episodes", "5"),
+        *("--sampler", "tpe", "--pruner", "none", "--n-startup-trials", "5", "--n-trials", "100", "--no-optim-plots"),
+        *("--storage", f"sqlite:///{out / 'study.db'}", "--study-name", search.study_name),
+        *("--seed", str(TUNING_SEED), "--device", "cpu", "--vec-env", "dummy", "--num-threads", "1"),
+        *("-f", str(out / "logs"), "--optimization-log-path", str(out / "trials")),
+    ]
+
+
+def enqueue_points(storage: str, study_name: str, points: list[dict[str, Any]]) -> None:
+    """
+    Queue trials with the given parameters in the study (a running search takes them before sampling new ones).
+
+    :param storage: the study's Optuna storage URL
+    :param study_name: the study's name
+    :param points: the trials' parameters (the ``mujoco`` sampler's names)
+    """
+    import optuna
+
+    study = optuna.load_study(storage=storage, study_name=study_name)
+    for point in points:
+        study.enqueue_trial(point)
+
+
+def enqueue_first_trials(storage: str, search: Search) -> bool:
+    """
+    Put the search's first trials in a new study (rl-zoo3 loads the study and runs queued trials before sampling).
+
+    :param storage: the study's Optuna storage URL
+    :param search: the search
+    :return: whether they were queued (not when the study already has trials)
+    """
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=search.study_name, direction="maximize", load_if_exists=True)
+    if study.trials:
+        return False
+    for point in search.first_trials:
+        study.enqueue_trial(point)
+    return True
+
+
+def export_trials(storage: str, study_name: str, path: Path) -> list[dict[str, Any]]:
+    """
+    Write the study's trials as JSON: number, state, parameters, final value, intermediate evaluations, seconds.
+
+    :param storage: the study's Optuna storage URL
+    :param study_name: the study's name
+    :param path: the JSON file
+    :return: the trials written
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = [
+        {
+            "number": trial.number,
+            "state": trial.state.name,
+            "params": trial.params,
+            "value": trial.value,
+            "evaluations": {str(step): value for step, value in sorted(trial.intermediate_values.items())},
+            "seconds": trial.duration.total_seconds() if trial.duration is not None else None,
+        }
+        for trial in study.trials
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"study": study_name, "command": study.user_attrs.get("command"), "trials": trials}, indent=1))
+    return trials
+
+
+def main() -> int:
+    """Run a search (or export its trials with ``--export``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--env", choices=sorted(SEARCHES), default="Ant-v5", help="the task whose preset is searched")
+    parser.add_argument("--out", type=Path, help="study storage and rl-zoo3 logs (default /work/tune/<id>)")
+    parser.add_argument("--timeout", type=float, default=3300.0, help="seconds before the search is stopped")
+    parser.add_argument("--timesteps", type=int, help="training budget of one trial (default: the search's)")
+    parser.add_argument("--export", action="store_true", help="write the trials to benchmarks/results/presets/<id>")
+    parser.add_argument("--queue-variations", type=int, help="queue the search's later trials of this key, then return")
+    args = parser.parse_args()
+    search = SEARCHES[args.env]
+    out: Path = args.out or Path("/work/tune") / search.env_id.lower()
+    storage = f"sqlite:///{out / 'study.db'}"
+    if args.queue_variations is not None:
+        if args.queue_variations not in search.later_trials:
+            parser.error(f"{search.env_id}'s search has later trials {sorted(search.later_trials)}")
+        points = search.later_trials[args.queue_variations]
+        enqueue_points(storage, search.study_name, points)
+        print(f"{len(points)} trials queued")
+        return 0
+    if args.export:
+        trials = export_trials(storage, search.study_name, search.results / "trials.json")
+        print(f"{len(trials)} trials written to {search.results / 'trials.json'}")
+        return 0
+    from sb3_trpo_plugin import TRPO
+    from sb3_trpo_plugin.zoo import main as zoo_main
+
+    TRPO.pipeline_critic = False  # see the module's docstring
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no handler: the timer's SIGINT
+    # (and a user's) must raise KeyboardInterrupt, which Optuna and rl-zoo3 handle.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    out.mkdir(parents=True, exist_ok=True)
+    enqueue_first_trials(storage, search)
+    timer = threading.Timer(args.timeout, signal.raise_signal, (signal.SIGINT,))
+    timer.daemon = True
+    timer.start()
+    return zoo_main(search_arguments(search, out, args.timesteps or search.timesteps))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
