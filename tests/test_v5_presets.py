@@ -1,6 +1,7 @@
 """
-This package's tuned ``-v5`` presets: ``sb3-trpo train``'s (``cli/presets.py``) and the rl-zoo3 file of the zoo route
-(``zoo/trpo_v5.yml``) hold the same settings, each route trains with them and the observation they were tuned with.
+The ``-v5`` MuJoCo presets: ``sb3-trpo train``'s (``cli/presets.py``) and the entries the zoo route gives rl-zoo3
+(rl-zoo3's ``-v4`` entries, and this package's tuned ones of ``zoo/trpo_v5.yml``) hold the same settings, each route
+trains with them and the observation they were tuned with.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from sb3_trpo_plugin.cli import main as cli_main
 from sb3_trpo_plugin.cli.evaluate import evaluate_run
 from sb3_trpo_plugin.cli.presets import PACKAGE_TUNED, PRESETS
 from sb3_trpo_plugin.cli.run_folder import RunFolder
-from sb3_trpo_plugin.zoo import V5_HYPERPARAMS_MODULE, v5_entries, with_default_hyperparams
+from sb3_trpo_plugin.zoo import (
+    V5_HYPERPARAMS_MODULE,
+    v5_entries,
+    v5_hyperparams,
+    with_default_hyperparams,
+    zoo_hyperparameter_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ANT_V4_OBSERVATION = {"include_cfrc_ext_in_observation": False}
@@ -56,11 +63,27 @@ def test_the_package_file_lists_exactly_the_package_tuned_presets() -> None:
     assert PRESETS["Ant-v4"].source != PACKAGE_TUNED  # rl-zoo3's tuned values stay rl-zoo3's on -v4
 
 
-@pytest.mark.parametrize("env_id", ["Ant-v5"])
+#: The -v5 MuJoCo tasks of rl-zoo3's trpo.yml (as -v4) and of this package's presets.
+ZOO_V5_IDS = ["Ant-v5", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Humanoid-v5", "Swimmer-v5"]
+
+
+def test_the_zoo_route_gives_v5_ids_rl_zoo3s_v4_entries_unless_the_package_has_its_own() -> None:
+    import yaml
+
+    zoo = yaml.safe_load(zoo_hyperparameter_file().read_text())
+    entries = v5_hyperparams()
+    assert sorted(entries) == sorted(ZOO_V5_IDS)
+    for env_id in ZOO_V5_IDS:
+        expected = v5_entries()[env_id] if env_id in v5_entries() else zoo[env_id.replace("-v5", "-v4")]
+        assert entries[env_id] == expected, env_id
+    assert entries["Swimmer-v5"]["gamma"] == 0.9999 and entries["HalfCheetah-v5"]["target_kl"] == 0.04
+
+
+@pytest.mark.parametrize("env_id", ZOO_V5_IDS)
 def test_both_routes_hold_the_same_settings(env_id: str, gymnasium_restored: list) -> None:
     preset = PRESETS[env_id]
-    entry = dict(v5_entries()[env_id])
-    assert entry.pop("env_kwargs") == dict(preset.env_kwargs)
+    entry = dict(v5_hyperparams()[env_id])
+    assert entry.pop("env_kwargs", {}) == dict(preset.env_kwargs)
     # What the zoo route passes as --conf-file: the file's entry without its env_kwargs (given as --env-kwargs).
     passed = importlib.import_module(V5_HYPERPARAMS_MODULE).hyperparams[env_id]
     assert passed == entry
@@ -88,9 +111,12 @@ def test_zoo_route_reads_the_package_file_for_its_ids() -> None:
     assert with_default_hyperparams([*ant, "-conf", "mine.yml"]) == [*ant, "-conf", "mine.yml"]
     own_observation = [*ant, "--env-kwargs", "include_cfrc_ext_in_observation:True"]
     assert with_default_hyperparams(own_observation) == [*own_observation, "--conf-file", V5_HYPERPARAMS_MODULE]
+    # rl-zoo3's file has no -v5 entries (it would train them with its untuned 'default'): the route gives the -v4 ones.
+    hopper = ["--algo", "trpo", "--env", "Hopper-v5"]
+    assert with_default_hyperparams(hopper) == [*hopper, "--conf-file", V5_HYPERPARAMS_MODULE]
     for other in (
         ["--algo", "trpo", "--env", "Ant-v4"],
-        ["--algo", "trpo", "--env", "Hopper-v5"],
+        ["--algo", "trpo", "--env", "CartPole-v1"],
         ["--algo", "ppo", "--env", "Ant-v5"],
     ):
         assert with_default_hyperparams(other) == other

@@ -10,12 +10,14 @@ From a shell, ``python -m sb3_trpo_plugin.zoo train|enjoy ...`` takes rl-zoo3's 
     python -m sb3_trpo_plugin.zoo train --algo trpo --env Pendulum-v1 -optimize --n-trials 20
     python -m sb3_trpo_plugin.zoo train --algo trpo_lstm --env CartPoleNoVel-v1 -f logs
 
-For the environments of :data:`V5_HYPERPARAMS` (``Ant-v5``: rl-zoo3's Ant-v4 values, which a search through
-rl-zoo3's Optuna route did not better, with Ant-v4's observation; rl-zoo3's file has no ``-v5`` entries),
-``train --algo trpo`` reads that file unless ``--conf-file`` is given (as :data:`V5_HYPERPARAMS_MODULE`), and passes
-the entry's ``env_kwargs`` as ``--env-kwargs``: rl-zoo3 2.9 gives a file's ``env_kwargs`` to its training environments
-only, not to its evaluation environments nor to ``enjoy``, which need the same observation, and rl-zoo3 before 2.8 would
-hand them to the algorithm.
+rl-zoo3's ``trpo.yml`` has no entries for Gymnasium's ``-v5`` MuJoCo tasks, and would train them with its untuned
+``default`` entry (one environment, no normalisation). Unless ``--conf-file`` is given, ``train --algo trpo`` on a
+``-v5`` id gives rl-zoo3 the entries of :func:`v5_hyperparams` (as :data:`V5_HYPERPARAMS_MODULE`): rl-zoo3's own entry
+of the task's ``-v4`` (the values ``sb3-trpo train`` and the benchmarks use there too), or this package's where it has
+one (:data:`V5_HYPERPARAMS`; ``Ant-v5``: rl-zoo3's Ant-v4 values, which a search through rl-zoo3's Optuna route did not
+better, with Ant-v4's observation). It passes an entry's ``env_kwargs`` as ``--env-kwargs``: rl-zoo3 2.9 gives a file's
+``env_kwargs`` to its training environments only, not to its evaluation environments nor to ``enjoy``, which need the
+same observation, and rl-zoo3 before 2.8 would hand them to the algorithm.
 
 rl-zoo3 has no ``trpo_lstm.yml``: unless ``--conf-file`` is given, training ``trpo_lstm`` reads this package's
 (:data:`RECURRENT_HYPERPARAMS`).
@@ -53,10 +55,10 @@ RECURRENT_ALGO_NAME = "trpo_lstm"
 #: The hyperparameters ``trpo_lstm`` reads unless ``--conf-file`` names others.
 RECURRENT_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_lstm.yml"
 #: This package's ``trpo`` hyperparameters for Gymnasium's ``-v5`` tasks where rl-zoo3's fall short (docs/benchmarks.md):
-#: ``train --algo trpo`` reads it for the environments it lists unless ``--conf-file`` is given.
+#: ``train --algo trpo`` reads it for the environments it lists unless ``--conf-file`` is given (see :func:`v5_hyperparams`).
 V5_HYPERPARAMS = Path(__file__).resolve().parent / "trpo_v5.yml"
-#: The ``--conf-file`` the route passes for those: :data:`V5_HYPERPARAMS` without the ``env_kwargs``, which it passes as
-#: ``--env-kwargs`` (rl-zoo3 before 2.8 would hand a file's ``env_kwargs`` to the algorithm).
+#: The ``--conf-file`` the route passes for ``-v5`` ids: :func:`v5_hyperparams` without the ``env_kwargs``, which it
+#: passes as ``--env-kwargs`` (rl-zoo3 before 2.8 would hand a file's ``env_kwargs`` to the algorithm).
 V5_HYPERPARAMS_MODULE = "sb3_trpo_plugin.zoo.trpo_v5"
 #: rl-zoo3's ``--algo`` for MaskableTRPO (rl-zoo3 calls sb3-contrib's MaskablePPO ``ppo_mask``).
 MASKED_ALGO_NAME = "trpo_mask"
@@ -128,7 +130,7 @@ def with_default_hyperparams(arguments: Sequence[str]) -> list[str]:
     """
     rl-zoo3's ``train`` arguments, with ``--conf-file`` added for the algorithms rl-zoo3 ships no hyperparameters for
     (``trpo_lstm``: :data:`RECURRENT_HYPERPARAMS`; ``trpo_mask``: :data:`MASKED_HYPERPARAMS`; ``trpo_lstm_mask``:
-    :data:`MASKED_RECURRENT_HYPERPARAMS`) when none is given, and :data:`V5_HYPERPARAMS` for ``trpo`` on the
+    :data:`MASKED_RECURRENT_HYPERPARAMS`) when none is given, and :func:`v5_hyperparams` for ``trpo`` on the
     environments it lists (with their ``env_kwargs`` as ``--env-kwargs`` unless that is given).
 
     :param arguments: the script's arguments
@@ -196,12 +198,47 @@ def v5_entries() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(V5_HYPERPARAMS.read_text())
 
 
+def zoo_hyperparameter_file(algo: str = ALGO_NAME) -> Path:
+    """
+    rl-zoo3's own hyperparameter file for ``algo``: where its ``ExperimentManager`` looks when no ``--conf-file`` is
+    given (``hyperparams`` inside the installed package, or beside it in a source checkout).
+
+    :param algo: rl-zoo3's ``--algo``
+    :return: the file's path
+    :raises ImportError: when rl-zoo3 is not installed
+    """
+    import rl_zoo3
+
+    package = Path(rl_zoo3.__file__).resolve().parent
+    folder = package / "hyperparams" if (package / "hyperparams").is_dir() else package.parent / "hyperparams"
+    return folder / f"{algo}.yml"
+
+
+def v5_hyperparams() -> dict[str, dict[str, Any]]:
+    """
+    The ``trpo`` entries the zoo route gives rl-zoo3 for Gymnasium's ``-v5`` ids its file lacks: rl-zoo3's entry of the
+    same task's ``-v4`` (same dynamics and rewards up to small fixes; rl-zoo3 lists only ``-v4`` MuJoCo tasks), replaced
+    by :data:`V5_HYPERPARAMS`'s entry where this package has one.
+
+    :return: the entries, by environment id, as rl-zoo3 reads them (``env_kwargs`` included)
+    """
+    import yaml
+
+    zoo = yaml.safe_load(zoo_hyperparameter_file().read_text())
+    from_v4 = {
+        f"{env_id[: -len('-v4')]}-v5": entry
+        for env_id, entry in zoo.items()
+        if env_id.endswith("-v4") and f"{env_id[: -len('-v4')]}-v5" not in zoo
+    }
+    return from_v4 | v5_entries()
+
+
 def _with_v5_hyperparams(arguments: list[str]) -> list[str]:
     """
-    ``train --algo trpo`` arguments without ``--conf-file``: :data:`V5_HYPERPARAMS` for the environments it lists, as
+    ``train --algo trpo`` arguments without ``--conf-file``: :func:`v5_hyperparams` for the environments it lists, as
     :data:`V5_HYPERPARAMS_MODULE` and ``--env-kwargs``.
     """
-    entry = v5_entries().get(_option_value(arguments, "--env") or "")
+    entry = v5_hyperparams().get(_option_value(arguments, "--env") or "")
     if entry is None:
         return arguments
     arguments = [*arguments, "--conf-file", V5_HYPERPARAMS_MODULE]
