@@ -16,7 +16,6 @@ import contextlib
 import io
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,15 +84,11 @@ class Preset:
 
 def zoo_file(algo: str) -> str:
     """rl-zoo3's hyperparameter file for ``algo`` (both TRPOs read ``trpo.yml``; :data:`PRESET_ALGO` the package's)."""
-    import rl_zoo3
+    from sb3_trpo_plugin.zoo import V5_HYPERPARAMS, zoo_hyperparameter_file
 
     if algo == PRESET_ALGO:
-        from sb3_trpo_plugin.zoo import V5_HYPERPARAMS
-
         return str(V5_HYPERPARAMS)
-
-    name = "ppo" if algo == "ppo" else "trpo"
-    return str(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{name}.yml")
+    return str(zoo_hyperparameter_file("ppo" if algo == "ppo" else "trpo"))
 
 
 def load_preset(algo: str, env_id: str) -> Preset:
