@@ -99,3 +99,21 @@ def test_the_preset_runs_get_rows_and_exact_tests_against_both_trpos() -> None:
     # 3 vs 2: ten splits, the observed one (every preset seed above every other) and its mirror are the extremes
     assert "Ant-v5: the preset vs TRPO (this plugin) | 3 vs 2 | 5000 ± 577 | 2500 ± 500 | +2500 | 0.200 | 6 | 0.200 |" in tests
     assert "Ant-v5: the preset vs TRPO (sb3-contrib 2.9.2) | 3 vs 2 | 5000 ± 577 | 3000 ± 0 | +2000 |" in tests
+
+
+def test_preset_runs_of_any_env_are_tested_and_ablations_only_on_ant() -> None:
+    def runs(algo: str, seeds: range, final: int) -> list:
+        return [run(algo, s, [0, final, final + s], [0, 50, 100]) for s in seeds]
+
+    table = {
+        "Swimmer-v5": {
+            "trpo": runs("trpo", range(2), 300),
+            "trpo_preset": runs("trpo_preset", range(100, 103), 360),
+            "trpo_sb3_loop": runs("trpo_sb3_loop", range(2), 100),
+            "sb3_contrib_trpo": runs("sb3_contrib_trpo", range(2), 300),
+        }
+    }
+    tests = "\n".join(mr.tests_table(table, {mr.PRESET: "the preset", "trpo_sb3_loop": "SB3's loop"}))
+    assert "Swimmer-v5: the preset vs TRPO (this plugin) | 3 vs 2 |" in tests
+    assert "Swimmer-v5: the preset vs TRPO (sb3-contrib 2.9.2) | 3 vs 2 |" in tests
+    assert "SB3's loop" not in tests
