@@ -18,7 +18,7 @@ starts; then :data:`ANT_VARIATIONS` were queued (``--queue-variations 1``), one 
 :data:`ANT_LATER_VARIATIONS` (``--queue-variations 2``); TPE took the rest of the time.
 
 **Swimmer-v5**: 300k steps per trial. With rl-zoo3's settings, whether a seed ends near 360 or stuck far below (133 to
-264 at 1M) shows by 300k steps on all ten seeds of the table (316-358 against 90-193). Ant's search showed that one
+264 at 1M) shows by 300k steps on all ten seeds of the table (316-356 against 90-193). Ant's search showed that one
 trial per setting ranks noise, so each setting of :data:`SWIMMER_POINTS` is queued :data:`SWIMMER_REPEATS` times,
 round-robin (a stopped search leaves every setting with as many trials as the others, give or take one).
 
