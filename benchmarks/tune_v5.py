@@ -1,6 +1,6 @@
 """
 The ``-v5`` preset searches through rl-zoo3's Optuna route (docs/benchmarks.md, "Ant-v5 preset", "Swimmer-v5 preset
-search", "Walker2d-v5 preset").
+search", "Walker2d-v5 preset search").
 
 ``python -m sb3_trpo_plugin.zoo train --algo trpo --env <id> -optimize --trpo-sampler mujoco ...`` with the arguments of
 :func:`search_arguments`: one process, one trial at a time, resumable (the study lives in an SQLite file; running again

@@ -59,7 +59,7 @@ def run_zoo(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
 
 def test_the_package_file_lists_exactly_the_package_tuned_presets() -> None:
     tuned = {env_id for env_id, preset in PRESETS.items() if preset.source.startswith(PACKAGE_TUNED_PREFIX)}
-    assert tuned == set(v5_entries()) == {"Ant-v5", "Walker2d-v5"}
+    assert tuned == set(v5_entries()) == {"Ant-v5"}
     assert PRESETS["Ant-v4"].source != PACKAGE_TUNED  # rl-zoo3's tuned values stay rl-zoo3's on -v4
 
 
@@ -199,29 +199,3 @@ def test_ant_v5_preset_values_are_the_searchs_best_trial() -> None:
     drawn = dict(best["params"])
     assert drawn.pop("net_arch") == "small" and drawn.pop("target_kl") == TRPO_DEFAULT_TARGET_KL
     assert drawn == {key: preset.hyperparams[key] for key in drawn}
-
-
-def test_walker2d_v5_preset_is_rl_zoo3s_with_the_searchs_best_target_kl() -> None:
-    import yaml
-
-    from sb3_trpo_plugin.zoo import zoo_hyperparameter_file
-
-    zoo = dict(yaml.safe_load(zoo_hyperparameter_file().read_text())["Walker2d-v4"])
-    preset = PRESETS["Walker2d-v5"]
-    assert preset.source.startswith(PACKAGE_TUNED_PREFIX) and not preset.env_kwargs
-    assert (preset.n_timesteps, preset.n_envs, preset.policy, preset.normalize) == (
-        int(zoo.pop("n_timesteps")),
-        zoo.pop("n_envs"),
-        zoo.pop("policy"),
-        zoo.pop("normalize"),
-    )
-    assert dict(preset.hyperparams) == zoo | {"target_kl": 0.005}
-    # The search's record: of its queued settings (3 trials each), target_kl 0.005 had the best mean.
-    trials = json.loads((REPO / "benchmarks" / "results" / "presets" / "Walker2d-v5" / "trials.json").read_text())["trials"]
-    values: dict[tuple[Any, ...], list[float]] = {}
-    for trial in trials:
-        if trial["state"] == "COMPLETE":
-            values.setdefault(tuple(sorted(trial["params"].items())), []).append(trial["value"])
-    best = dict(max(values, key=lambda key: sum(values[key]) / len(values[key])))
-    assert len(values) == 5 and best.pop("target_kl") == 0.005 and best.pop("net_arch") == "small"
-    assert best == {name: preset.hyperparams[name] for name in best}

@@ -5,9 +5,9 @@ The values are those of rl-zoo3's ``hyperparams/trpo.yml`` (rl-zoo3 2.9) whereve
 environment; each preset says where its numbers come from in ``source``. MuJoCo ``-v5`` tasks reuse
 the values tuned on their ``-v4`` versions (same dynamics and rewards up to small fixes), and the MuJoCo
 tasks that the file lacks get its MuJoCo block, marked as not tuned for them. Where those values stay below the
-published TRPO returns on ``-v5`` (Ant, Walker2d), the preset is this package's own (``source`` says so): on Ant-v5,
-rl-zoo3's values, which a search through rl-zoo3's Optuna route did not better, with the observation they were tuned
-with (``env_kwargs``); on Walker2d-v5, rl-zoo3's values with the smaller trust region that such a search found best.
+published TRPO returns on ``-v5`` (Ant), the preset is this package's own (``source`` says so): on Ant-v5, rl-zoo3's
+values, which a search through rl-zoo3's Optuna route did not better, with the observation they were tuned with
+(``env_kwargs``). Searches on Swimmer-v5 and Walker2d-v5 found no setting that did better at 1M steps on unseen seeds.
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ PACKAGE_TUNED = (
     PACKAGE_TUNED_PREFIX + "rl-zoo3's -v4 values (a search through rl-zoo3's Optuna route found none better) with the "
     "observation they were tuned with, run at 1M steps on seeds the search did not use (docs/benchmarks.md, "
     "'Ant-v5 preset'); also sb3_trpo_plugin/zoo/trpo_v5.yml"
-)
-PACKAGE_TUNED_WALKER2D = (
-    PACKAGE_TUNED_PREFIX + "rl-zoo3's Walker2d-v4 values with target_kl 0.005, the best setting of a search through "
-    "rl-zoo3's Optuna route, run at 1M steps on seeds the search did not use (docs/benchmarks.md, 'Walker2d-v5 "
-    "preset'); also sb3_trpo_plugin/zoo/trpo_v5.yml"
 )
 
 
@@ -134,13 +129,6 @@ _PACKAGE_TUNED: dict[str, Preset] = {
         hyperparams=_MUJOCO_HYPERPARAMS,
         source=PACKAGE_TUNED,
         env_kwargs={"include_cfrc_ext_in_observation": False},
-    ),
-    # Of rl-zoo3's values and four one-knob variations (3 trials each at 600k steps), the smaller trust region was the
-    # best and the steadiest (4449-4736 against 3061-5089): rl-zoo3's values swing by thousands between evaluations.
-    "Walker2d-v5": replace(
-        _MUJOCO_TASKS["Walker2d"],
-        hyperparams={**_MUJOCO_TASKS["Walker2d"].hyperparams, "target_kl": 0.005},
-        source=PACKAGE_TUNED_WALKER2D,
     ),
 }
 
