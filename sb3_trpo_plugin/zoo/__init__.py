@@ -94,6 +94,8 @@ __all__ = [
     "V5_HYPERPARAMS_MODULE",
     "main",
     "register",
+    "v5_hyperparams",
+    "zoo_hyperparameter_file",
 ]
 
 
