@@ -13,7 +13,7 @@ around them.
 A first attempt at 250k steps (median pruner, 5 evaluations) was stopped after two trials: with rl-zoo3's settings
 Ant's returns stay at 0-300 until about 300k steps (benchmarks/results/mujoco_1m, seeds 0-9) and separate only after,
 so trials at 250k would rank noise, and a pruner before 300k would prune at random. The first trial is rl-zoo3's own
-settings (:data:`ANT_ZOO_POINT`), queued in the study, as the reference at this budget. Trials 1 and 2 were TPE's random
+settings (:data:`MUJOCO_ZOO_POINT`), queued in the study, as the reference at this budget. Trials 1 and 2 were TPE's random
 starts; then :data:`ANT_VARIATIONS` were queued (``--queue-variations 1``), one knob of rl-zoo3's settings each, and
 :data:`ANT_LATER_VARIATIONS` (``--queue-variations 2``); TPE took the rest of the time.
 
@@ -54,51 +54,45 @@ from typing import Any
 #: The seed of every search (global generators, training environments, TPE sampler).
 TUNING_SEED = 1000
 
-#: rl-zoo3's MuJoCo settings for Ant as a point of the ``mujoco`` sampler's space: the Ant search's first trial.
-ANT_ZOO_POINT: dict[str, Any] = dict(
+#: rl-zoo3's MuJoCo block (its Ant-v4, Hopper-v4, Walker2d-v4 entries) as a point of the ``mujoco`` sampler's space.
+MUJOCO_ZOO_POINT: dict[str, Any] = dict(
     n_steps=1024, batch_size=128, gamma=0.99, gae_lambda=0.95, net_arch="small", target_kl=0.01, learning_rate=1e-3
 ) | {"n_critic_updates": 20}
-#: Variations of :data:`ANT_ZOO_POINT`, one knob each, queued while the search ran (``--queue-variations 1``): at about
+
+
+def one_knob_settings(point: dict[str, Any], changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``point``, then ``point`` with each change of ``changes`` (one knob each)."""
+    return [point, *(point | change for change in changes)]
+
+
+#: Variations of rl-zoo3's settings, one knob each, queued while the Ant search ran (``--queue-variations 1``): at about
 #: seven minutes a trial on a shared core, the search affords some seven trials, too few for TPE to learn from random
 #: starts in eight dimensions, so the rest of the budget went to the knobs most likely to matter on Ant: a larger
 #: trust region (the slow seeds of rl-zoo3's settings were still climbing at 1M steps) and a longer GAE horizon.
-ANT_VARIATIONS: list[dict[str, Any]] = [
-    ANT_ZOO_POINT | {"target_kl": 0.02},
-    ANT_ZOO_POINT | {"target_kl": 0.03},
-    ANT_ZOO_POINT | {"gae_lambda": 0.98},
-]
+ANT_VARIATIONS: list[dict[str, Any]] = one_knob_settings(
+    MUJOCO_ZOO_POINT, [{"target_kl": 0.02}, {"target_kl": 0.03}, {"gae_lambda": 0.98}]
+)[1:]
 #: Queued after ``target_kl=0.02`` gave 31 at 500k steps (rl-zoo3's settings: 1966): the ``target_kl=0.03`` trial was
 #: stopped (SIGINT; it shows as failed) and the wider network queued in its place (``--queue-variations 2``).
-ANT_LATER_VARIATIONS: list[dict[str, Any]] = [ANT_ZOO_POINT | {"net_arch": "medium"}]
+ANT_LATER_VARIATIONS: list[dict[str, Any]] = [MUJOCO_ZOO_POINT | {"net_arch": "medium"}]
 
-#: rl-zoo3's Swimmer settings (its MuJoCo block with ``gamma`` 0.9999) as a point of the sampler's space.
-SWIMMER_ZOO_POINT: dict[str, Any] = ANT_ZOO_POINT | {"gamma": 0.9999}
-#: The Swimmer search's settings: rl-zoo3's, then one knob of it each, those that plausibly decide whether a seed
-#: escapes the stuck gait: larger batches (less noisy steps), a larger trust region, a longer GAE horizon, a wider
-#: network, shorter rollouts (twice the updates).
-SWIMMER_POINTS: list[dict[str, Any]] = [
-    SWIMMER_ZOO_POINT,
-    SWIMMER_ZOO_POINT | {"n_steps": 2048},
-    SWIMMER_ZOO_POINT | {"target_kl": 0.02},
-    SWIMMER_ZOO_POINT | {"gae_lambda": 0.98},
-    SWIMMER_ZOO_POINT | {"net_arch": "medium"},
-    SWIMMER_ZOO_POINT | {"n_steps": 512},
-]
+#: The Swimmer search's settings: rl-zoo3's (its MuJoCo block with ``gamma`` 0.9999), then one knob of it each, those
+#: that plausibly decide whether a seed escapes the stuck gait: larger batches (less noisy steps), a larger trust
+#: region, a longer GAE horizon, a wider network, shorter rollouts (twice the updates).
+SWIMMER_POINTS = one_knob_settings(
+    MUJOCO_ZOO_POINT | {"gamma": 0.9999},
+    [{"n_steps": 2048}, {"target_kl": 0.02}, {"gae_lambda": 0.98}, {"net_arch": "medium"}, {"n_steps": 512}],
+)
 #: Trials of each Swimmer setting.
 SWIMMER_REPEATS = 4
 
-#: rl-zoo3's Walker2d settings (its MuJoCo block) as a point of the sampler's space.
-WALKER2D_ZOO_POINT: dict[str, Any] = ANT_ZOO_POINT
-#: The Walker2d search's settings: rl-zoo3's, then one knob of it each. With rl-zoo3's settings the evaluations of a
-#: seed swing by thousands between tenths of the budget (seed 0: 4387 at 900k steps, 1826 at 1M), so the smaller trust
-#: region and the larger batches (steadier steps) come first, then a longer GAE horizon and a wider network.
-WALKER2D_POINTS: list[dict[str, Any]] = [
-    WALKER2D_ZOO_POINT,
-    WALKER2D_ZOO_POINT | {"target_kl": 0.005},
-    WALKER2D_ZOO_POINT | {"n_steps": 2048},
-    WALKER2D_ZOO_POINT | {"gae_lambda": 0.98},
-    WALKER2D_ZOO_POINT | {"net_arch": "medium"},
-]
+#: The Walker2d search's settings: rl-zoo3's (its MuJoCo block), then one knob of it each. With rl-zoo3's settings the
+#: evaluations of a seed swing by thousands between tenths of the budget (seed 0: 4387 at 900k steps, 1826 at 1M), so
+#: the smaller trust region and the larger batches (steadier steps) come first, then a longer GAE horizon and a wider
+#: network.
+WALKER2D_POINTS = one_knob_settings(
+    MUJOCO_ZOO_POINT, [{"target_kl": 0.005}, {"n_steps": 2048}, {"gae_lambda": 0.98}, {"net_arch": "medium"}]
+)
 #: Trials of each Walker2d setting.
 WALKER2D_REPEATS = 3
 
@@ -109,8 +103,6 @@ class Search:
     One task's preset search.
 
     :param env_id: the Gymnasium id
-    :param study_name: the study's name in its storage
-    :param base_conf: the search's starting hyperparameters (rl-zoo3's ``-conf``)
     :param env_kwargs: rl-zoo3's ``--env-kwargs`` (rl-zoo3 2.9 passes a file's ``env_kwargs`` to the training envs
         only; given here, its evaluation envs get them too)
     :param first_trials: the trials queued in a new study, in order
@@ -119,12 +111,20 @@ class Search:
     """
 
     env_id: str
-    study_name: str
-    base_conf: Path
     env_kwargs: tuple[str, ...] = ()
     first_trials: list[dict[str, Any]] = field(default_factory=list)
     later_trials: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     timesteps: int = 500_000
+
+    @property
+    def study_name(self) -> str:
+        """The study's name in its storage."""
+        return f"{self.env_id.lower().replace('-', '_')}_trpo_mujoco"
+
+    @property
+    def base_conf(self) -> Path:
+        """The search's starting hyperparameters (rl-zoo3's ``-conf``)."""
+        return Path("benchmarks/presets") / f"{self.env_id.lower().replace('-', '_')}_tuning.yml"
 
     @property
     def results(self) -> Path:
@@ -136,24 +136,18 @@ class Search:
 SEARCHES: dict[str, Search] = {
     "Ant-v5": Search(
         "Ant-v5",
-        "ant_v5_trpo_mujoco",
-        Path("benchmarks/presets/ant_v5_tuning.yml"),
         ("include_cfrc_ext_in_observation:False",),
-        [ANT_ZOO_POINT],
+        [MUJOCO_ZOO_POINT],
         {1: ANT_VARIATIONS, 2: ANT_LATER_VARIATIONS},
     ),
     "Swimmer-v5": Search(
         "Swimmer-v5",
-        "swimmer_v5_trpo_mujoco",
-        Path("benchmarks/presets/swimmer_v5_tuning.yml"),
-        first_trials=[point for _ in range(SWIMMER_REPEATS) for point in SWIMMER_POINTS],
+        first_trials=SWIMMER_POINTS * SWIMMER_REPEATS,  # round-robin
         timesteps=300_000,
     ),
     "Walker2d-v5": Search(
         "Walker2d-v5",
-        "walker2d_v5_trpo_mujoco",
-        Path("benchmarks/presets/walker2d_v5_tuning.yml"),
-        first_trials=[point for _ in range(WALKER2D_REPEATS) for point in WALKER2D_POINTS],
+        first_trials=WALKER2D_POINTS * WALKER2D_REPEATS,  # round-robin
         timesteps=600_000,
     ),
 }
