@@ -23,14 +23,7 @@ from sb3_trpo_plugin.cli import main
 from sb3_trpo_plugin.cli.environments import make_env
 from sb3_trpo_plugin.cli.evaluate import evaluate_run
 from sb3_trpo_plugin.cli.hyperparams import known_keys, parse_hyperparams, parse_value
-from sb3_trpo_plugin.cli.presets import (
-    DEFAULT_PRESET,
-    PACKAGE_TUNED_PREFIX,
-    PRESETS,
-    ZOO_MUJOCO_BLOCK,
-    ZOO_TUNED,
-    get_preset,
-)
+from sb3_trpo_plugin.cli.presets import DEFAULT_PRESET, PACKAGE_TUNED, PRESETS, ZOO_MUJOCO_BLOCK, ZOO_TUNED, get_preset
 from sb3_trpo_plugin.cli.run_folder import RunFolder
 from sb3_trpo_plugin.serialization.vec_normalize_statistics import statistics_path
 
@@ -145,7 +138,7 @@ def test_presets_match_rl_zoo3_trpo_file() -> None:
     zoo = yaml.safe_load((Path(spec.submodule_search_locations[0]) / "hyperparams" / "trpo.yml").read_text())
     compared = 0
     for env_id, preset in PRESETS.items():
-        if preset.source.startswith(PACKAGE_TUNED_PREFIX):  # this package's own values: tests/test_v5_presets.py
+        if preset.source == PACKAGE_TUNED:  # this package's own values: tests/test_v5_presets.py
             continue
         zoo_env_id = env_id.replace("-v5", "-v4") if env_id.endswith("-v5") and env_id.replace("-v5", "-v4") in zoo else env_id
         if env_id.startswith("LunarLander") and zoo_env_id not in zoo:  # rl-zoo3 2.3's file: gymnasium 0.29's -v2
@@ -163,7 +156,7 @@ def test_presets_match_rl_zoo3_trpo_file() -> None:
         assert dict(preset.hyperparams) == entry, env_id
         compared += 1
     # All but the 5 unlisted MuJoCo tasks (v4 and v5) and the package's own presets come from rl-zoo3's file.
-    package_tuned = sum(preset.source.startswith(PACKAGE_TUNED_PREFIX) for preset in PRESETS.values())
+    package_tuned = sum(preset.source == PACKAGE_TUNED for preset in PRESETS.values())
     assert package_tuned == 1 and compared == len(PRESETS) - 2 * 5 - package_tuned
 
 

@@ -26,7 +26,7 @@ import pytest
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.cli import main as cli_main
 from sb3_trpo_plugin.cli.evaluate import evaluate_run
-from sb3_trpo_plugin.cli.presets import PACKAGE_TUNED, PACKAGE_TUNED_PREFIX, PRESETS
+from sb3_trpo_plugin.cli.presets import PACKAGE_TUNED, PRESETS
 from sb3_trpo_plugin.cli.run_folder import RunFolder
 from sb3_trpo_plugin.zoo import (
     V5_HYPERPARAMS_MODULE,
@@ -58,7 +58,7 @@ def run_zoo(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
 
 
 def test_the_package_file_lists_exactly_the_package_tuned_presets() -> None:
-    tuned = {env_id for env_id, preset in PRESETS.items() if preset.source.startswith(PACKAGE_TUNED_PREFIX)}
+    tuned = {env_id for env_id, preset in PRESETS.items() if preset.source == PACKAGE_TUNED}
     assert tuned == set(v5_entries()) == {"Ant-v5"}
     assert PRESETS["Ant-v4"].source != PACKAGE_TUNED  # rl-zoo3's tuned values stay rl-zoo3's on -v4
 

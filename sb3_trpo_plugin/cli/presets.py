@@ -20,10 +20,8 @@ ZOO_TUNED = "rl-zoo3 trpo.yml (tuned)"
 ZOO_UNTUNED = "rl-zoo3 trpo.yml (listed, not tuned)"
 ZOO_DEFAULT = "rl-zoo3 trpo.yml (default entry: no tuned values for this environment)"
 ZOO_MUJOCO_BLOCK = "rl-zoo3 trpo.yml's MuJoCo defaults (no entry for this environment, not tuned for it)"
-#: How the ``source`` of this package's own presets begins (``sb3_trpo_plugin/zoo/trpo_v5.yml`` holds the same).
-PACKAGE_TUNED_PREFIX = "this package's: "
 PACKAGE_TUNED = (
-    PACKAGE_TUNED_PREFIX + "rl-zoo3's -v4 values (a search through rl-zoo3's Optuna route found none better) with the "
+    "this package's: rl-zoo3's -v4 values (a search through rl-zoo3's Optuna route found none better) with the "
     "observation they were tuned with, run at 1M steps on seeds the search did not use (docs/benchmarks.md, "
     "'Ant-v5 preset'); also sb3_trpo_plugin/zoo/trpo_v5.yml"
 )

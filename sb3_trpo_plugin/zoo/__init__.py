@@ -227,12 +227,9 @@ def v5_hyperparams() -> dict[str, dict[str, Any]]:
     import yaml
 
     zoo = yaml.safe_load(zoo_hyperparameter_file().read_text())
-    from_v4 = {
-        f"{env_id[: -len('-v4')]}-v5": entry
-        for env_id, entry in zoo.items()
-        if env_id.endswith("-v4") and f"{env_id[: -len('-v4')]}-v5" not in zoo
-    }
-    return from_v4 | v5_entries()
+    v4_ids = [env_id for env_id in zoo if env_id.endswith("-v4")]
+    from_v4 = {env_id.removesuffix("-v4") + "-v5": zoo[env_id] for env_id in v4_ids}
+    return {v5_id: entry for v5_id, entry in from_v4.items() if v5_id not in zoo} | v5_entries()
 
 
 def _with_v5_hyperparams(arguments: list[str]) -> list[str]:
