@@ -199,6 +199,35 @@ def campaign_table(table: dict[str, dict[str, list[RunResult]]]) -> list[str]:
     return [*lines, ""]
 
 
+def ablations_table(table: dict[str, dict[str, list[RunResult]]], ablations: dict[str, str]) -> list[str]:
+    """
+    Ant-v5's ablations of the fast paths beside this TRPO: final returns per seed and the training CPU time per run
+    (what each fast path saves). Empty when no ablation has finished runs.
+
+    :param table: the runs, per env and algorithm
+    :param ablations: algorithm name -> what it computes instead of the fast path (entries that are not ablations, such
+        as the preset, are ignored)
+    """
+    per_algo = table.get("Ant-v5", {})
+    present = [a for a in ablations if a in per_algo and a not in (OURS, PRESET, PEER)]
+    if not present:
+        return []
+    lines = [
+        "| run | computed with | seeds | final return mean ± s.e. | per seed | train CPU per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [(a, "the fast paths") for a in (OURS, PRESET) if a in per_algo]
+    for algo, switched_off in rows + [(a, ablations[a]) for a in present]:
+        runs = per_algo[algo]
+        finals = [r.final_return for r in runs]
+        cpus = [float(r.meta.get("train_cpu_s", math.nan)) for r in runs]
+        lines.append(
+            f"| {ALGO_LABELS.get(algo, f'`{algo}`')} | {switched_off} | {len(runs)} | {np.mean(finals):.0f} ± "
+            f"{_fmt(standard_error(finals))} | {' / '.join(f'{f:.0f}' for f in finals)} | {_fmt(float(np.nanmean(cpus)))} s |"
+        )
+    return [*lines, ""]
+
+
 def comparison_lines(name: str, ours: Sequence[float], theirs: Sequence[float]) -> str:
     """One table row: the two groups' means, the difference and both exact tests."""
     c = compare(ours, theirs)
@@ -248,7 +277,7 @@ def tests_table(table: dict[str, dict[str, list[RunResult]]], ablations: dict[st
     return [*lines, ""]
 
 
-def plot_env(env_id: str, per_algo: dict[str, list[RunResult]], path: Path) -> None:
+def plot_env(env_id: str, per_algo: dict[str, list[RunResult]], path: Path, title: str) -> None:
     """
     Return against environment steps (left) and against training wall-clock (right): each seed thin, the mean over
     seeds thick.
@@ -278,22 +307,39 @@ def plot_env(env_id: str, per_algo: dict[str, list[RunResult]], path: Path) -> N
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{env_id}: rl-zoo3's TRPO settings" + (" and the package's preset" if PRESET in per_algo else ""))
+    fig.suptitle(f"{env_id}: {title}")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
 def render_section(
-    table: dict[str, dict[str, list[RunResult]]], ablations: dict[str, str], plot_names: dict[str, str], preamble: str
+    table: dict[str, dict[str, list[RunResult]]],
+    ablations: dict[str, str],
+    plot_names: dict[str, str],
+    preamble: str,
+    ablations_plot: str | None = None,
 ) -> str:
-    """The Markdown of the "MuJoCo at 1M steps" section (without its markers)."""
+    """
+    The Markdown of the "MuJoCo at 1M steps" section (without its markers).
+
+    :param table: the runs, per env and algorithm
+    :param ablations: the compared variants of this TRPO (ablations and the preset), name -> description
+    :param plot_names: env -> the path of its plot, relative to the document
+    :param preamble: the section's opening text
+    :param ablations_plot: the path of the plot of Ant-v5's ablations, relative to the document, if there is one
+    """
     lines = ["## MuJoCo at 1M steps", "", preamble.strip(), "", "### Final returns", ""]
     lines += campaign_table(table)
     lines += ["### Exact tests of the final returns", ""]
     lines += tests_table(table, ablations)
     for env_id in [e for e in ENV_ORDER if e in plot_names]:
         lines += [f"![{env_id} learning curves]({plot_names[env_id]})", ""]
+    ablation_rows = ablations_table(table, ablations)
+    if ablation_rows:
+        lines += ["### Ablations of the fast paths on Ant-v5", "", *ablation_rows]
+        if ablations_plot is not None:
+            lines += [f"![Ant-v5 ablations]({ablations_plot})", ""]
     return "\n".join(lines)
 
 
@@ -308,13 +354,20 @@ def report(results: Path, doc: Path, plots: Path) -> None:
     plot_names = {}
     for env_id, per_algo in table.items():
         path = plots / f"mujoco_{env_id}.png"
-        plot_env(env_id, per_algo, path)
+        title = "rl-zoo3's TRPO settings" + (" and the package's preset" if PRESET in per_algo else "")
+        plot_env(env_id, {a: runs for a, runs in per_algo.items() if a in (OURS, PRESET, PEER)}, path, title)
         plot_names[env_id] = os.path.relpath(path, doc.parent)
+    ablated = {a: runs for a, runs in table.get("Ant-v5", {}).items() if a == OURS or a in ABLATIONS}
+    ablations_plot = None
+    if len(ablated) > 1:
+        path = plots / "mujoco_Ant-v5_ablations.png"
+        plot_env("Ant-v5", ablated, path, "this TRPO with one fast path switched off at a time")
+        ablations_plot = os.path.relpath(path, doc.parent)
     preamble = (ROOT / "benchmarks" / "mujoco_preamble.md").read_text()
     compared = {**ABLATIONS, PRESET: "this TRPO with the package's preset (seeds 100-104)"}
-    section = render_section(table, compared, plot_names, preamble)
+    section = render_section(table, compared, plot_names, preamble, ablations_plot)
     sections.write_section("mujoco", section, doc)
-    print(f"wrote the mujoco section of {doc} and {len(plot_names)} plots")
+    print(f"wrote the mujoco section of {doc} and {len(plot_names) + (ablations_plot is not None)} plots")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

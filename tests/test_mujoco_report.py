@@ -117,3 +117,33 @@ def test_preset_runs_of_any_env_are_tested_and_ablations_only_on_ant() -> None:
     assert "Swimmer-v5: the preset vs TRPO (this plugin) | 3 vs 2 |" in tests
     assert "Swimmer-v5: the preset vs TRPO (sb3-contrib 2.9.2) | 3 vs 2 |" in tests
     assert "SB3's loop" not in tests
+
+
+def test_the_ablations_get_a_table_of_their_own_with_returns_and_cpu_time() -> None:
+    def runs(algo: str, finals: list[int]) -> list:
+        return [run(algo, s, [0, 500, final], [0, 50, 100 * (s + 1)]) for s, final in enumerate(finals)]
+
+    ablations = {"trpo_sb3_loop": "SB3's loop", "trpo_kl_hessian": "double backprop", mr.PRESET: "the preset"}
+    table = {
+        "Ant-v5": {
+            "trpo": runs("trpo", [3000, 4000]),
+            "trpo_kl_hessian": runs("trpo_kl_hessian", [1000, 2000, 6000]),
+            "sb3_contrib_trpo": runs("sb3_contrib_trpo", [3500, 3500]),
+        },
+        "Hopper-v5": {"trpo": runs("trpo", [3000]), "trpo_sb3_loop": runs("trpo_sb3_loop", [100])},
+    }
+    rows = mr.ablations_table(table, ablations)
+    # this TRPO first, then each ablation with finished runs on Ant-v5 (none of SB3's loop there); CPU: 0.9 x the wall
+    assert rows[2:] == [
+        "| TRPO (this plugin) | the fast paths | 2 | 3500 ± 500 | 3000 / 4000 | 135 s |",
+        "| `trpo_kl_hessian` | double backprop | 3 | 3000 ± 1528 | 1000 / 2000 / 6000 | 180 s |",
+        "",
+    ]
+    section = mr.render_section(table, ablations, {}, "Preamble.", "mujoco_Ant-v5_ablations.png")
+    assert "### Ablations of the fast paths on Ant-v5" in section
+    assert "![Ant-v5 ablations](mujoco_Ant-v5_ablations.png)" in section
+    assert "Ant-v5: double backprop vs TRPO (this plugin) | 3 vs 2 |" in section
+    # nothing of the kind without ablation runs
+    del table["Ant-v5"]["trpo_kl_hessian"]
+    assert mr.ablations_table(table, ablations) == []
+    assert "Ablations of the fast paths" not in mr.render_section(table, ablations, {}, "Preamble.")
