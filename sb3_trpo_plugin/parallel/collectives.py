@@ -13,11 +13,23 @@ A collective that waits for a rank that died or stopped answering fails within t
 instead of torch's 30 minutes); every collective runs through :meth:`Collectives.run`, which turns the failure into a
 :class:`~sb3_trpo_plugin.parallel.CollectiveError` naming the operation and the ranks, so that ``torchrun`` can
 restart the group.
+
+The tensors of all-reduces and broadcasts are kept for :data:`KEEP_TENSORS_SECONDS` after their collective (the latest
+one until the next), so that it is this process's Python code, never one of gloo's threads, that frees them. Up to
+torch 2.7, a gloo thread that releases a finished collective whose tensor Python has already dropped takes the GIL to
+free the tensor's Python object; when ``destroy_process_group()`` follows at once (a rank that ends its script right
+after ``learn()``), it holds the GIL while joining that thread, and the process hangs for good: seen on most tries of
+``examples/distributed_cartpole.py`` under ``torchrun`` with torch 2.3 and 2.7, and still on 2 tries in 8 when only
+the latest tensor was kept (a gloo thread, preempted on a busy machine, released a collective after the next one had
+completed). Tensors are kept, not the collectives' ``Work``, which would keep gloo's connections alive past
+``destroy_process_group()``. The memory they hold is bounded by what the update holds anyway: the largest is the
+gathered rollout, alive during the update that uses it.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -30,6 +42,9 @@ from sb3_trpo_plugin.parallel.rendezvous import TIMEOUT_VARIABLE, CollectiveErro
 #: ``(operation, payload bytes, seconds)`` of one all-reduce, seconds including the wait for the other ranks.
 CollectiveObserver = Callable[[str, int, float], None]
 Result = TypeVar("Result")
+#: Seconds a collective's tensor is kept after the collective completed (see the module's docstring): far beyond how
+#: long a gloo thread, preempted between completing a collective and releasing it, stays behind.
+KEEP_TENSORS_SECONDS = 1.0
 
 
 class Collectives:
@@ -51,6 +66,8 @@ class Collectives:
             torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
         )
         self.observer: CollectiveObserver | None = None
+        # The tensors of the latest collectives and when each completed (see the module's docstring).
+        self._recent_tensors: deque[tuple[float, torch.Tensor]] = deque()
 
     def run(self, operation: str, collective: Callable[[], Result]) -> Result:
         """
@@ -82,6 +99,7 @@ class Collectives:
         """
         start = time.perf_counter()
         self.run(operation, lambda: dist.all_reduce(tensor, op=op))
+        self._keep(tensor)
         if self.observer is not None:
             self.observer(operation, tensor.numel() * tensor.element_size(), time.perf_counter() - start)
         return tensor
@@ -191,7 +209,9 @@ class Collectives:
         @torch.no_grad()
         def broadcast_each() -> None:
             for tensor in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(tensor.data, src=src)
+                data = tensor.data
+                dist.broadcast(data, src=src)
+                self._keep(data)
 
         self.run("broadcast_parameters", broadcast_each)
 
@@ -217,6 +237,13 @@ class Collectives:
         gathered: list[Any] = [None] * self.world_size
         self.run("all_gather_objects", lambda: dist.all_gather_object(gathered, items))
         return gathered
+
+    def _keep(self, tensor: torch.Tensor) -> None:
+        """Keep the tensor of a collective that just completed; let go of those kept longer than KEEP_TENSORS_SECONDS."""
+        now = time.monotonic()
+        while self._recent_tensors and now - self._recent_tensors[0][0] > KEEP_TENSORS_SECONDS:
+            self._recent_tensors.popleft()
+        self._recent_tensors.append((now, tensor))
 
     def _error(self, operation: str, waited: float, error: RuntimeError) -> CollectiveError:
         """The ``CollectiveError`` that says which collective failed, after how long, and waiting for whom."""
