@@ -30,10 +30,22 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
+
+
+class CartPoleSettings(TypedDict):
+    """TRPO's constructor keywords that rl-zoo3 tunes for CartPole-v1."""
+
+    n_steps: int
+    batch_size: int
+    cg_damping: float
+    gae_lambda: float
+    gamma: float
+    n_critic_updates: int
+
 
 #: rl-zoo3's hyperparams/trpo.yml entry for CartPole-v1 (n_timesteps aside).
-CARTPOLE = dict(n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, n_critic_updates=20)
+CARTPOLE = CartPoleSettings(n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, n_critic_updates=20)
 N_ENVS = 2
 
 
