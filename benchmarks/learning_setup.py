@@ -216,7 +216,7 @@ def _use_autograd_critic() -> None:
 
         return critic_fit.CriticRegression(inputs, critic_fit.autograd_loss_and_gradients(value_of, critic_parameters))
 
-    critic_fit.head_regression = head_regression_by_autograd  # type: ignore[assignment]
+    critic_fit.head_regression = head_regression_by_autograd
 
 
 def make_envs(env_id: str, preset: Preset, seed: int) -> tuple[VecEnv, VecEnv]:
