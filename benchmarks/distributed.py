@@ -45,6 +45,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks import sections
 from benchmarks.launch import ROOT, child_environment, module_command
@@ -167,7 +168,7 @@ def worker(args: argparse.Namespace) -> None:
         start, cpu_start, steps, updates = time.perf_counter(), time.process_time(), model.num_timesteps, model._n_updates
         model.learn(args.updates * steps_per_update, reset_num_timesteps=False)
         elapsed = time.perf_counter() - start
-        mine = [time.process_time() - cpu_start, dict(phases)]
+        mine: list[Any] = [time.process_time() - cpu_start, dict(phases)]  # this rank's CPU seconds and phase times
         gathered = [mine] if model.collectives is None else model.collectives.all_gather_objects(mine)
         cpu_seconds = [seconds for seconds, _ in gathered]
         if me:

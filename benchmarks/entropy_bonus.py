@@ -20,13 +20,23 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "entropy_bonus"
+
+
+class ZooSettings(TypedDict):
+    """rl-zoo3's settings for one environment: the number of envs, and TRPO's constructor keywords."""
+
+    n_envs: int
+    hyperparams: dict[str, Any]
+
+
 #: rl-zoo3's hyperparams/trpo.yml entries (n_timesteps aside) for the environments offered here (no VecNormalize).
-ZOO_SETTINGS = {
-    "CartPole-v1": dict(
+ZOO_SETTINGS: dict[str, ZooSettings] = {
+    "CartPole-v1": ZooSettings(
         n_envs=2,
         hyperparams=dict(
             n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20

@@ -30,10 +30,22 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
+
+
+class CartPoleSettings(TypedDict):
+    """TRPO's constructor keywords that rl-zoo3 tunes for CartPole-v1."""
+
+    n_steps: int
+    batch_size: int
+    cg_damping: float
+    gae_lambda: float
+    gamma: float
+    n_critic_updates: int
+
 
 #: rl-zoo3's hyperparams/trpo.yml entry for CartPole-v1 (n_timesteps aside).
-CARTPOLE = dict(n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, n_critic_updates=20)
+CARTPOLE = CartPoleSettings(n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, n_critic_updates=20)
 N_ENVS = 2
 
 
@@ -80,7 +92,7 @@ def proof_costs(repeats: int) -> dict[str, list[float]]:
     model.learn(N_ENVS * CARTPOLE["n_steps"])  # a rollout in the buffer, weights moved once
     rollout = next(model.rollout_buffer.get(batch_size=None))
     batch = PolicyBatch(rollout.observations, rollout.actions.long().flatten(), rollout.old_log_prob, rollout.advantages)
-    observations = obs_as_cpu_tensor(model.env.reset())  # type: ignore[arg-type]
+    observations = obs_as_cpu_tensor(model.env.reset())
     features = model.policy.extract_features(rollout.observations, model.policy.vf_features_extractor)
     inference = policy_inference(model.policy)
     assert inference is not None
@@ -90,7 +102,7 @@ def proof_costs(repeats: int) -> dict[str, list[float]]:
         "critic gradient": lambda: critic_gradient._upstream_mismatch(
             model.policy,
             critic_gradient.plain_regression([model.policy.mlp_extractor.value_net, model.policy.value_net]),  # type: ignore[arg-type]
-            features,  # type: ignore[arg-type]
+            features,
         ),
         "fused Adam step": lambda: fused_adam._upstream_mismatch(model.policy.optimizer),
     }

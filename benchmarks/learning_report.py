@@ -234,7 +234,7 @@ def summarize(runs: Sequence[RunResult], threshold: float | None) -> Summary:
         wall_to_threshold_s=float(np.median(times)) if times else math.nan,
         train_wall_mean_s=wall_mean,
         train_wall_std_s=wall_std,
-        late_mean=mean_std([np.mean([p.mean_return for p in r.curve[-3:]]) for r in runs])[0],
+        late_mean=mean_std([float(np.mean([p.mean_return for p in r.curve[-3:]])) for r in runs])[0],
         train_cpu_mean_s=mean_std(cpus)[0],
         n_cpu_timed=len(cpus),
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 #: Envs in campaign order (cheapest first), with rl-zoo3's preset name where it differs, the budget where it
@@ -150,8 +151,9 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
     :return: the model
     """
     kwargs = dict(preset.kwargs)
+    model: OnPolicyAlgorithm
     if algo in ("trpo", PRESET_ALGO) or algo in ABLATIONS:
-        from sb3_trpo_plugin import TRPO as cls
+        from sb3_trpo_plugin import TRPO
 
         if algo == "trpo_kl_hessian":
             kwargs["fisher_product"] = "kl_hessian"
@@ -161,17 +163,22 @@ def make_model(algo: str, preset: Preset, env: Any, seed: int, logger: Any) -> A
             kwargs["policy_kwargs"] = policy_kwargs
         elif algo == "trpo_autograd_critic":
             _use_autograd_critic()
-    elif algo == "sb3_contrib_trpo":
-        from sb3_contrib import TRPO as cls
-    elif algo == "ppo":
-        from stable_baselines3 import PPO as cls
+        model = trpo = TRPO(preset.policy, env, seed=seed, verbose=0, device="cpu", **kwargs)
+        if algo == "trpo_sb3_loop":
+            trpo.lean_rollout = False
+        elif algo == "trpo_numpy_shuffle":
+            # One process's reductions, each epoch's order drawn by NumPy: the ablation replaces the method on this
+            # instance with a class whose instances are those reductions, which mypy cannot follow.
+            trpo.batch_reductions = NumpyShuffles  # type: ignore[method-assign]
     else:
-        raise ValueError(f"unknown algorithm {algo!r}")
-    model = cls(preset.policy, env, seed=seed, verbose=0, device="cpu", **kwargs)
-    if algo == "trpo_sb3_loop":
-        model.lean_rollout = False
-    elif algo == "trpo_numpy_shuffle":
-        model.batch_reductions = NumpyShuffles  # one process's reductions, each epoch's order drawn by NumPy
+        upstream: type[OnPolicyAlgorithm]
+        if algo == "sb3_contrib_trpo":
+            from sb3_contrib import TRPO as upstream
+        elif algo == "ppo":
+            from stable_baselines3 import PPO as upstream
+        else:
+            raise ValueError(f"unknown algorithm {algo!r}")
+        model = upstream(preset.policy, env, seed=seed, verbose=0, device="cpu", **kwargs)
     model.set_logger(logger)
     return model
 
@@ -209,7 +216,7 @@ def _use_autograd_critic() -> None:
 
         return critic_fit.CriticRegression(inputs, critic_fit.autograd_loss_and_gradients(value_of, critic_parameters))
 
-    critic_fit.head_regression = head_regression_by_autograd  # type: ignore[assignment]
+    critic_fit.head_regression = head_regression_by_autograd
 
 
 def make_envs(env_id: str, preset: Preset, seed: int) -> tuple[VecEnv, VecEnv]:

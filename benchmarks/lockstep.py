@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from benchmarks.learning_setup import ALL_ENVS, load_preset, make_envs, make_model
 from sb3_trpo_plugin import TRPO
@@ -88,6 +89,7 @@ class LockStep(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         leader = self.model
+        assert isinstance(leader, OnPolicyAlgorithm)  # sb3-contrib's TRPO
         names = list(leader.policy.state_dict())
         critic_names = [n for n in names if "value" in n]  # SB3's MlpPolicy: mlp_extractor.value_net, value_net
         before = _flat(leader.policy, names)
@@ -109,7 +111,9 @@ class LockStep(BaseCallback):
             follower.rollout_buffer = copy.deepcopy(leader.rollout_buffer)
             # The progress the leader's train() will see (learn() updates it after the rollout): learning-rate schedules
             follower._update_current_progress_remaining(leader.num_timesteps, leader._total_timesteps)
-            follower.batch_reductions = lambda first=first: SB3ContribOrder(first)  # type: ignore[method-assign]
+            # The lock-step tool replaces the method on this follower with one that returns one process's reductions in
+            # sb3-contrib's order, where the method is declared to return the data-parallel ones: mypy cannot follow it.
+            follower.batch_reductions = lambda first=first: SB3ContribOrder(first)  # type: ignore[method-assign, assignment, misc]
             np.random.set_state(numpy_state)  # the permutations sb3-contrib's train() is about to draw
             follower.train()
             after[mode] = _flat(follower.policy, names)

@@ -48,14 +48,20 @@ def run_one(algo: str, seed: int, timesteps: int, eval_every: int, results: Path
     env, eval_env = make_env(), make_env()
     model = algorithm("MlpPolicy", env, gamma=0.4, seed=seed)
     eval_env.reset(seed=seed + 1000)
-    steps, returns, train_seconds = [0], [float(evaluate_policy(model, eval_env, n_eval_episodes=10, warn=False)[0])], 0.0
+
+    def evaluate() -> float:
+        mean_return, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, warn=False)
+        assert isinstance(mean_return, float)  # the mean, not the per-episode list
+        return float(mean_return)
+
+    steps, returns, train_seconds = [0], [evaluate()], 0.0
     while model.num_timesteps < timesteps:
         start = time.process_time()
         # Chunks of whole rollouts (n_steps = 2048 for both): the same updates as one learn() call.
         model.learn(eval_every, reset_num_timesteps=False)
         train_seconds += time.process_time() - start
         steps.append(model.num_timesteps)
-        returns.append(float(evaluate_policy(model, eval_env, n_eval_episodes=10, warn=False)[0]))
+        returns.append(evaluate())
     out = results / algo / f"seed{seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"algo": algo, "seed": seed, "steps": steps, "returns": returns, "train_cpu_seconds": train_seconds}

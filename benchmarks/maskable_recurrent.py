@@ -59,7 +59,9 @@ def run_one(algo: str, seed: int, timesteps: int, eval_every: int, results: Path
 
     def evaluate() -> float:
         eval_env = make_vec_env(CueWithForbiddenActionsEnv, n_envs=4, seed=seed + 1000)
-        return float(evaluate_policy(model, eval_env, n_eval_episodes=200, use_masking=masked)[0])
+        mean_return, _ = evaluate_policy(model, eval_env, n_eval_episodes=200, use_masking=masked)
+        assert isinstance(mean_return, float)  # the mean, not the per-episode list
+        return float(mean_return)
 
     steps, returns, train_seconds = [0], [evaluate()], 0.0
     while model.num_timesteps < timesteps:

@@ -96,6 +96,7 @@ def run(algo: str, seed: int, timesteps: int, results: Path) -> None:
             return True
 
         def _on_rollout_end(self) -> None:
+            assert self.model.ep_info_buffer is not None  # learn() made it before the first rollout
             episodes = list(self.model.ep_info_buffer)[-20:]
             if episodes:
                 curve.append((self.model.num_timesteps, float(np.mean([episode["r"] for episode in episodes]))))
@@ -106,6 +107,7 @@ def run(algo: str, seed: int, timesteps: int, results: Path) -> None:
     eval_env = make_env(seed + 1000, training=False)
     eval_env.obs_rms = env.obs_rms
     mean_return, std_return = evaluate_policy(model, eval_env, n_eval_episodes=20, deterministic=True)
+    assert isinstance(mean_return, float) and isinstance(std_return, float)  # the mean and std, not per-episode lists
     record = dict(
         algo=algo,
         seed=seed,
@@ -132,6 +134,12 @@ def campaign(algos: list[str], seeds: list[int], timesteps: int, results: Path) 
                 continue
             command = module_command("benchmarks.recurrent_learning", "one", algo, str(seed), str(timesteps), str(results))
             subprocess.run(command, check=False, env=child_environment({"OMP_NUM_THREADS": "1"}))
+
+
+def interpolated(grid: np.ndarray, curve: list[list[float]]) -> np.ndarray:
+    """A run's curve of ``[step, return]`` points at the steps of ``grid`` (NaN before its first point)."""
+    steps, returns = np.array(curve).T
+    return np.interp(grid, steps, returns, left=np.nan)
 
 
 def report(results: Path) -> str:
@@ -163,7 +171,7 @@ def report(results: Path) -> str:
         if not records:
             continue
         grid = np.linspace(0, min(r["timesteps"] for r in records), 50)
-        curves = np.array([np.interp(grid, *np.array(r["curve"]).T, left=np.nan) for r in records if r["curve"]])
+        curves = np.array([interpolated(grid, r["curve"]) for r in records if r["curve"]])
         mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
         axes.plot(grid, mean, label=f"{algo} ({len(curves)} seeds)")
         axes.fill_between(grid, mean - std, mean + std, alpha=0.2)

@@ -54,6 +54,7 @@ def time_recurrent_train(repeats: int) -> dict[str, float]:
     ours = models["RecurrentTRPO"]
     _, callback = ours._setup_learn(ours.n_steps * ours.n_envs, callback=None)
     callback.on_training_start(locals(), globals())
+    assert ours.env is not None  # built with an env
     ours.collect_rollouts(ours.env, callback, ours.rollout_buffer, n_rollout_steps=ours.n_steps)
     models["RecurrentPPO"].policy.load_state_dict(ours.policy.state_dict())
     models["RecurrentPPO"].rollout_buffer = ours.rollout_buffer

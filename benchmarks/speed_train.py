@@ -110,6 +110,7 @@ def filled_models(config: Config) -> dict[str, OnPolicyAlgorithm]:
     ours = models["ours"]
     _, callback = ours._setup_learn(ours.n_steps * ours.n_envs, callback=None)
     callback.on_training_start(locals(), globals())
+    assert ours.env is not None  # built with an env
     ours.collect_rollouts(ours.env, callback, ours.rollout_buffer, n_rollout_steps=ours.n_steps)
     for name, model in models.items():
         model.set_logger(Logger(folder=None, output_formats=[]))

@@ -94,7 +94,7 @@ def _recurrent_model(implementation: str, seed: int) -> OnPolicyAlgorithm:
     shared = dict(n_steps=128, batch_size=256, gamma=0.98, gae_lambda=0.8, seed=seed, policy_kwargs=policy_kwargs)
     if implementation == "peer":
         return RecurrentPPO("MlpLstmPolicy", env, n_epochs=20, **shared)  # type: ignore[arg-type]
-    model = RecurrentTRPO("MlpLstmPolicy", env, **shared)  # type: ignore[arg-type]
+    model = RecurrentTRPO("MlpLstmPolicy", env, **shared)
     model.lean_rollout = implementation == "lean"
     return model
 

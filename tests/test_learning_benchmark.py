@@ -229,3 +229,51 @@ def test_the_model_factory_keeps_trpos_pipelined_critic() -> None:
     preset = Preset("MlpPolicy", {"n_steps": 64}, 1, 64, False, {}, {})
     model = make_model("trpo", preset, make_vec_env("CartPole-v1", n_envs=1, seed=0), 0, Logger(None, []))
     assert model.pipeline_critic is True
+
+
+@pytest.mark.parametrize(
+    ("algo", "expected_class", "lean_rollout", "fisher_product", "numpy_order"),
+    [
+        ("trpo", "sb3_trpo_plugin.trpo.trpo.TRPO", True, "auto", False),
+        ("trpo_preset", "sb3_trpo_plugin.trpo.trpo.TRPO", True, "auto", False),
+        ("trpo_sb3_loop", "sb3_trpo_plugin.trpo.trpo.TRPO", False, "auto", False),
+        ("trpo_kl_hessian", "sb3_trpo_plugin.trpo.trpo.TRPO", True, "kl_hessian", False),
+        ("trpo_numpy_shuffle", "sb3_trpo_plugin.trpo.trpo.TRPO", True, "auto", True),
+        ("sb3_contrib_trpo", "sb3_contrib.trpo.trpo.TRPO", None, None, False),
+        ("ppo", "stable_baselines3.ppo.ppo.PPO", None, None, False),
+    ],
+)
+def test_the_model_factory_builds_each_algorithm_and_ablation_as_announced(
+    algo: str, expected_class: str, lean_rollout: bool | None, fisher_product: str | None, numpy_order: bool
+) -> None:
+    """Each algorithm's class, and the one thing each ablation changes (the autograd critic patches a module: left out)."""
+    pytest.importorskip("sb3_contrib")
+    import numpy as np
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
+
+    from benchmarks.learning_setup import Preset, make_model
+
+    preset = Preset("MlpPolicy", {"n_steps": 64}, 1, 64, False, {}, {})
+    model = make_model(algo, preset, make_vec_env("CartPole-v1", n_envs=1, seed=0), 0, Logger(None, []))
+    assert f"{type(model).__module__}.{type(model).__name__}" == expected_class
+    assert model.seed == 0 and model.verbose == 0 and model.device == torch.device("cpu")
+    assert getattr(model, "lean_rollout", None) is lean_rollout
+    assert getattr(model, "fisher_product", None) == fisher_product
+    if expected_class.startswith("sb3_trpo_plugin"):
+        reductions = model.batch_reductions()
+        if numpy_order:  # each epoch's order is NumPy's permutation of the rows, as sb3-contrib's buffer draws it
+            np.random.seed(7)
+            order, batch_size = reductions.minibatch_order(10, 4, torch.device("cpu"))
+            np.random.seed(7)
+            assert order.tolist() == np.random.permutation(10).tolist() and batch_size == 4
+        else:
+            assert reductions is None  # one process: TRPO's own reductions
+
+
+def test_the_model_factory_refuses_an_unknown_algorithm() -> None:
+    from benchmarks.learning_setup import Preset, make_model
+
+    with pytest.raises(ValueError, match="unknown algorithm 'trpo_unknown'"):
+        make_model("trpo_unknown", Preset("MlpPolicy", {}, 1, 64, False, {}, {}), None, 0, None)
