@@ -29,7 +29,7 @@ def discrete_space(n: int, start: int = 0, dtype: Any = np.int64) -> spaces.Disc
     :raises TypeError: for a dtype other than ``int64`` on gymnasium 0.29, which has no such space
     """
     if DISCRETE_DTYPE:
-        return spaces.Discrete(n, start=start, dtype=np.dtype(dtype).type)  # type: ignore[call-arg]
+        return spaces.Discrete(n, start=start, dtype=np.dtype(dtype).type)
     if np.dtype(dtype) != np.int64:
         raise TypeError(f"this gymnasium's Discrete holds int64 elements only, not {np.dtype(dtype).name} (gymnasium ≥ 1.0)")
     return spaces.Discrete(n, start=start)

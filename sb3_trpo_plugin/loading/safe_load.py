@@ -275,7 +275,7 @@ def safe_load(
     except (RuntimeError, ValueError, KeyError) as error:
         raise _refuse(path, f"its weights do not fit the described policy ({error})") from error
     if model.use_sde:
-        model.policy.reset_noise()  # type: ignore[operator]
+        model.policy.reset_noise()
     return model
 
 

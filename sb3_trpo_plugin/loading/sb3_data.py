@@ -236,7 +236,7 @@ def space_from_data(entry: Any, where: str) -> spaces.Space:
             shape = _shape(attributes.get("_shape"), where)
             nvec = parse_array_text(str(attributes.get("nvec")), dtype, shape, f"{where}.nvec")
             starts = parse_array_text(str(attributes.get("start")), dtype, shape, f"{where}.start")
-            return spaces.MultiDiscrete(nvec, dtype=np.dtype(dtype).type, start=starts)  # type: ignore[call-overload]
+            return spaces.MultiDiscrete(nvec, dtype=np.dtype(dtype).type, start=starts)
         if kind == "MultiBinary":
             size = attributes.get("n")
             if isinstance(size, list):

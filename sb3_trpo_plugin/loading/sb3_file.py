@@ -196,7 +196,7 @@ def load_sb3_file(
         listed = ", ".join(unknown)
         raise FileRefusal(f"only pickles hold {listed}, and safe_load never reads them; pass {_how_to_supply(unknown[0])}")
 
-    vec_env: VecEnv | None = algorithm._wrap_env(env, verbose=0) if env is not None else None  # type: ignore[arg-type]
+    vec_env: VecEnv | None = algorithm._wrap_env(env, verbose=0) if env is not None else None
     observation_space = _space(data, "observation_space", vec_env and vec_env.observation_space, custom_objects)
     action_space = _space(data, "action_space", vec_env and vec_env.action_space, custom_objects)
     policy_class = _field(data, "policy_class", lambda entry: class_from_data(entry, "policy_class"), custom_objects)
@@ -230,7 +230,7 @@ def load_sb3_file(
         model = algorithm(
             policy=policy_class,
             env=vec_env,  # type: ignore[arg-type]
-            learning_rate=schedules.get("learning_rate", 0.0),  # type: ignore[arg-type]
+            learning_rate=schedules.get("learning_rate", 0.0),
             policy_kwargs=policy_kwargs,
             rollout_buffer_class=buffer_class,
             rollout_buffer_kwargs=plain.get("rollout_buffer_kwargs"),
@@ -271,5 +271,5 @@ def load_sb3_file(
     except (RuntimeError, ValueError, KeyError) as error:
         raise FileRefusal(f"its weights do not fit the described policy ({error})") from error
     if model.use_sde:
-        model.policy.reset_noise()  # type: ignore[operator]
+        model.policy.reset_noise()
     return model

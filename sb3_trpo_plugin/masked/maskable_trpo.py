@@ -63,7 +63,7 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: MaskableActorCriticPolicy  # type: ignore[assignment]
-    rollout_buffer: MaskableRolloutBuffer | MaskableDictRolloutBuffer  # type: ignore[assignment]
+    rollout_buffer: MaskableRolloutBuffer | MaskableDictRolloutBuffer
     policy_step_class: ClassVar[type[PolicyStep]] = MaskedPolicyStep
 
     def _lean_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> LeanRollout | None:
@@ -87,7 +87,7 @@ class MaskableTRPO(TRPO, MaskedOnPolicyAlgorithm):  # below TRPO's rollout class
         plain = super()._whole_policy_batch(rollout)  # type: ignore[arg-type]
         return MaskedPolicyBatch(plain.observations, plain.actions, plain.old_log_prob, plain.advantages, rollout.action_masks)
 
-    def predict(  # type: ignore[override]
+    def predict(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
         state: tuple[np.ndarray, ...] | None = None,

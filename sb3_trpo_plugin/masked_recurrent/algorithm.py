@@ -95,7 +95,7 @@ class MaskableRecurrentTRPO(RecurrentTRPO, MaskedRecurrentOnPolicyAlgorithm):
         "CnnLstmPolicy": CnnLstmPolicy,
         "MultiInputLstmPolicy": MultiInputLstmPolicy,
     }
-    policy: MaskableRecurrentActorCriticPolicy  # type: ignore[assignment]
+    policy: MaskableRecurrentActorCriticPolicy
     policy_step_class: ClassVar[type[PolicyStep]] = MaskedRecurrentPolicyStep
 
     #: Whether the current ``learn`` masks invalid actions (its ``use_masking`` argument).
@@ -162,7 +162,7 @@ class MaskableRecurrentTRPO(RecurrentTRPO, MaskedRecurrentOnPolicyAlgorithm):
             action_masks=rollout.action_masks[plain.mask],
         )
 
-    def predict(  # type: ignore[override]
+    def predict(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
         state: tuple[np.ndarray, ...] | None = None,

@@ -39,7 +39,7 @@ def evaluate_policy(
     :return: the mean and the standard deviation of the returns, or the lists of returns and lengths
     :raises ValueError: with masking, for environments without ``action_masks()``
     """
-    vec_env = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])  # type: ignore[list-item, return-value]
+    vec_env = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])
     if use_masking and not is_masking_supported(vec_env):
         raise ValueError("the environment has no action_masks() method: wrap it in sb3-contrib's ActionMasker")
     n_envs = vec_env.num_envs

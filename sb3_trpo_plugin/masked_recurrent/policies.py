@@ -43,7 +43,7 @@ class MaskableRecurrentActorCriticPolicy(RecurrentActorCriticPolicy):
     :param kwargs: the other keywords of ``RecurrentActorCriticPolicy``
     """
 
-    action_dist: MaskableDistribution  # type: ignore[assignment]
+    action_dist: MaskableDistribution
 
     def __init__(
         self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any
@@ -66,7 +66,7 @@ class MaskableRecurrentActorCriticPolicy(RecurrentActorCriticPolicy):
             if self.ortho_init:
                 self.action_net.apply(partial(self.init_weights, gain=0.01))
 
-    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> MaskableDistribution:  # type: ignore[override]
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> MaskableDistribution:
         """The masked distribution of the actor's latent (every action valid until ``apply_masking``)."""
         return self.action_dist.proba_distribution(action_logits=self.action_net(latent_pi))
 
@@ -177,7 +177,7 @@ class MaskableRecurrentActorCriticPolicy(RecurrentActorCriticPolicy):
         distribution, new_states = self.get_distribution(observation, lstm_states, episode_starts, action_masks)
         return distribution.get_actions(deterministic=deterministic), new_states
 
-    def predict(  # type: ignore[override]
+    def predict(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
         state: tuple[np.ndarray, ...] | None = None,

@@ -112,7 +112,7 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
         "CnnLstmPolicy": CnnLstmPolicy,
         "MultiInputLstmPolicy": MultiInputLstmPolicy,
     }
-    policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
+    policy: RecurrentActorCriticPolicy
     policy_step_class: ClassVar[type[PolicyStep]] = RecurrentPolicyStep
     #: Its critic is fitted in this process: the pipelined critic (``TRPO.pipeline_critic``) is not shown exact here yet.
     critic_pipeline_supported: ClassVar[bool] = False

@@ -48,7 +48,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 "rollout_buffer_class must be sb3-contrib's RecurrentRolloutBuffer or RecurrentDictRolloutBuffer "
                 f"(or a subclass), which store the LSTM states; got {self.rollout_buffer_class.__name__}"
             )
-        policy = self.policy_class(  # type: ignore[assignment]
+        policy = self.policy_class(
             self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
         )
         if not isinstance(policy, RecurrentActorCriticPolicy):
@@ -57,9 +57,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             )
         self.policy = policy.to(self.device)
         lstm = self.policy.lstm_actor
-        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[call-arg]
+        self.rollout_buffer = self.rollout_buffer_class(
             self.n_steps,
-            self.observation_space,  # type: ignore[arg-type]
+            self.observation_space,
             self.action_space,
             device=self.device,
             gamma=self.gamma,

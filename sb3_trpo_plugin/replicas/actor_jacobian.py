@@ -162,11 +162,11 @@ def _upstream_mismatch(
     probe = index_observations(observations, slice(0, PROBE_ROWS))
     with state_restored(policy.action_dist), torch.enable_grad():
         distribution = upstream(lambda: policy.get_distribution(probe))
-        parameters = distribution_parameters(distribution)  # type: ignore[arg-type]
+        parameters = distribution_parameters(distribution)
         if parameters is None:
             raise UpstreamFailed(f"{type(distribution).__name__} has no parameters to differentiate")
         reference = upstream(lambda: Linearization(parameters, actor_parameters))
-        hand = _hand_derived(policy, actor_parameters, probe, distribution)  # type: ignore[arg-type]
+        hand = _hand_derived(policy, actor_parameters, probe, distribution)
         if hand is None:
             return "it declined the probe"
         generator = probe_generator()
@@ -210,7 +210,7 @@ def _hand_derived(
         [linear.weight for linear in linears],
         [linear.bias for linear in linears],
         activations,
-        features,  # type: ignore[misc]
+        features,
     )
     inner = distribution.distribution
     categorical_probs = None

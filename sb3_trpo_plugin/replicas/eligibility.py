@@ -51,9 +51,9 @@ def unrecognised_reason(
     heads: HeadFactory = sb3_head if head_of is None else head_of
     if not isinstance(policy, base):
         return f"{type(policy).__name__} is not an {base.__name__}"
-    if policy.device.type != "cpu":  # type: ignore[attr-defined]
+    if policy.device.type != "cpu":
         # Rollouts of small networks are bound by per-call overhead on the CPU; elsewhere SB3's loop is kept.
-        return f"the policy is on {policy.device}, the lean inference runs on the CPU only"  # type: ignore[attr-defined]
+        return f"the policy is on {policy.device}, the lean inference runs on the CPU only"
     mro = type(policy).__mro__
     base_index = mro.index(base)
     if mro[base_index:] != base.__mro__:

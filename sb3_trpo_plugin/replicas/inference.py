@@ -254,4 +254,4 @@ class PolicyInference:
             if action_masks is None:
                 self.policy(obs_tensor)
             else:
-                self.policy(obs_tensor, action_masks=action_masks)  # type: ignore[call-arg]
+                self.policy(obs_tensor, action_masks=action_masks)

@@ -394,7 +394,7 @@ class LeanRolloutAlgorithm(OnPolicyAlgorithm):
                         deferred_bootstraps.append((rollout_buffer.pos, idx, rewards.copy(), _copied(terminal_obs)))
 
             add_to_rollout_buffer(
-                self._last_obs,  # type: ignore[arg-type]
+                self._last_obs,
                 actions,
                 rewards,
                 self._last_episode_starts,  # type: ignore[arg-type]

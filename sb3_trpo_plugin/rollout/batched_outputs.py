@@ -94,6 +94,6 @@ def fill_values_and_log_probs(
         actions = actions.long().flatten()
     masks = {} if action_masks is None else {"action_masks": th.as_tensor(rows(action_masks), device=policy.device)}
     with th.no_grad():
-        values, log_probs, _ = policy.evaluate_actions(obs_as_tensor(obs, policy.device), actions, **masks)  # type: ignore[arg-type]
+        values, log_probs, _ = policy.evaluate_actions(obs_as_tensor(obs, policy.device), actions, **masks)
     rollout_buffer.values[:steps] = values.cpu().numpy().reshape(steps, n_envs)
     rollout_buffer.log_probs[:steps] = log_probs.cpu().numpy().reshape(steps, n_envs)

@@ -71,7 +71,7 @@ def direct_buffer_writer(rollout_buffer: RolloutBuffer) -> BufferWriter:
     if isinstance(buffer, DictRolloutBuffer):
         discrete_shapes = {
             key: (n_envs, *buffer.obs_shape[key])
-            for key, space in buffer.observation_space.spaces.items()  # type: ignore[attr-defined]
+            for key, space in buffer.observation_space.spaces.items()
             if isinstance(space, spaces.Discrete)
         }
 
