@@ -118,6 +118,7 @@ def test_unknown_sampler_is_an_error(capsys: pytest.CaptureFixture[str]) -> None
         ("Ant-v5", "Ant-v4", {"include_cfrc_ext_in_observation": False}),
         ("Swimmer-v5", "Swimmer-v4", {}),
         ("Walker2d-v5", "Walker2d-v4", {}),
+        ("Hopper-v5", "Hopper-v4", {}),
     ],
 )
 def test_the_searches_start_from_rl_zoo3s_settings(env_id: str, zoo_id: str, env_kwargs: dict[str, Any]) -> None:
