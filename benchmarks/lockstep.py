@@ -21,6 +21,7 @@ arrangement. ``tests/test_lockstep.py`` runs it on Pendulum-v1; ``investigations
 Usage::
 
     python -m benchmarks.lockstep Ant-v5 --updates 300 --seed 0 --out lockstep_seed0.csv
+    python -m benchmarks.lockstep Ant-v5 --updates 130 --seed 0 --follower trpo_autograd_critic --out lockstep_ag.csv
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ from sb3_trpo_plugin.common.reductions import OneProcess
 from sb3_trpo_plugin.trpo.critic_optimizer import critic_optimizer_state
 
 MODES = ("reset", "free_critic")
+#: What may follow: this TRPO, or the ablations that change its update (the critic's gradient by autograd: does the
+#: ``free_critic`` follower's critic fit as well with it?; the Fisher products by double backpropagation).
+FOLLOWERS = ("trpo", "trpo_autograd_critic", "trpo_kl_hessian")
 LOGGED = ("train/kl_divergence_loss", "train/policy_objective", "train/value_loss", "train/is_line_search_success")
 
 
@@ -192,6 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("lockstep.csv"))
+    parser.add_argument(
+        "--follower",
+        choices=FOLLOWERS,
+        default="trpo",
+        help="the followers: this TRPO, or one of its ablations (benchmarks.learning_setup.ABLATIONS)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     silent = Logger(folder=None, output_formats=[])
@@ -201,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def make_follower() -> TRPO:
         env = make_envs(args.env_id, preset, args.seed + 1)[0]
-        return make_model("trpo", preset, env, args.seed, Logger(folder=None, output_formats=[]))
+        return make_model(args.follower, preset, env, args.seed, Logger(folder=None, output_formats=[]))
 
     def on_row(row: dict[str, float]) -> None:
         rows.append(row)

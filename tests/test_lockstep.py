@@ -9,6 +9,9 @@ order) is covered too. On Ant-v5 the same comparison ran for 215 updates (invest
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 from sb3_contrib import TRPO as ContribTRPO
 from stable_baselines3.common.env_util import make_vec_env
@@ -53,3 +56,19 @@ def test_every_update_is_sb3_contribs_along_its_own_trajectory() -> None:
     # Carried over from its own fits, the critic stays with sb3-contrib's; Adam's step count included (inf otherwise).
     assert max(row["free_critic critic diff / change"] for row in rows) < 2e-2
     assert max(row["free_critic adam relative diff"] for row in rows) < 1e-3
+
+
+@pytest.mark.parametrize("follower", ["trpo_kl_hessian", "trpo_autograd_critic"])
+def test_an_ablation_follows_as_this_trpo_does(follower: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sb3_trpo_plugin.trpo.critic_fit as critic_fit
+
+    original = critic_fit.head_regression
+    monkeypatch.setattr(critic_fit, "head_regression", original)  # the autograd ablation replaces it: restored after
+    out = tmp_path / "lockstep.csv"
+    lockstep.main(["Pendulum-v1", "--updates", "2", "--seed", "0", "--follower", follower, "--out", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2
+    assert (critic_fit.head_regression is not original) == (follower == "trpo_autograd_critic")
+    for row in rows:  # the ablations compute the same update: they too follow sb3-contrib's
+        assert float(row["reset actor cosine"]) == pytest.approx(1.0, abs=1e-6)
+        assert float(row["reset critic diff / change"]) < 1e-3
