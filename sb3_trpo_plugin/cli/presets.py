@@ -7,7 +7,8 @@ the values tuned on their ``-v4`` versions (same dynamics and rewards up to smal
 tasks that the file lacks get its MuJoCo block, marked as not tuned for them. Where those values stay below the
 published TRPO returns on ``-v5`` (Ant), the preset is this package's own (``source`` says so): on Ant-v5, rl-zoo3's
 values, which a search through rl-zoo3's Optuna route did not better, with the observation they were tuned with
-(``env_kwargs``). Searches on Swimmer-v5 and Walker2d-v5 found no setting that did better at 1M steps on unseen seeds.
+(``env_kwargs``). Searches on Swimmer-v5, Walker2d-v5 and Hopper-v5 found no setting that did better at 1M steps on
+unseen seeds.
 """
 
 from __future__ import annotations
