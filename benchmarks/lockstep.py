@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         "--follower",
         choices=FOLLOWERS,
         default="trpo",
-        help="the followers: this TRPO, or one of its ablations (benchmarks.learning_setup.ABLATIONS)",
+        help="the followers: this TRPO, or an ablation that changes its update (not those of the rollout or the order)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -1,6 +1,8 @@
 """
 Hash of a short Ant-v5 training (rl-zoo3's settings, Ant-v4's observation, seed 0, the critic fitted in-process) to tell
 whether two checkouts train bit for bit alike: ``PYTHONPATH=<checkout> python same_code_hash.py 102400`` at each.
+The settings are written out rather than read from ``benchmarks.learning_setup``, whose functions changed between the
+checkouts compared: only the package is imported from the checkout.
 """
 
 import hashlib
