@@ -23,3 +23,6 @@ ABLATIONS="trpo_sb3_loop trpo_kl_hessian trpo_autograd_critic trpo_plain_adam"
 run --envs Ant-v5 --algos $ABLATIONS --seeds 0 1 2
 run --envs Hopper-v5 HalfCheetah-v5 Walker2d-v5 Swimmer-v5 --algos trpo sb3_contrib_trpo --seeds 3 4
 run --envs Ant-v5 --algos $ABLATIONS --seeds 3 4
+# 4. Humanoid-v5 at rl-zoo3's budget for it (2M steps): five seeds of both TRPOs.
+"$PY" -m benchmarks.learning run --jobs "$JOBS" --results "$R" --timesteps 2000000 --envs Humanoid-v5 \
+    --algos trpo sb3_contrib_trpo --seeds 0 1 2 3 4
