@@ -5,8 +5,8 @@ One rank of the tests of lost processes (``tests/test_distributed_elastic.py``),
 ``python tests/elastic_worker.py restart OUT [ALGORITHM]``: trains (``TRPO``, or ``RecurrentTRPO``: a key of
 :data:`ALGORITHMS`) to ``TARGET_STEPS`` with checkpoints, resuming from the newest one when there is one (the pattern
 of ``examples/distributed_cartpole.py``); in the first attempt rank 1 kills itself (SIGKILL) during the rollout after
-``KILL_AFTER_UPDATES`` updates. Each attempt of each rank writes ``OUT/attempt{A}_rank{R}.json`` when it starts
-training, and ``OUT/rank{R}.json`` / ``.npz`` when it ends.
+``KILL_AFTER_UPDATES`` updates, unless ``OUT/killed.json`` says it did already. Each attempt of each rank writes
+``OUT/attempt{A}_rank{R}.json`` when it starts training, and ``OUT/rank{R}.json`` / ``.npz`` when it ends.
 
 ``python tests/elastic_worker.py stop OUT``: trains; rank 1 stops itself (SIGSTOP: its connections stay open)
 during its second rollout; rank 0 writes the error its next collective raised to ``OUT/rank0.json``.
@@ -77,7 +77,8 @@ def restart(out: Path, algorithm_name: str = "TRPO") -> None:
     checkpoints = out / "checkpoints"
     checkpoint = parallel.latest_checkpoint_on_every_rank(checkpoints, require_vec_normalize=True)
     kill_step = KILL_AFTER_UPDATES * N_STEPS + N_STEPS // 2  # in the rollout after KILL_AFTER_UPDATES updates
-    fault = (kill_step, signal.SIGKILL, out / "killed.json") if rank == 1 and attempt == 0 else None
+    killed = out / "killed.json"  # once only: with torch 2.3 the test launches the job again instead of a restart
+    fault = (kill_step, signal.SIGKILL, killed) if rank == 1 and attempt == 0 and not killed.exists() else None
     venv = environments(rank, fault)
     algorithm, policy, own_kwargs = ALGORITHMS[algorithm_name]
     if checkpoint is None:

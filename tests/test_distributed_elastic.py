@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,13 @@ from stable_baselines3.common.vec_env import VecNormalize
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sb3_trpo_plugin import TRPO
+from sb3_trpo_plugin.compat.torch_features import torchrun_restarts_workers
 from sb3_trpo_plugin.parallel import (
     CollectiveError,
     UpdateCheckpointCallback,
     collective_timeout,
     latest_checkpoint_on_every_rank,
+    process_group,
 )
 from sb3_trpo_plugin.parallel.rendezvous import attempt_store
 from sb3_trpo_plugin.serialization.checkpoints import find_latest_checkpoint
@@ -74,6 +77,23 @@ def test_update_checkpoints_hold_a_consistent_step_count(tmp_path: Path) -> None
         UpdateCheckpointCallback(save_every=0, save_path=tmp_path)
 
 
+@pytest.mark.parametrize(("restarts", "can_restart", "warns"), [("1", False, True), ("0", False, False), ("3", True, False)])
+def test_restarts_torch_cannot_make_are_announced(
+    monkeypatch: pytest.MonkeyPatch, restarts: str, can_restart: bool, warns: bool
+) -> None:
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", restarts)
+    monkeypatch.setattr(process_group, "torchrun_restarts_workers", lambda: can_restart)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        process_group.warn_if_restarts_cannot_happen()
+    messages = [str(w.message) for w in caught]
+    if warns:
+        assert len(messages) == 1 and f"asked for {restarts} restart(s)" in messages[0]
+        assert "pytorch/pytorch#123678" in messages[0] and "resume from the newest checkpoint" in messages[0]
+    else:
+        assert messages == []
+
+
 def _scalar_steps(run: Path, tag: str) -> list[int]:
     accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
     accumulator.Reload()
@@ -86,21 +106,31 @@ def test_killed_rank_restarts_from_the_newest_checkpoint(tmp_path: Path, algorit
     """
     SIGKILL of rank 1 mid-training, under ``torchrun --max-restarts=1``: both ranks restart, load the same
     checkpoint, lose at most one checkpoint interval, and finish at the target with identical weights.
+
+    With torch 2.3, whose agent cannot restart (:func:`torchrun_restarts_workers`), rank 0 warns at the start, the
+    job ends, and the same command run again resumes the same way: what the warning tells the user to do.
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1"]
+    launch = [*command, "--monitor-interval=0.2", str(WORKER), "restart", str(tmp_path), algorithm]
+    environment = torchrun_environment()
     launcher = subprocess.run(
-        [*command, "--monitor-interval=0.2", str(WORKER), "restart", str(tmp_path), algorithm],
-        env=torchrun_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
+        launch, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
     )
-    assert launcher.returncode == 0, launcher.stdout
     assert (tmp_path / "killed.json").is_file(), "rank 1 was never killed: the test would prove nothing"
     first = [json.loads((tmp_path / f"attempt0_rank{rank}.json").read_text()) for rank in (0, 1)]
-    restarted = [json.loads((tmp_path / f"attempt1_rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [start["resumed_from"] for start in first] == [None, None]
+    if torchrun_restarts_workers():
+        assert launcher.returncode == 0, launcher.stdout
+        assert "pytorch/pytorch#123678" not in launcher.stdout
+        restarted = [json.loads((tmp_path / f"attempt1_rank{rank}.json").read_text()) for rank in (0, 1)]
+    else:
+        assert launcher.returncode != 0 and "RendezvousClosedError" in launcher.stdout, launcher.stdout
+        assert "pytorch/pytorch#123678" in launcher.stdout and not (tmp_path / "attempt1_rank0.json").exists()
+        launcher = subprocess.run(
+            launch, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
+        )
+        assert launcher.returncode == 0, launcher.stdout
+        restarted = [json.loads((tmp_path / f"attempt0_rank{rank}.json").read_text()) for rank in (0, 1)]
 
     # The step count at the restart: the same checkpoint on both ranks, between updates, at most one interval lost.
     killed_at = KILL_AFTER_UPDATES * STEPS_PER_UPDATE  # updates done when rank 1 died

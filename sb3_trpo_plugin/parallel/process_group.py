@@ -23,10 +23,12 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import warnings
 
 import torch
 import torch.distributed as dist
 
+from sb3_trpo_plugin.compat.torch_features import torchrun_restarts_workers
 from sb3_trpo_plugin.parallel.rendezvous import attempt_store, collective_timeout
 
 
@@ -91,7 +93,28 @@ def init_from_environment(device: torch.device | str = "auto", timeout: float | 
             dist.init_process_group(backend=backend, init_method="env://", timeout=limit)
         # Created here, released here: exiting with a live gloo group can abort the interpreter's shutdown.
         atexit.register(_destroy_process_group)
+        if is_main_process():
+            warn_if_restarts_cannot_happen()
     return is_distributed()
+
+
+def warn_if_restarts_cannot_happen() -> None:
+    """
+    Warn when ``torchrun`` was asked for restarts (``--max-restarts``) that this torch's agent cannot make.
+
+    torch 2.3's elastic agent closes its rendezvous when it stops the workers to restart them, so a lost process
+    ends the job (:func:`~sb3_trpo_plugin.compat.torch_features.torchrun_restarts_workers`). Nothing is lost with
+    checkpoints between updates: the same command, run again, resumes from the newest.
+    """
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if restarts > 0 and not torchrun_restarts_workers():
+        warnings.warn(
+            f"torchrun was asked for {restarts} restart(s), but torch {torch.__version__}'s elastic agent closes its "
+            "rendezvous when it stops the workers to restart them (pytorch/pytorch#123678, fixed in torch 2.4): a lost "
+            "process will end the job instead. Run the same command again to resume from the newest checkpoint "
+            "(UpdateCheckpointCallback), or use torch >= 2.4.",
+            stacklevel=2,
+        )
 
 
 def _destroy_process_group() -> None:
