@@ -17,7 +17,8 @@ Surviving a lost process (a killed worker, a preempted machine): add ``--max-res
 fail (within ``SB3_TRPO_COLLECTIVE_TIMEOUT`` seconds, 300 by default, if it vanished without closing its
 connections); torchrun then restarts every process, and this script resumes from the newest checkpoint in
 ``OUTPUT/checkpoints``, written by rank 0 between two updates every ``--checkpoint-every`` steps: at most the steps
-since that checkpoint are lost. Running the same command again after a crash resumes the same way.
+since that checkpoint are lost. Running the same command again after a crash resumes the same way (with torch 2.3,
+whose torchrun cannot restart, the only way: rank 0 warns of it).
 
 Run as plain ``python examples/distributed_cartpole.py``, it trains in one process, as usual (and resumes too).
 ``--timesteps`` counts the steps of all processes together; each process runs ``n_envs`` environments.
