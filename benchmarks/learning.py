@@ -36,6 +36,7 @@ from benchmarks.launch import ROOT, child_environment, module_command
 from benchmarks.learning_record import CurveRecorder, DiagnosticsWriter, run_metadata, train, write_run
 from benchmarks.learning_report import load_results, plot_env, render_section, replace_section
 from benchmarks.learning_setup import ALGOS, ALL_ENVS, ENVS, load_preset, make_envs, make_model
+from sb3_trpo_plugin.cli.arguments import positive_int
 
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "learning"
 
@@ -187,9 +188,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder")
-        p.add_argument("--evals", type=int, default=10, help="evaluations during training (the final one excluded)")
-        p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation during training")
-        p.add_argument("--final-episodes", type=int, default=20, help="episodes of the final evaluation")
+        p.add_argument("--evals", type=positive_int, default=10, help="evaluations during training (the final one excluded)")
+        p.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation during training")
+        p.add_argument("--final-episodes", type=positive_int, default=20, help="episodes of the final evaluation")
         p.add_argument("--timesteps", type=int, default=None, help="override every budget")
         p.add_argument("--timesteps-scale", type=float, default=1.0, help="factor on every budget (smoke tests)")
 

@@ -277,3 +277,12 @@ def test_the_model_factory_refuses_an_unknown_algorithm() -> None:
 
     with pytest.raises(ValueError, match="unknown algorithm 'trpo_unknown'"):
         make_model("trpo_unknown", Preset("MlpPolicy", {}, 1, 64, False, {}, {}), None, 0, None)
+
+
+@pytest.mark.parametrize("option", ["--evals", "--eval-episodes", "--final-episodes"])
+def test_counts_below_one_are_refused_on_the_command_line(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.learning import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", option, "0", "--envs", "CartPole-v1"])
+    assert exit_info.value.code == 2 and f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
