@@ -758,6 +758,33 @@ def test_returns_and_advantages_are_sb3s_bit_for_bit(n_steps: int, n_envs: int, 
         np.testing.assert_array_equal(np.signbit(computed), np.signbit(expected), err_msg=name)
 
 
+def test_returns_and_advantages_read_no_uninitialised_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    No floating-point warning, whatever fresh arrays hold: the computation once left one row of an ``np.empty_like``
+    unset, and the garbage in it (unused, but multiplied) printed "overflow encountered in multiply" in training logs.
+    """
+    buffers = []
+    for _ in range(2):
+        buffer = RolloutBuffer(5, spaces.Box(-1, 1, (3,)), spaces.Discrete(2), n_envs=2, gamma=0.97, gae_lambda=0.9)
+        buffer.rewards[:], buffer.values[:] = 1.0, 2.0
+        buffer.episode_starts[2] = 1.0
+        buffers.append(buffer)
+    last_values, dones = torch.full((2, 1), 10.0), np.array([False, True])
+    buffers[0].compute_returns_and_advantage(last_values, dones)
+    real_empty_like = np.empty_like
+
+    def largest_float_like(prototype: np.ndarray, *args: object, **kwargs: object) -> np.ndarray:
+        fresh = real_empty_like(prototype, *args, **kwargs)
+        fresh.fill(np.finfo(fresh.dtype).max if fresh.dtype.kind == "f" else 0)
+        return fresh
+
+    monkeypatch.setattr(np, "empty_like", largest_float_like)
+    with np.errstate(all="raise"):
+        compute_returns_and_advantage(buffers[1], last_values, dones)
+    for name in ("advantages", "returns"):
+        np.testing.assert_array_equal(getattr(buffers[1], name), getattr(buffers[0], name), err_msg=name)
+
+
 def test_returns_and_advantages_of_other_buffers_come_from_their_own_method() -> None:
     class HalvedAdvantages(RolloutBuffer):
         def compute_returns_and_advantage(self, last_values: torch.Tensor, dones: np.ndarray) -> None:

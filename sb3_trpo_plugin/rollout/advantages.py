@@ -46,11 +46,10 @@ def compute_returns_and_advantage(rollout_buffer: RolloutBuffer, last_values: th
     ):
         rollout_buffer.compute_returns_and_advantage(last_values, dones)
         return
-    next_non_terminal = np.empty_like(buffer.episode_starts)
-    next_non_terminal[:-1] = 1.0 - buffer.episode_starts[1:]
-    next_values = np.concatenate([buffer.values[1:], values[None]])
+    # Every step but the last, whose 1 - d and V' come from `dones` and `values` (below)
+    next_non_terminal = 1.0 - buffer.episode_starts[1:]
     # SB3's expressions, elementwise: ((r + (γ·V') · (1 - d')) - V) and ((γλ) · (1 - d')) · A'
-    deltas = buffer.rewards + buffer.gamma * next_values * next_non_terminal - buffer.values
+    deltas = buffer.rewards[:-1] + buffer.gamma * buffer.values[1:] * next_non_terminal - buffer.values[:-1]
     decays = buffer.gamma * buffer.gae_lambda * next_non_terminal
     # The last step apart, in the installed SB3's float type (float64 makes every later product float64 too)
     last_non_terminal = 1.0 - dones.astype(last_dtype)
