@@ -112,10 +112,13 @@ def test_killed_rank_restarts_from_the_newest_checkpoint(tmp_path: Path, algorit
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1"]
     launch = [*command, "--monitor-interval=0.2", str(WORKER), "restart", str(tmp_path), algorithm]
-    environment = torchrun_environment()
-    launcher = subprocess.run(
-        launch, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
-    )
+
+    def run_job() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            launch, env=torchrun_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
+        )
+
+    launcher = run_job()
     assert (tmp_path / "killed.json").is_file(), "rank 1 was never killed: the test would prove nothing"
     first = [json.loads((tmp_path / f"attempt0_rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [start["resumed_from"] for start in first] == [None, None]
@@ -126,9 +129,7 @@ def test_killed_rank_restarts_from_the_newest_checkpoint(tmp_path: Path, algorit
     else:
         assert launcher.returncode != 0 and "RendezvousClosedError" in launcher.stdout, launcher.stdout
         assert "pytorch/pytorch#123678" in launcher.stdout and not (tmp_path / "attempt1_rank0.json").exists()
-        launcher = subprocess.run(
-            launch, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
-        )
+        launcher = run_job()
         assert launcher.returncode == 0, launcher.stdout
         restarted = [json.loads((tmp_path / f"attempt0_rank{rank}.json").read_text()) for rank in (0, 1)]
 
