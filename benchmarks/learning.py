@@ -35,7 +35,7 @@ from stable_baselines3.common.logger import Logger
 from benchmarks.launch import ROOT, child_environment, module_command
 from benchmarks.learning_record import CurveRecorder, DiagnosticsWriter, run_metadata, train, write_run
 from benchmarks.learning_report import load_results, plot_env, render_section, replace_section
-from benchmarks.learning_setup import ALGOS, ALL_ENVS, ENVS, load_preset, make_envs, make_model
+from benchmarks.learning_setup import ALGOS, ALL_ENVS, ENVS, Preset, load_preset, make_envs, make_model
 from sb3_trpo_plugin.cli.arguments import positive_int
 
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "learning"
@@ -51,6 +51,8 @@ def run_one(
     final_episodes: int = 20,
     timesteps: int | None = None,
     timesteps_scale: float = 1.0,
+    preset: Preset | None = None,
+    label: str | None = None,
 ) -> Path:
     """
     Train one run with periodic deterministic evaluation; write its CSV, then its JSON.
@@ -64,13 +66,15 @@ def run_one(
     :param final_episodes: episodes of the final evaluation
     :param timesteps: budget override (default: rl-zoo3's / :data:`ENVS`)
     :param timesteps_scale: factor on the budget (for smoke tests)
+    :param preset: the settings to train with (default: ``algo``'s for ``env_id``, :func:`load_preset`)
+    :param label: the run's folder under ``<results>/<env>`` and its recorded algorithm (default: ``algo``)
     :return: path of the JSON
     """
     import torch
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    preset = load_preset(algo, env_id)
+    preset = preset or load_preset(algo, env_id)
     budget = max(1, int((timesteps or preset.n_timesteps) * timesteps_scale))
     train_env, eval_env = make_envs(env_id, preset, seed)
     diagnostics = DiagnosticsWriter()
@@ -85,7 +89,7 @@ def run_one(
     recorder.evaluate(final_episodes)
     meta = run_metadata(
         env_id,
-        algo,
+        label or algo,
         seed,
         preset,
         budget,
@@ -96,7 +100,7 @@ def run_one(
         diagnostics=diagnostics,
         started=started,
     )
-    json_path = write_run(results / env_id / algo, seed, recorder.curve, meta)
+    json_path = write_run(results / env_id / (label or algo), seed, recorder.curve, meta)
     train_env.close()
     eval_env.close()
     return json_path

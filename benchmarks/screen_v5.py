@@ -1,0 +1,242 @@
+"""
+Many-seed screens of one-knob changes to rl-zoo3's settings at a short budget (docs/benchmarks.md, "Swimmer-v5
+escape screen").
+
+The Optuna searches of :mod:`benchmarks.tune_v5` score a trial by one five-episode evaluation: on Swimmer-v5 that
+ranks luck, because what decides a run's return is whether it escapes a slow gait early, and with rl-zoo3's settings
+about a third of the seeds do not (both TRPOs; the table's runs and the search's confirmation). Whether a run escapes
+shows by 200k steps on every run so far: the runs that end near 360 return 295-358 there, the stuck ones 61-131
+(benchmarks/results/mujoco_1m/Swimmer-v5, benchmarks/results/presets/Swimmer-v5/confirmation_1m). So a screen
+measures what matters, the share of seeds that escape, directly: each change of :data:`SCREENS` trains on the same
+seeds (never used by the table, the searches or the confirmations), with the learning benchmark's protocol
+(:func:`benchmarks.learning.run_one`: deterministic evaluation on a separate env, ``VecNormalize`` statistics frozen),
+one process and one torch thread per run, ``--jobs`` runs at a time, seed by seed across the changes (a stopped screen
+leaves every change with as many seeds as the others, give or take one). Finished runs are skipped: run again to resume.
+
+Usage: ``python -m benchmarks.screen_v5 run --env Swimmer-v5 [--jobs 2] [--changes NAME ...] [--seeds ...]``, then
+``python -m benchmarks.screen_v5 report --env Swimmer-v5`` prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.launch import ROOT, child_environment, module_command
+from benchmarks.learning_setup import Preset, load_preset
+
+
+@dataclass(frozen=True)
+class Change:
+    """
+    One knob of rl-zoo3's settings changed.
+
+    :param why: what it might change, briefly
+    :param kwargs: TRPO keywords replaced
+    :param policy_kwargs: entries of ``policy_kwargs`` replaced
+    :param n_envs: the number of training envs (rl-zoo3's when ``None``)
+    :param normalize_kwargs: ``VecNormalize`` keywords replaced
+    """
+
+    why: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_envs: int | None = None
+    normalize_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, preset: Preset) -> Preset:
+        """:return: ``preset`` with this change, its ``raw`` entry recording the change"""
+        kwargs = dict(preset.kwargs) | self.kwargs
+        if self.policy_kwargs:
+            kwargs["policy_kwargs"] = dict(kwargs.get("policy_kwargs") or {}) | self.policy_kwargs
+        raw = dict(preset.raw) | self.kwargs
+        if self.policy_kwargs:
+            raw["policy_kwargs"] = kwargs["policy_kwargs"]
+        if self.n_envs is not None:
+            raw["n_envs"] = self.n_envs
+        if self.normalize_kwargs:
+            raw["normalize_kwargs"] = self.normalize_kwargs
+        return replace(
+            preset,
+            kwargs=kwargs,
+            n_envs=self.n_envs or preset.n_envs,
+            normalize_kwargs=preset.normalize_kwargs | self.normalize_kwargs,
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True)
+class Screen:
+    """
+    One task's screen.
+
+    :param env_id: a key of :data:`benchmarks.learning_setup.ALL_ENVS`
+    :param changes: the changes, by name (``"zoo"``, no change, is the reference)
+    :param seeds: the seeds every change trains on
+    :param timesteps: the budget of one run
+    :param escaped: the final return from which a run counts as escaped
+    """
+
+    env_id: str
+    changes: dict[str, Change]
+    seeds: tuple[int, ...]
+    timesteps: int
+    escaped: float
+
+    @property
+    def results(self) -> Path:
+        """Where the runs land (``<results>/<env>/<change>/seed<k>.json``, the learning benchmark's layout)."""
+        return ROOT / "benchmarks" / "results" / "presets" / "screens" / f"{self.timesteps // 1000}k"
+
+
+#: The screens, by environment id. Swimmer-v5: rl-zoo3's Swimmer-v4 settings (2 envs x 1024 steps, critic minibatches
+#: of 128 for 20 epochs at 1e-3, ``gamma`` 0.9999, ``gae_lambda`` 0.95, ``target_kl`` 0.01, 64 x 64, ``VecNormalize``)
+#: and one knob of them each, those that plausibly decide whether a run escapes the slow gait: how much the first
+#: policies explore, how varied the first rollouts are, how the rewards and the critic see a horizon of 10,000 steps,
+#: and how fast the policy commits. Seeds 300-307: none of the table's 0-9, the confirmations' 100-104, the tuning 1000.
+SCREENS: dict[str, Screen] = {
+    "Swimmer-v5": Screen(
+        "Swimmer-v5",
+        {
+            "zoo": Change("rl-zoo3's settings, the reference"),
+            "log_std_init_0.5": Change("wider initial exploration", policy_kwargs={"log_std_init": 0.5}),
+            "log_std_init_-0.5": Change("narrower initial exploration", policy_kwargs={"log_std_init": -0.5}),
+            "8_envs": Change("more varied rollouts, same batch: 8 envs x 256 steps", kwargs={"n_steps": 256}, n_envs=8),
+            "no_reward_norm": Change("raw rewards: observations normalised only", normalize_kwargs={"norm_reward": False}),
+            "gamma_0.999": Change("a shorter horizon", kwargs={"gamma": 0.999}, normalize_kwargs={"gamma": 0.999}),
+            "gae_lambda_0.99": Change("advantages leaning less on the critic", kwargs={"gae_lambda": 0.99}),
+            "target_kl_0.005": Change("slower commitment: half the trust region", kwargs={"target_kl": 0.005}),
+            "n_steps_4096": Change("less noisy steps: 2 envs x 4096 steps", kwargs={"n_steps": 4096}),
+            "no_ortho_init": Change("SB3's default initialisation instead of orthogonal", policy_kwargs={"ortho_init": False}),
+            "critic_256": Change(
+                "a wider critic for long-horizon values", policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [256, 256]}}
+            ),
+        },
+        seeds=tuple(range(300, 308)),
+        timesteps=200_000,
+        escaped=250.0,
+    ),
+}
+
+
+def screen_jobs(screen: Screen, changes: Sequence[str], seeds: Sequence[int], results: Path) -> list[tuple[str, int]]:
+    """:return: the unfinished ``(change, seed)`` runs, seed by seed across the changes"""
+    return [
+        (name, seed)
+        for seed in seeds
+        for name in changes
+        if not (results / screen.env_id / name / f"seed{seed}.json").exists()
+    ]
+
+
+def run_one_change(env_id: str, name: str, seed: int, results: Path) -> Path:
+    """Train one run of one change (the learning benchmark's run, with the change's settings)."""
+    from benchmarks.learning import run_one
+
+    screen = SCREENS[env_id]
+    preset = screen.changes[name].apply(load_preset("trpo", env_id))
+    return run_one(
+        env_id,
+        "trpo",
+        seed,
+        results,
+        n_evals=2,
+        eval_episodes=5,
+        final_episodes=10,
+        timesteps=screen.timesteps,
+        preset=preset,
+        label=name,
+    )
+
+
+def run_screen(screen: Screen, changes: Sequence[str], seeds: Sequence[int], results: Path, jobs: int) -> None:
+    """Run the unfinished runs, ``jobs`` processes at a time."""
+    queue = screen_jobs(screen, changes, seeds, results)
+    print(f"{time.strftime('%H:%M:%S')} {len(queue)} runs to do into {results} with {jobs} jobs", flush=True)
+    running: list[tuple[subprocess.Popen[bytes], tuple[str, int]]] = []
+    while queue or running:
+        while queue and len(running) < jobs:
+            name, seed = queue.pop(0)
+            command = module_command("benchmarks.screen_v5", "one", screen.env_id, name, str(seed), "--results", str(results))
+            running.append((subprocess.Popen(command, env=child_environment()), (name, seed)))
+        time.sleep(0.5)
+        for entry in list(running):
+            process, (name, seed) = entry
+            if process.poll() is not None:
+                running.remove(entry)
+                print(f"{time.strftime('%H:%M:%S')} {name} seed {seed}: exit {process.returncode}", flush=True)
+
+
+def screen_table(screen: Screen, results: Path) -> list[dict[str, Any]]:
+    """
+    Per change: the final returns by seed, their mean and how many runs escaped.
+
+    :return: one row per change with finished runs, in :data:`SCREENS` order
+    """
+    rows = []
+    for name, change in screen.changes.items():
+        finals = {}
+        for path in sorted((results / screen.env_id / name).glob("seed*.json")):
+            meta = json.loads(path.read_text())
+            finals[int(meta["seed"])] = float(meta["final_return"])
+        if finals:
+            values = [finals[seed] for seed in sorted(finals)]
+            rows.append(
+                {
+                    "change": name,
+                    "why": change.why,
+                    "finals": {seed: finals[seed] for seed in sorted(finals)},
+                    "mean": statistics.fmean(values),
+                    "escaped": sum(value >= screen.escaped for value in values),
+                    "runs": len(values),
+                }
+            )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a screen, one run of it, or print its table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the screen's unfinished runs")
+    run.add_argument("--env", choices=sorted(SCREENS), required=True)
+    run.add_argument("--changes", nargs="+", help="the changes to run (default: all)")
+    run.add_argument("--seeds", nargs="+", type=int, help="the seeds (default: the screen's)")
+    run.add_argument("--jobs", type=int, default=2)
+    run.add_argument("--results", type=Path)
+    one = sub.add_parser("one", help="one run (what `run` starts)")
+    one.add_argument("env_id", choices=sorted(SCREENS))
+    one.add_argument("change")
+    one.add_argument("seed", type=int)
+    one.add_argument("--results", type=Path, required=True)
+    rep = sub.add_parser("report", help="print the screen's table")
+    rep.add_argument("--env", choices=sorted(SCREENS), required=True)
+    rep.add_argument("--results", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "one":
+        run_one_change(args.env_id, args.change, args.seed, args.results)
+        return 0
+    screen = SCREENS[args.env]
+    results = args.results or screen.results
+    if args.command == "run":
+        unknown = set(args.changes or ()) - set(screen.changes)
+        if unknown:
+            parser.error(f"unknown changes {sorted(unknown)}; {screen.env_id}'s are {sorted(screen.changes)}")
+        run_screen(screen, args.changes or list(screen.changes), args.seeds or screen.seeds, results, args.jobs)
+        return 0
+    for row in screen_table(screen, results):
+        finals = " / ".join(f"{value:.0f}" for value in row["finals"].values())
+        print(f"| `{row['change']}` | {row['why']} | {finals} | {row['mean']:.0f} | {row['escaped']}/{row['runs']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
