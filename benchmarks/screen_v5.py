@@ -232,9 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown changes {sorted(unknown)}; {screen.env_id}'s are {sorted(screen.changes)}")
         run_screen(screen, args.changes or list(screen.changes), args.seeds or screen.seeds, results, args.jobs)
         return 0
-    print(
-        f"| change of rl-zoo3's settings | why | final returns at {screen.timesteps // 1000}k steps | mean | escaped (≥ {screen.escaped:.0f}) |"
-    )
+    returns = f"final returns at {screen.timesteps // 1000}k steps"
+    print(f"| change of rl-zoo3's settings | why | {returns} | mean | escaped (≥ {screen.escaped:.0f}) |")
     print("| --- | --- | --- | ---: | ---: |")
     for row in screen_table(screen, results):
         finals = " / ".join(f"{value:.0f}" for value in row["finals"].values())
