@@ -26,3 +26,5 @@ run --envs Ant-v5 --algos $ABLATIONS --seeds 3 4
 # 4. Humanoid-v5 at rl-zoo3's budget for it (2M steps): five seeds of both TRPOs.
 "$PY" -m benchmarks.learning run --jobs "$JOBS" --results "$R" --timesteps 2000000 --envs Humanoid-v5 \
     --algos trpo sb3_contrib_trpo --seeds 0 1 2 3 4
+# 5. Ten seeds of both TRPOs on Hopper-v5 and Walker2d-v5 (docs/benchmarks.md, "Against the published numbers").
+run --envs Hopper-v5 Walker2d-v5 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
