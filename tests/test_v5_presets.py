@@ -59,7 +59,7 @@ def run_zoo(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
 
 def test_the_package_file_lists_exactly_the_package_tuned_presets() -> None:
     tuned = {env_id for env_id, preset in PRESETS.items() if preset.source == PACKAGE_TUNED}
-    assert tuned == set(v5_entries()) == {"Ant-v5"}
+    assert tuned == set(v5_entries()) == {"Ant-v5", "Swimmer-v5"}
     assert PRESETS["Ant-v4"].source != PACKAGE_TUNED  # rl-zoo3's tuned values stay rl-zoo3's on -v4
 
 
@@ -77,6 +77,11 @@ def test_the_zoo_route_gives_v5_ids_rl_zoo3s_v4_entries_unless_the_package_has_i
         expected = v5_entries()[env_id] if env_id in v5_entries() else zoo[env_id.replace("-v5", "-v4")]
         assert entries[env_id] == expected, env_id
     assert entries["Swimmer-v5"]["gamma"] == 0.9999 and entries["HalfCheetah-v5"]["target_kl"] == 0.04
+    # The package's Swimmer-v5 entry: rl-zoo3's Swimmer-v4 values with one knob changed, the escape screen's.
+    assert {key: value for key, value in entries["Swimmer-v5"].items() if key != "gae_lambda"} == {
+        key: value for key, value in zoo["Swimmer-v4"].items() if key != "gae_lambda"
+    }
+    assert (zoo["Swimmer-v4"]["gae_lambda"], entries["Swimmer-v5"]["gae_lambda"]) == (0.95, 0.99)
 
 
 @pytest.mark.parametrize("env_id", ZOO_V5_IDS)
@@ -199,3 +204,21 @@ def test_ant_v5_preset_values_are_the_searchs_best_trial() -> None:
     drawn = dict(best["params"])
     assert drawn.pop("net_arch") == "small" and drawn.pop("target_kl") == TRPO_DEFAULT_TARGET_KL
     assert drawn == {key: preset.hyperparams[key] for key in drawn}
+
+
+def test_swimmer_v5_preset_is_the_escape_screens_candidate_confirmed_at_1m() -> None:
+    """The preset's one change is the screen's best (the rule of docs/benchmarks.md), and its 1M runs reached 357."""
+    from benchmarks import screen_v5
+
+    screen = screen_v5.SCREENS["Swimmer-v5"]
+    rows = {row["change"]: row for row in screen_v5.screen_table(screen, screen.results)}
+    best = max(rows.values(), key=lambda row: (row["escaped"], row["mean"]))
+    assert best["change"] == "gae_lambda_0.99" and best["runs"] == len(screen.seeds)
+    assert best["escaped"] >= 7 and best["escaped"] > rows["zoo"]["escaped"]
+    preset = PRESETS["Swimmer-v5"]
+    assert screen.changes[best["change"]].kwargs == {"gae_lambda": preset.hyperparams["gae_lambda"]}
+    confirmation = REPO / "benchmarks" / "results" / "presets" / "Swimmer-v5" / "escape_confirmation_1m" / "Swimmer-v5"
+    runs = [json.loads(path.read_text()) for path in sorted((confirmation / "trpo_preset").glob("seed*.json"))]
+    assert sorted(run["seed"] for run in runs) == list(range(200, 210))  # seeds the screen did not use
+    assert all(run["hyperparams"]["gae_lambda"] == "0.99" and run["total_timesteps"] == 1_000_000 for run in runs)
+    assert sum(run["final_return"] for run in runs) / len(runs) >= 357  # the published 359 ± 2
