@@ -367,7 +367,7 @@ def report(results: Path, doc: Path, plots: Path) -> None:
         plot_env("Ant-v5", ablated, path, "this TRPO with one fast path switched off at a time")
         ablations_plot = os.path.relpath(path, doc.parent)
     preamble = (ROOT / "benchmarks" / "mujoco_preamble.md").read_text()
-    compared = {**ABLATIONS, PRESET: "this TRPO with the package's preset (seeds 100-104)"}
+    compared = {**ABLATIONS, PRESET: "this TRPO with the package's preset (seeds its search did not use)"}
     section = render_section(table, compared, plot_names, preamble, ablations_plot)
     sections.write_section("mujoco", section, doc)
     print(f"wrote the mujoco section of {doc} and {len(plot_names) + (ablations_plot is not None)} plots")

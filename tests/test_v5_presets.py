@@ -217,8 +217,8 @@ def test_swimmer_v5_preset_is_the_escape_screens_candidate_confirmed_at_1m() -> 
     assert best["escaped"] >= 7 and best["escaped"] > rows["zoo"]["escaped"]
     preset = PRESETS["Swimmer-v5"]
     assert screen.changes[best["change"]].kwargs == {"gae_lambda": preset.hyperparams["gae_lambda"]}
-    confirmation = REPO / "benchmarks" / "results" / "presets" / "Swimmer-v5" / "escape_confirmation_1m" / "Swimmer-v5"
-    runs = [json.loads(path.read_text()) for path in sorted((confirmation / "trpo_preset").glob("seed*.json"))]
+    confirmation = REPO / "benchmarks" / "results" / "mujoco_1m" / "Swimmer-v5" / "trpo_preset"
+    runs = [json.loads(path.read_text()) for path in sorted(confirmation.glob("seed*.json"))]
     assert sorted(run["seed"] for run in runs) == list(range(200, 210))  # seeds the screen did not use
     assert all(run["hyperparams"]["gae_lambda"] == "0.99" and run["total_timesteps"] == 1_000_000 for run in runs)
     assert sum(run["final_return"] for run in runs) / len(runs) >= 357  # the published 359 ± 2
