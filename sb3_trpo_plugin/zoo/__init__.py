@@ -15,9 +15,10 @@ rl-zoo3's ``trpo.yml`` has no entries for Gymnasium's ``-v5`` MuJoCo tasks, and 
 ``-v5`` id gives rl-zoo3 the entries of :func:`v5_hyperparams` (as :data:`V5_HYPERPARAMS_MODULE`): rl-zoo3's own entry
 of the task's ``-v4`` (the values ``sb3-trpo train`` and the benchmarks use there too), or this package's where it has
 one (:data:`V5_HYPERPARAMS`; ``Ant-v5``: rl-zoo3's Ant-v4 values, which a search through rl-zoo3's Optuna route did not
-better, with Ant-v4's observation; ``Swimmer-v5``: rl-zoo3's Swimmer-v4 values with ``gae_lambda`` 0.99). It passes an entry's ``env_kwargs`` as ``--env-kwargs``: rl-zoo3 2.9 gives a file's
-``env_kwargs`` to its training environments only, not to its evaluation environments nor to ``enjoy``, which need the
-same observation, and rl-zoo3 before 2.8 would hand them to the algorithm.
+better, with Ant-v4's observation; ``Swimmer-v5``: rl-zoo3's Swimmer-v4 values with ``gae_lambda`` 0.99). It passes an
+entry's ``env_kwargs`` as ``--env-kwargs``: rl-zoo3 2.9 gives a file's ``env_kwargs`` to its training environments
+only, not to its evaluation environments nor to ``enjoy``, which need the same observation, and rl-zoo3 before 2.8
+would hand them to the algorithm.
 
 rl-zoo3 has no ``trpo_lstm.yml``: unless ``--conf-file`` is given, training ``trpo_lstm`` reads this package's
 (:data:`RECURRENT_HYPERPARAMS`).
