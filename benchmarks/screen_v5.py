@@ -13,6 +13,9 @@ seeds (never used by the table, the searches or the confirmations), with the lea
 one process and one torch thread per run, ``--jobs`` runs at a time, seed by seed across the changes (a stopped screen
 leaves every change with as many seeds as the others, give or take one). Finished runs are skipped: run again to resume.
 
+Hopper-v5's screen asks another question the same way: most runs reach 3250-3680 by 300-400k steps and several fall
+after, so its changes run the whole 1M steps and a run counts if it still returns 3000 at the end.
+
 Usage: ``python -m benchmarks.screen_v5 run --env Swimmer-v5 [--jobs 2] [--changes NAME ...] [--seeds ...]``, then
 ``python -m benchmarks.screen_v5 report --env Swimmer-v5`` prints the table.
 """
@@ -82,14 +85,16 @@ class Screen:
     :param changes: the changes, by name (``"zoo"``, no change, is the reference)
     :param seeds: the seeds every change trains on
     :param timesteps: the budget of one run
-    :param escaped: the final return from which a run counts as escaped
+    :param threshold: the final return from which a run counts (Swimmer: it escaped the slow gait)
+    :param counts_as: what a run at or above ``threshold`` is called in the table
     """
 
     env_id: str
     changes: dict[str, Change]
     seeds: tuple[int, ...]
     timesteps: int
-    escaped: float
+    threshold: float
+    counts_as: str
 
     @property
     def results(self) -> Path:
@@ -122,7 +127,25 @@ SCREENS: dict[str, Screen] = {
         },
         seeds=tuple(range(300, 308)),
         timesteps=200_000,
-        escaped=250.0,
+        threshold=250.0,
+        counts_as="escaped (≥ 250)",
+    ),
+    # Hopper-v5: with rl-zoo3's settings most runs of both TRPOs reach 3250-3680 by 300-400k steps and several fall
+    # after (ten seeds each: 2782 ± 253 and 2585 ± 375 at 1M, published 3372 ± 215). The changes that plausibly keep
+    # what was found: advantages leaning less on the critic (Swimmer's change), larger rollouts (steadier steps), a
+    # slower critic. At 1M steps, since the falls come late; rl-zoo3's own settings are the table's ten seeds.
+    "Hopper-v5": Screen(
+        "Hopper-v5",
+        {
+            "zoo": Change("rl-zoo3's settings, the reference"),
+            "gae_lambda_0.99": Change("advantages leaning less on the critic", kwargs={"gae_lambda": 0.99}),
+            "n_steps_2048": Change("steadier steps: 2 envs x 2048 steps", kwargs={"n_steps": 2048}),
+            "critic_lr_3e-4": Change("a slower critic: learning rate 3e-4", kwargs={"learning_rate": 3e-4}),
+        },
+        seeds=tuple(range(300, 306)),
+        timesteps=1_000_000,
+        threshold=3000.0,
+        counts_as="held ≥ 3000",
     ),
 }
 
@@ -177,7 +200,7 @@ def run_screen(screen: Screen, changes: Sequence[str], seeds: Sequence[int], res
 
 def screen_table(screen: Screen, results: Path) -> list[dict[str, Any]]:
     """
-    Per change: the final returns by seed, their mean and how many runs escaped.
+    Per change: the final returns by seed, their mean and how many reached the screen's threshold.
 
     :return: one row per change with finished runs, in :data:`SCREENS` order
     """
@@ -195,7 +218,7 @@ def screen_table(screen: Screen, results: Path) -> list[dict[str, Any]]:
                     "why": change.why,
                     "finals": {seed: finals[seed] for seed in sorted(finals)},
                     "mean": statistics.fmean(values),
-                    "escaped": sum(value >= screen.escaped for value in values),
+                    "counted": sum(value >= screen.threshold for value in values),
                     "runs": len(values),
                 }
             )
@@ -233,11 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_screen(screen, args.changes or list(screen.changes), args.seeds or screen.seeds, results, args.jobs)
         return 0
     returns = f"final returns at {screen.timesteps // 1000}k steps"
-    print(f"| change of rl-zoo3's settings | why | {returns} | mean | escaped (≥ {screen.escaped:.0f}) |")
+    print(f"| change of rl-zoo3's settings | why | {returns} | mean | {screen.counts_as} |")
     print("| --- | --- | --- | ---: | ---: |")
     for row in screen_table(screen, results):
         finals = " / ".join(f"{value:.0f}" for value in row["finals"].values())
-        print(f"| `{row['change']}` | {row['why']} | {finals} | {row['mean']:.0f} | {row['escaped']}/{row['runs']} |")
+        print(f"| `{row['change']}` | {row['why']} | {finals} | {row['mean']:.0f} | {row['counted']}/{row['runs']} |")
     return 0
 
 
