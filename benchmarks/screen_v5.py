@@ -58,11 +58,9 @@ class Change:
     def apply(self, preset: Preset) -> Preset:
         """:return: ``preset`` with this change, its ``raw`` entry recording the change"""
         kwargs = dict(preset.kwargs) | self.kwargs
-        if self.policy_kwargs:
-            kwargs["policy_kwargs"] = dict(kwargs.get("policy_kwargs") or {}) | self.policy_kwargs
         raw = dict(preset.raw) | self.kwargs
         if self.policy_kwargs:
-            raw["policy_kwargs"] = kwargs["policy_kwargs"]
+            kwargs["policy_kwargs"] = raw["policy_kwargs"] = dict(kwargs.get("policy_kwargs") or {}) | self.policy_kwargs
         if self.n_envs is not None:
             raw["n_envs"] = self.n_envs
         if self.normalize_kwargs:
