@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 #: The folder that holds this package (the repository, or the checkout a campaign benchmarks).
@@ -30,3 +33,50 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
+@dataclass(frozen=True)
+class Run:
+    """
+    One child process of a campaign.
+
+    :param name: what the log calls it
+    :param command: its command line (:func:`module_command`)
+    :param result: the file it writes when it succeeds; a run whose file exists when its turn comes is skipped
+    """
+
+    name: str
+    command: list[str]
+    result: Path
+
+
+def run_pool(runs: Sequence[Run], jobs: int) -> list[str]:
+    """
+    Run ``runs`` in order, ``jobs`` processes at a time (each with :func:`child_environment`), logging each start and
+    end with the time of day.
+
+    :return: the names of the runs that exited with an error
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    queue = list(runs)
+    running: list[tuple[subprocess.Popen[bytes], Run, float]] = []
+    failed: list[str] = []
+    while queue or running:
+        while queue and len(running) < jobs:
+            run = queue.pop(0)
+            if run.result.exists():  # done meanwhile by another campaign
+                continue
+            print(f"{time.strftime('%H:%M:%S')} start {run.name}", flush=True)
+            running.append((subprocess.Popen(run.command, env=child_environment()), run, time.perf_counter()))
+        time.sleep(0.2)
+        for entry in list(running):
+            process, run, started = entry
+            if process.poll() is None:
+                continue
+            running.remove(entry)
+            status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
+            if process.returncode != 0:
+                failed.append(run.name)
+            print(f"{time.strftime('%H:%M:%S')} {status} {run.name} in {time.perf_counter() - started:.0f} s", flush=True)
+    return failed

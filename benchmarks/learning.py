@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from stable_baselines3.common.logger import Logger
 
-from benchmarks.launch import ROOT, child_environment, module_command
+from benchmarks.launch import ROOT, Run, module_command, run_pool
 from benchmarks.learning_record import CurveRecorder, DiagnosticsWriter, run_metadata, train, write_run
 from benchmarks.learning_report import load_results, plot_env, render_section, replace_section
 from benchmarks.learning_setup import ALGOS, ALL_ENVS, ENVS, Preset, load_preset, make_envs, make_model
@@ -122,39 +121,17 @@ def campaign_jobs(envs: Sequence[str], algos: Sequence[str], seeds: Sequence[int
 def run_campaign(args: argparse.Namespace) -> None:
     """Run every unfinished run of the campaign, ``args.jobs`` processes at a time."""
     results: Path = args.results.resolve()
-    jobs = [
-        j
-        for j in campaign_jobs(args.envs, args.algos, args.seeds)
-        if not (results / j[0] / j[1] / f"seed{j[2]}.json").exists()
-    ]
-    print(f"{time.strftime('%H:%M:%S')} {len(jobs)} runs to do into {results} with {args.jobs} jobs", flush=True)
-    running: list[tuple[subprocess.Popen[bytes], tuple[str, str, int], float]] = []
-    failed = []
-    while jobs or running:
-        while jobs and len(running) < args.jobs:
-            env_id, algo, seed = job = jobs.pop(0)
-            if (results / env_id / algo / f"seed{seed}.json").exists():  # done meanwhile by another campaign
-                continue
-            command = module_command("benchmarks.learning", "one", env_id, algo, str(seed), "--results", str(results))
-            command += ["--evals", str(args.evals), "--eval-episodes", str(args.eval_episodes)]
-            command += ["--final-episodes", str(args.final_episodes), "--timesteps-scale", str(args.timesteps_scale)]
-            if args.timesteps:
-                command += ["--timesteps", str(args.timesteps)]
-            print(f"{time.strftime('%H:%M:%S')} start {env_id} {algo} seed {seed}", flush=True)
-            running.append((subprocess.Popen(command, env=child_environment()), job, time.perf_counter()))
-        time.sleep(0.5)
-        for entry in list(running):
-            process, (env_id, algo, seed), t0 = entry
-            if process.poll() is None:
-                continue
-            running.remove(entry)
-            status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
-            if process.returncode != 0:
-                failed.append(entry[1])
-            print(
-                f"{time.strftime('%H:%M:%S')} {status} {env_id} {algo} seed {seed} in {time.perf_counter() - t0:.0f} s",
-                flush=True,
-            )
+    runs = []
+    for env_id, algo, seed in campaign_jobs(args.envs, args.algos, args.seeds):
+        command = module_command("benchmarks.learning", "one", env_id, algo, str(seed), "--results", str(results))
+        command += ["--evals", str(args.evals), "--eval-episodes", str(args.eval_episodes)]
+        command += ["--final-episodes", str(args.final_episodes), "--timesteps-scale", str(args.timesteps_scale)]
+        if args.timesteps:
+            command += ["--timesteps", str(args.timesteps)]
+        runs.append(Run(f"{env_id} {algo} seed {seed}", command, results / env_id / algo / f"seed{seed}.json"))
+    runs = [run for run in runs if not run.result.exists()]
+    print(f"{time.strftime('%H:%M:%S')} {len(runs)} runs to do into {results} with {args.jobs} jobs", flush=True)
+    failed = run_pool(runs, args.jobs)
     print(f"{time.strftime('%H:%M:%S')} campaign over; {len(failed)} failed: {failed}", flush=True)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.launch import ROOT, child_environment, module_command
+from benchmarks.launch import ROOT, Run, module_command, run_pool
 from benchmarks.learning_setup import Preset, load_preset
 
 
@@ -185,22 +184,22 @@ def run_one_change(env_id: str, name: str, seed: int, results: Path) -> Path:
     )
 
 
-def run_screen(screen: Screen, changes: Sequence[str], seeds: Sequence[int], results: Path, jobs: int) -> None:
-    """Run the unfinished runs, ``jobs`` processes at a time."""
-    queue = screen_jobs(screen, changes, seeds, results)
-    print(f"{time.strftime('%H:%M:%S')} {len(queue)} runs to do into {results} with {jobs} jobs", flush=True)
-    running: list[tuple[subprocess.Popen[bytes], tuple[str, int]]] = []
-    while queue or running:
-        while queue and len(running) < jobs:
-            name, seed = queue.pop(0)
-            command = module_command("benchmarks.screen_v5", "one", screen.env_id, name, str(seed), "--results", str(results))
-            running.append((subprocess.Popen(command, env=child_environment()), (name, seed)))
-        time.sleep(0.5)
-        for entry in list(running):
-            process, (name, seed) = entry
-            if process.poll() is not None:
-                running.remove(entry)
-                print(f"{time.strftime('%H:%M:%S')} {name} seed {seed}: exit {process.returncode}", flush=True)
+def run_screen(screen: Screen, changes: Sequence[str], seeds: Sequence[int], results: Path, jobs: int) -> list[str]:
+    """
+    Run the unfinished runs, ``jobs`` processes at a time.
+
+    :return: the runs that failed
+    """
+    runs = [
+        Run(
+            f"{screen.env_id} {name} seed {seed}",
+            module_command("benchmarks.screen_v5", "one", screen.env_id, name, str(seed), "--results", str(results)),
+            results / screen.env_id / name / f"seed{seed}.json",
+        )
+        for name, seed in screen_jobs(screen, changes, seeds, results)
+    ]
+    print(f"{time.strftime('%H:%M:%S')} {len(runs)} runs to do into {results} with {jobs} jobs", flush=True)
+    return run_pool(runs, jobs)
 
 
 def screen_table(screen: Screen, results: Path) -> list[dict[str, Any]]:
@@ -258,8 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = set(args.changes or ()) - set(screen.changes)
         if unknown:
             parser.error(f"unknown changes {sorted(unknown)}; {screen.env_id}'s are {sorted(screen.changes)}")
-        run_screen(screen, args.changes or list(screen.changes), args.seeds or screen.seeds, results, args.jobs)
-        return 0
+        failed = run_screen(screen, args.changes or list(screen.changes), args.seeds or screen.seeds, results, args.jobs)
+        print(f"{time.strftime('%H:%M:%S')} screen over; {len(failed)} failed: {failed}", flush=True)
+        return 1 if failed else 0
     returns = f"final returns at {screen.timesteps // 1000}k steps"
     print(f"| change of rl-zoo3's settings | why | {returns} | mean | {screen.counts_as} |")
     print("| --- | --- | --- | ---: | ---: |")

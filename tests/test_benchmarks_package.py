@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,27 @@ def test_the_shell_scripts_run_modules_by_name() -> None:
         text = script.read_text()
         assert not re.search(r"benchmarks/\w+\.py (run|one|report)", text), script.name
         assert '"$PY" -m benchmarks.learning run' in text, script.name
+
+
+def test_run_pool_runs_each_command_at_most_jobs_at_a_time_and_names_the_failures(tmp_path: Path) -> None:
+    from benchmarks.launch import Run, run_pool
+
+    log = tmp_path / "log"
+    # Each child appends its start and end to one file, sleeping between, so that overlaps show in the file's order.
+    body = "import sys, time; f = open(sys.argv[1], 'a'); f.write(f'+{sys.argv[2]}\\n'); f.flush(); time.sleep(0.4); "
+    body += "f.write(f'-{sys.argv[2]}\\n'); f.close(); open(sys.argv[3], 'w').close() if sys.argv[2] != 'bad' else sys.exit(3)"
+
+    def run(name: str) -> Run:
+        result = tmp_path / f"{name}.done"
+        return Run(name, [sys.executable, "-c", body, str(log), name, str(result)], result)
+
+    (tmp_path / "skipped.done").touch()
+    runs = [run("a"), run("bad"), run("skipped"), run("c")]
+    assert run_pool(runs, jobs=2) == ["bad"]
+    events = log.read_text().split()
+    assert sorted(events) == sorted(["+a", "-a", "+bad", "-bad", "+c", "-c"])  # the finished run is not run again
+    depth = max(sum(1 if e[0] == "+" else -1 for e in events[: i + 1]) for i in range(len(events)))
+    assert depth == 2  # two at a time, never three
+    assert (tmp_path / "a.done").exists() and (tmp_path / "c.done").exists() and not (tmp_path / "bad.done").exists()
+    with pytest.raises(ValueError, match="at least 1"):
+        run_pool(runs, jobs=0)
