@@ -28,3 +28,5 @@ run --envs Ant-v5 --algos $ABLATIONS --seeds 3 4
     --algos trpo sb3_contrib_trpo --seeds 0 1 2 3 4
 # 5. Ten seeds of both TRPOs on Hopper-v5 and Walker2d-v5 (docs/benchmarks.md, "Against the published numbers").
 run --envs Hopper-v5 Walker2d-v5 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
+# 6. Ten seeds of both TRPOs on HalfCheetah-v5 (docs/benchmarks.md, "Ten seeds on HalfCheetah-v5").
+run --envs HalfCheetah-v5 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
