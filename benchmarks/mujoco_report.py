@@ -18,7 +18,7 @@ import argparse
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +63,10 @@ PUBLISHED: dict[str, list[tuple[str, str]]] = {
 }
 
 
+#: The most splits a test enumerates; beyond, as many random ones (:func:`compare`).
+RANDOM_SPLITS = 1_000_000
+
+
 @dataclass(frozen=True)
 class Comparison:
     """
@@ -74,6 +78,7 @@ class Comparison:
     :param permutation_p: exact two-sided p-value of the difference of means (every split of the pooled values)
     :param mann_whitney_u: the Mann-Whitney U of the first group (pairs where it is larger, ties counting half)
     :param mann_whitney_p: exact two-sided p-value of U
+    :param exact: whether both p-values enumerate every split (``False``: from random splits, see :func:`compare`)
     """
 
     n_a: int
@@ -82,17 +87,22 @@ class Comparison:
     permutation_p: float
     mann_whitney_u: float
     mann_whitney_p: float
+    exact: bool = True
 
 
-def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
+def compare(a: Sequence[float], b: Sequence[float], max_splits: int = RANDOM_SPLITS) -> Comparison:
     """
-    Exact permutation test of the difference of means and exact Mann-Whitney test, both two-sided.
+    Permutation test of the difference of means and Mann-Whitney test, both two-sided.
 
     Each enumerates every way of splitting the pooled values into groups of ``len(a)`` and ``len(b)``; the p-value is
-    the fraction of splits whose statistic is at least as far from its null centre as the observed one.
+    the fraction of splits whose statistic is at least as far from its null centre as the observed one. Where there are
+    more than ``max_splits`` ways (twenty seeds against twenty have 1.4e11), ``max_splits`` random splits (a fixed
+    generator) and the observed one stand for them: ``p = (k + 1) / (max_splits + 1)`` for ``k`` random splits as
+    extreme, and :attr:`Comparison.exact` is ``False``.
 
     :param a: one value per seed of the first algorithm
     :param b: one value per seed of the second
+    :param max_splits: the most splits enumerated
     :return: the comparison
     """
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -102,14 +112,34 @@ def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
     observed_difference = x.mean() - y.mean()
     observed_u = ranks[:n].sum() - n * (n + 1) / 2
     centre_u = n * len(y) / 2
-    splits = np.array(list(itertools.combinations(range(len(pooled)), n)))
-    sums = pooled[splits].sum(axis=1)
-    differences = sums / n - (total - sums) / len(y)
-    us = ranks[splits].sum(axis=1) - n * (n + 1) / 2
     tolerance = 1e-9 * max(1.0, float(np.abs(pooled).max()))
-    permutation_p = float(np.mean(np.abs(differences) >= abs(observed_difference) - tolerance))
-    mann_whitney_p = float(np.mean(np.abs(us - centre_u) >= abs(observed_u - centre_u) - 1e-9))
-    return Comparison(n, len(y), float(observed_difference), permutation_p, float(observed_u), mann_whitney_p)
+    exact = math.comb(len(pooled), n) <= max_splits
+    extreme_differences = extreme_us = 0
+    for splits in _split_chunks(len(pooled), n, exact, max_splits):
+        sums = pooled[splits].sum(axis=1)
+        differences = sums / n - (total - sums) / len(y)
+        us = ranks[splits].sum(axis=1) - n * (n + 1) / 2
+        extreme_differences += int(np.sum(np.abs(differences) >= abs(observed_difference) - tolerance))
+        extreme_us += int(np.sum(np.abs(us - centre_u) >= abs(observed_u - centre_u) - 1e-9))
+    if exact:
+        count = math.comb(len(pooled), n)
+        permutation_p, mann_whitney_p = extreme_differences / count, extreme_us / count
+    else:
+        permutation_p, mann_whitney_p = (extreme_differences + 1) / (max_splits + 1), (extreme_us + 1) / (max_splits + 1)
+    return Comparison(n, len(y), float(observed_difference), permutation_p, float(observed_u), mann_whitney_p, exact)
+
+
+def _split_chunks(size: int, n: int, exact: bool, max_splits: int, chunk: int = 100_000) -> Iterator[np.ndarray]:
+    """The first groups of the splits, as index arrays of ``chunk`` rows at most: every one, or ``max_splits`` random."""
+    if exact:
+        combinations = itertools.combinations(range(size), n)
+        while rows := list(itertools.islice(combinations, chunk)):
+            yield np.array(rows)
+        return
+    generator = np.random.default_rng(0)
+    for start in range(0, max_splits, chunk):
+        count = min(chunk, max_splits - start)
+        yield np.argsort(generator.random((count, size)), axis=1)[:, :n]
 
 
 def _midranks(values: np.ndarray) -> np.ndarray:
@@ -234,10 +264,11 @@ def ablations_table(table: dict[str, dict[str, list[RunResult]]], ablations: dic
 def comparison_lines(name: str, ours: Sequence[float], theirs: Sequence[float]) -> str:
     """One table row: the two groups' means, the difference and both exact tests."""
     c = compare(ours, theirs)
+    sampled = "" if c.exact else f" (random splits: {RANDOM_SPLITS:.0e})"
     return (
         f"| {name} | {c.n_a} vs {c.n_b} | {np.mean(ours):.0f} ± {_fmt(standard_error(ours))} | {np.mean(theirs):.0f} ± "
-        f"{_fmt(standard_error(theirs))} | {c.mean_difference:+.0f} | {c.permutation_p:.3f} | {c.mann_whitney_u:.0f} "
-        f"| {c.mann_whitney_p:.3f} |"
+        f"{_fmt(standard_error(theirs))} | {c.mean_difference:+.0f} | {c.permutation_p:.3f}{sampled} | "
+        f"{c.mann_whitney_u:.0f} | {c.mann_whitney_p:.3f}{sampled} |"
     )
 
 

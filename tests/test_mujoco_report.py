@@ -147,3 +147,19 @@ def test_the_ablations_get_a_table_of_their_own_with_returns_and_cpu_time() -> N
     del table["Ant-v5"]["trpo_kl_hessian"]
     assert mr.ablations_table(table, ablations) == []
     assert "Ablations of the fast paths" not in mr.render_section(table, ablations, {}, "Preamble.")
+
+
+def test_random_splits_stand_in_for_too_many_and_agree_with_the_exact_tests() -> None:
+    a = [1008.0, 4557.0, 1596.0, 1405.0, 4449.0, 1520.0, 1729.0, 4195.0]
+    b = [3602.0, 4591.0, 1292.0, 4401.0, 1379.0, 3890.0, 4893.0, 3684.0]
+    exact = mr.compare(a, b)
+    assert exact.exact and math.comb(16, 8) == 12870
+    small = mr.compare(a, b, max_splits=10_000)  # fewer than the 12870 splits: sampled
+    assert small == mr.compare(a, b, max_splits=10_000)  # a fixed generator: the same p every time
+    assert not small.exact and small.mean_difference == exact.mean_difference
+    assert small.permutation_p == pytest.approx(exact.permutation_p, abs=0.015)
+    assert small.mann_whitney_p == pytest.approx(exact.mann_whitney_p, abs=0.015)
+    # Twenty against twenty (1.4e11 splits) are sampled, not enumerated.
+    twenty = mr.compare(list(range(20)), list(range(10, 30)))
+    assert not twenty.exact and twenty.permutation_p < 0.01
+    assert "random splits" in mr.comparison_lines("x", list(range(20)), list(range(10, 30)))
