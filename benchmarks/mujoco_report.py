@@ -113,7 +113,8 @@ def compare(a: Sequence[float], b: Sequence[float], max_splits: int = RANDOM_SPL
     observed_u = ranks[:n].sum() - n * (n + 1) / 2
     centre_u = n * len(y) / 2
     tolerance = 1e-9 * max(1.0, float(np.abs(pooled).max()))
-    exact = math.comb(len(pooled), n) <= max_splits
+    count = math.comb(len(pooled), n)
+    exact = count <= max_splits
     extreme_differences = extreme_us = 0
     for splits in _split_chunks(len(pooled), n, exact, max_splits):
         sums = pooled[splits].sum(axis=1)
@@ -122,7 +123,6 @@ def compare(a: Sequence[float], b: Sequence[float], max_splits: int = RANDOM_SPL
         extreme_differences += int(np.sum(np.abs(differences) >= abs(observed_difference) - tolerance))
         extreme_us += int(np.sum(np.abs(us - centre_u) >= abs(observed_u - centre_u) - 1e-9))
     if exact:
-        count = math.comb(len(pooled), n)
         permutation_p, mann_whitney_p = extreme_differences / count, extreme_us / count
     else:
         permutation_p, mann_whitney_p = (extreme_differences + 1) / (max_splits + 1), (extreme_us + 1) / (max_splits + 1)
