@@ -89,7 +89,7 @@ def test_unknown_hyperparameter_is_one_line_error(capsys: pytest.CaptureFixture[
 def test_invalid_hyperparameter_value_is_one_line_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     argv = ["train", "--env", "CartPole-v1", "--log-folder", str(tmp_path), "--hyperparams", "target_kl=-1"]
     status, _, err = run_cli(capsys, *argv)
-    assert_one_line_error(status, err, "target_kl must be > 0, got -1")
+    assert_one_line_error(status, err, "target_kl must be > 0 (or a schedule), got -1")
     assert not RunFolder(tmp_path).config.exists()
 
 

@@ -46,8 +46,8 @@ ALGORITHMS: dict[str, tuple[type[OnPolicyAlgorithm], frozenset[str]]] = {
     "A2C": (A2C, frozenset({"n_steps", "ent_coef", "vf_coef", "max_grad_norm"})),
 }
 
-#: Pickled fields rebuilt from their readable attributes, and how.
-SCHEDULE_FIELDS = ("learning_rate", "clip_range", "clip_range_vf")
+#: Pickled fields rebuilt from their readable attributes, and how (``target_kl``: this TRPO's, when scheduled).
+SCHEDULE_FIELDS = ("learning_rate", "clip_range", "clip_range_vf", "target_kl")
 #: Pickled fields that only carry training progress between ``learn`` calls: left unset, ``learn`` starts them
 #: afresh (the last observation, by resetting the environment; the episode statistics, empty). ``lr_schedule`` is
 #: rebuilt from ``learning_rate`` by ``_setup_model``, as in SB3's ``load``.
@@ -103,6 +103,7 @@ def _how_to_supply(field: str) -> str:
         "learning_rate": "custom_objects={'learning_rate': 0.0} (any number will do for predict)",
         "clip_range": "custom_objects={'clip_range': 0.2} (any number will do for predict)",
         "clip_range_vf": "custom_objects={'clip_range_vf': None}",
+        "target_kl": "custom_objects={'target_kl': 0.01} (any positive number will do for predict)",
         "observation_space": "env=... (an environment with that space) or custom_objects={'observation_space': ...}",
         "action_space": "env=... (an environment with that space) or custom_objects={'action_space': ...}",
     }

@@ -1,7 +1,7 @@
 """
-Learning rates and clip ranges in the ``data`` entry that SB3's ``save`` writes, read without unpickling: numbers as
-they are, SB3's schedule classes (written by SB3 ≥ 2.7) from the values their readable attributes print, rebuilt as
-the installed SB3's schedule of those values (:mod:`sb3_trpo_plugin.compat.schedules`).
+Learning rates, clip ranges and scheduled ``target_kl`` values in the ``data`` entry that SB3's ``save`` writes, read
+without unpickling: numbers as they are, SB3's schedule classes (written by SB3 ≥ 2.7) from the values their readable
+attributes print, rebuilt as the installed SB3's schedule of those values (:mod:`sb3_trpo_plugin.compat.schedules`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ _SCHEDULE_TEXT = {
 
 def schedule_from_data(entry: Any, where: str) -> float | Callable[[float], float] | None:
     """
-    A learning rate or clip range: a number as is; SB3's ``FloatSchedule``, ``ConstantSchedule`` and
+    A learning rate, clip range or scheduled ``target_kl``: a number as is; SB3's ``FloatSchedule``, ``ConstantSchedule`` and
     ``LinearSchedule`` (written by SB3 ≥ 2.7) from the values their readable attributes print, as the installed
     SB3's schedule of those values (:mod:`sb3_trpo_plugin.compat.schedules`).
 

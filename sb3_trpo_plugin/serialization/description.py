@@ -157,8 +157,9 @@ def encode_value(value: Any, where: str) -> Any:
     Encode a keyword-argument value as tagged JSON.
 
     Plain scalars, strings, lists and string-keyed dicts stay as they are (a dict is wrapped as
-    ``{"dict": ...}`` so no key can pass for a tag); tuples become ``{"tuple": [...]}`` and classes
-    ``{"class": "module:QualifiedName"}``.
+    ``{"dict": ...}`` so no key can pass for a tag); tuples become ``{"tuple": [...]}``, classes
+    ``{"class": "module:QualifiedName"}`` and SB3's schedule classes (a scheduled ``target_kl``)
+    ``{"schedule": ...}`` by their parameters (:func:`encode_learning_rate`).
 
     :param value: the value
     :param where: its name, for error messages
@@ -177,6 +178,8 @@ def encode_value(value: Any, where: str) -> Any:
         return {"dict": {key: encode_value(item, f"{where}[{key!r}]") for key, item in value.items()}}
     if isinstance(value, type):
         return {"class": class_reference(value)}
+    if schedule_parameters(unwrap_float_schedule(value)) is not None:
+        return {"schedule": encode_learning_rate(value, where)}
     raise UnsupportedValueError(f"{where} is a {type(value).__name__}, which has no JSON description")
 
 
@@ -200,6 +203,8 @@ def decode_value(encoded: Any, where: str) -> Any:
             return {key: decode_value(item, key) for key, item in content.items()}
         if tag == "class" and isinstance(content, str):
             return decode_class(content, where)
+        if tag == "schedule" and isinstance(content, dict):
+            return decode_learning_rate(content, where)
     raise UnsupportedValueError(f"{where}: malformed description entry {encoded!r}")
 
 
@@ -285,11 +290,12 @@ def decode_space(description: Mapping[str, Any]) -> spaces.Space:
     raise UnsupportedValueError(f"space type {kind!r} is not supported by safe loading")
 
 
-def encode_learning_rate(learning_rate: Any) -> Any:
+def encode_learning_rate(learning_rate: Any, where: str = "learning_rate") -> Any:
     """
     A number, or one of SB3's schedule classes by its parameters.
 
-    :param learning_rate: ``model.learning_rate``
+    :param learning_rate: ``model.learning_rate`` (or another keyword that takes a schedule)
+    :param where: its name, for error messages
     :return: ``float`` or ``{"schedule": "constant" | "linear", ...}``
     :raises UnsupportedValueError: for other callables
     """
@@ -303,16 +309,17 @@ def encode_learning_rate(learning_rate: Any) -> Any:
         start, end, end_fraction = described[1]
         return {"schedule": "linear", "start": start, "end": end, "end_fraction": end_fraction}
     raise UnsupportedValueError(
-        f"learning_rate is a {type(learning_rate).__name__}; only numbers and SB3's ConstantSchedule and "
+        f"{where} is a {type(learning_rate).__name__}; only numbers and SB3's ConstantSchedule and "
         "LinearSchedule (SB3 ≥ 2.7; older SB3's schedules are closures) have a JSON description"
     )
 
 
-def decode_learning_rate(encoded: Any) -> float | Callable[[float], float]:
+def decode_learning_rate(encoded: Any, where: str = "learning_rate") -> float | Callable[[float], float]:
     """
     Inverse of :func:`encode_learning_rate`.
 
     :param encoded: the JSON value
+    :param where: the keyword it belongs to, for error messages
     :return: a float or a schedule
     """
     if isinstance(encoded, (int, float)) and not isinstance(encoded, bool):
@@ -321,7 +328,7 @@ def decode_learning_rate(encoded: Any) -> float | Callable[[float], float]:
         return constant_schedule(float(encoded["value"]))
     if isinstance(encoded, dict) and encoded.get("schedule") == "linear":
         return linear_schedule(float(encoded["start"]), float(encoded["end"]), float(encoded["end_fraction"]))
-    raise UnsupportedValueError(f"learning_rate: malformed description entry {encoded!r}")
+    raise UnsupportedValueError(f"{where}: malformed description entry {encoded!r}")
 
 
 def _describe(encoder: Callable[..., Any], *arguments: Any) -> Any:

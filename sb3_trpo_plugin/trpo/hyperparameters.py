@@ -27,7 +27,8 @@ def _is_finite_number(value: Any) -> bool:
 
 #: ``name -> (is_valid, allowed range)`` of the keywords checked on construction.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "target_kl": (lambda v: v > 0, "> 0"),
+    # A schedule is checked at both ends of training here (:func:`check_schedule`) and at each update (:func:`scheduled`).
+    "target_kl": (lambda v: callable(v) or v > 0, "> 0 (or a schedule)"),
     "cg_max_steps": (lambda v: v >= 1, ">= 1"),
     "cg_damping": (lambda v: v >= 0, ">= 0"),
     "cg_residual_tol": (lambda v: v >= 0, ">= 0"),
@@ -75,6 +76,47 @@ def validate_hyperparameters(**values: Any) -> None:
             raise HyperparameterError(f"{name} must be finite and {allowed}, got {value!r}")
         if not is_valid(value):
             raise HyperparameterError(f"{name} must be {allowed}, got {value!r}")
+
+
+#: Keywords that take a schedule (a callable of the progress remaining, 1 at the start of ``learn()`` and 0 at its end).
+SCHEDULED = ("target_kl",)
+
+
+def scheduled(name: str, value: float | Callable[[float], float], progress_remaining: float) -> float:
+    """
+    The value of a keyword that may be a schedule, at ``progress_remaining``; a schedule's value is checked against the
+    keyword's range.
+
+    :param name: the keyword (one of :data:`SCHEDULED`)
+    :param value: a number, or a schedule
+    :param progress_remaining: 1 at the start of ``learn()``, 0 at its end
+    :return: the number
+    :raises HyperparameterError: when a schedule gives a value out of range
+    """
+    if not callable(value):
+        return float(value)
+    current = value(progress_remaining)
+    is_valid, allowed = RULES[name]
+    if not (_is_finite_number(current) and is_valid(current)):
+        raise HyperparameterError(
+            f"{name}'s schedule gave {current!r} at progress_remaining={progress_remaining!r}; each of its values must be "
+            f"finite and {allowed.removesuffix(' (or a schedule)')} (e.g. SB3's LinearSchedule(start, end, end_fraction) "
+            "with end > 0)"
+        )
+    return float(current)
+
+
+def check_schedule(name: str, value: Any) -> None:
+    """
+    Check a scheduled keyword at both ends of training, so that a schedule that leaves the range (e.g. one decaying to
+    0) is refused on construction rather than at the last update; each update checks its own value again.
+
+    :param name: the keyword (one of :data:`SCHEDULED`)
+    :param value: a number (nothing to do), or a schedule
+    """
+    if callable(value):
+        for progress_remaining in (1.0, 0.0):
+            scheduled(name, value, progress_remaining)
 
 
 def check_buffer_size(

@@ -222,7 +222,13 @@ class PolicyStep:
         gradient_norm = float(torch.linalg.vector_norm(model.gradient))
         action_std = mean_action_std(model.old_distribution)
         no_step = PolicyStepStats(
-            model.objective, 0.0, accepted=False, gradient_norm=gradient_norm, action_std=action_std, entropy=model.entropy
+            model.objective,
+            0.0,
+            accepted=False,
+            gradient_norm=gradient_norm,
+            action_std=action_std,
+            entropy=model.entropy,
+            target_kl=settings.target_kl,
         )
         if not (math.isfinite(gradient_norm) and math.isfinite(model.objective)):
             return dataclasses.replace(no_step, non_finite=True)
@@ -254,6 +260,7 @@ class PolicyStep:
             action_std=action_std,
             cg_status=cg_status,
             entropy=model.entropy,
+            target_kl=settings.target_kl,
         )
 
     def linearize(self, batch: PolicyBatch) -> LinearizedPolicy:

@@ -21,7 +21,8 @@ class PolicyStepStats:
     ``objective`` is what the line search maximises (the surrogate, plus ``c·H̄`` with an entropy bonus) at the
     accepted step, or at ``θ_old`` when no step was taken; ``entropy`` is ``H̄(π_old)``; ``cg_status`` is the
     position of the conjugate gradient's :class:`~sb3_trpo_plugin.trust_region.ConjugateGradientStatus` in
-    :data:`CG_STATUSES` (``-1`` when it did not run: a non-finite objective or gradient).
+    :data:`CG_STATUSES` (``-1`` when it did not run: a non-finite objective or gradient); ``target_kl`` is the radius
+    ``δ`` the step was bounded by (a scheduled ``target_kl``'s value at this update).
     """
 
     objective: float
@@ -39,6 +40,7 @@ class PolicyStepStats:
     action_std: float = float("nan")
     cg_status: int = -1
     entropy: float = float("nan")
+    target_kl: float = float("nan")
 
     @property
     def cg_status_name(self) -> str:

@@ -47,7 +47,9 @@ from sb3_trpo_plugin.trpo.critic_pipeline import CriticPipeline, pipelined_fit
 from sb3_trpo_plugin.trpo.hyperparameters import (
     HyperparameterError,
     check_buffer_size,
+    check_schedule,
     explain_ppo_keywords,
+    scheduled,
     validate_hyperparameters,
 )
 from sb3_trpo_plugin.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -115,7 +117,10 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     :param target_kl: Trust-region radius ``δ``: the largest mean KL divergence between the old and the
         new policy that a step may reach. Values like 0.01, 0.05. As in sb3-contrib (and so in rl-zoo3's
         tuned values), on Box and MultiBinary action spaces the KL is averaged over the ``d`` action
-        dimensions: the KL of the joint action distribution is bounded by ``d · target_kl``
+        dimensions: the KL of the joint action distribution is bounded by ``d · target_kl``. It can be a function of
+        the progress remaining (1 at the start of ``learn()``, 0 at its end), as PPO's ``clip_range``: e.g. SB3's
+        ``LinearSchedule(0.01, 0.0025, 1.0)`` narrows the trust region from 0.01 to 0.0025 over training. Each of its
+        values must be > 0 (checked on construction at both ends of training, and at each update)
     :param sub_sampling_factor: Use every k-th sample of the (shuffled) batch for the policy step, to make it
         faster (see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf); the critic uses all.
         As in sb3-contrib, the advantages are normalised over the sub-sample
@@ -177,7 +182,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         normalize_advantage: bool = True,
-        target_kl: float = 0.01,
+        target_kl: float | Schedule = 0.01,
         sub_sampling_factor: int = 1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -208,6 +213,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             fisher_product=fisher_product,
             fisher_sub_sampling_factor=fisher_sub_sampling_factor,
         )
+        check_schedule("target_kl", target_kl)
         super().__init__(
             policy,
             env,
@@ -319,10 +325,18 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         :param reductions: how a process's batch statistics become the whole batch's (identity on one process)
         :return: the step, ready to take on a batch
         """
-        settings = TrustRegionSettings(
-            **{field.name: getattr(self, field.name) for field in dataclasses.fields(TrustRegionSettings)}
-        )
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(TrustRegionSettings)}
+        settings = TrustRegionSettings(**{**values, "target_kl": self.current_target_kl()})
         return self.policy_step_class(self.policy, self._actor_params, settings, reductions)
+
+    def current_target_kl(self) -> float:
+        """
+        The trust-region radius ``δ`` of the next update: ``target_kl``, or its schedule's value at the progress
+        remaining (recorded as ``train/target_kl``).
+
+        :return: ``δ``
+        """
+        return scheduled("target_kl", self.target_kl, self._current_progress_remaining)
 
     def _policy_batch(self, rollout: Rollout, reductions: BatchReductions = ONE_PROCESS) -> PolicyBatch:
         """Every ``sub_sampling_factor``-th sample of the rollout, then its advantages z-scored (sb3-contrib's order)."""

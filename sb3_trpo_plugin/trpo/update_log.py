@@ -38,6 +38,7 @@ def record_update(model: OnPolicyAlgorithm, step: PolicyStepStats, value_loss: f
     record("train/line_search_steps", step.line_search_steps)
     record("train/step_fraction", step.step_fraction)
     record("train/max_step_size", step.max_step_size)
+    record("train/target_kl", step.target_kl)
     record("train/cg_steps", step.cg_steps)
     record("train/cg_residual", step.cg_residual)
     record("train/cg_status", step.cg_status_name, exclude="tensorboard")
