@@ -14,7 +14,8 @@ one process and one torch thread per run, ``--jobs`` runs at a time, seed by see
 leaves every change with as many seeds as the others, give or take one). Finished runs are skipped: run again to resume.
 
 Hopper-v5's screen asks another question the same way: most runs reach 3250-3680 by 300-400k steps and several fall
-after, so its changes run the whole 1M steps and a run counts if it still returns 3000 at the end. Ant-v5's asks
+after, so its changes run the whole 1M steps and a run counts if it still returns 3000 at the end (its last round
+narrows the trust region over training: ``target_kl`` as a schedule). Ant-v5's asks
 whether a change makes runs reach 4000 at 1M steps (rl-zoo3's settings: six runs of fifteen).
 
 Usage: ``python -m benchmarks.screen_v5 run --env Swimmer-v5 [--jobs 2] [--changes NAME ...] [--seeds ...]``, then
@@ -35,6 +36,7 @@ from typing import Any
 
 from benchmarks.launch import ROOT, Run, module_command, run_pool
 from benchmarks.learning_setup import Preset, load_preset
+from sb3_trpo_plugin.compat.schedules import linear_schedule
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,14 @@ SCREENS: dict[str, Screen] = {
                 "the slower critic, a fall costing more: gamma 0.999",
                 kwargs={"learning_rate": 1e-4, "gamma": 0.999},
                 normalize_kwargs={"gamma": 0.999},
+            ),
+            "critic_lr_1e-4_target_kl_to_0.0025": Change(
+                "the slower critic, the trust region narrowing from 0.01 to 0.0025 over training",
+                kwargs={"learning_rate": 1e-4, "target_kl": linear_schedule(0.01, 0.0025, 1.0)},
+            ),
+            "critic_lr_1e-4_target_kl_to_0.001": Change(
+                "the slower critic, the trust region narrowing from 0.01 to 0.001 over training",
+                kwargs={"learning_rate": 1e-4, "target_kl": linear_schedule(0.01, 0.001, 1.0)},
             ),
         },
         seeds=tuple(range(300, 306)),
