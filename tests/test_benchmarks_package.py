@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,3 +91,27 @@ def test_run_pool_runs_each_command_at_most_jobs_at_a_time_and_names_the_failure
     assert (tmp_path / "a.done").exists() and (tmp_path / "c.done").exists() and not (tmp_path / "bad.done").exists()
     with pytest.raises(ValueError, match="at least 1"):
         run_pool(runs, jobs=0)
+    assert not list(tmp_path.glob("*.claim"))  # each claim removed when its run ended, failed or not
+
+
+def test_run_pool_skips_a_run_that_a_live_process_claims_and_takes_over_a_stale_claim(tmp_path: Path) -> None:
+    from benchmarks.launch import Run, run_pool
+
+    def run(name: str) -> Run:
+        result = tmp_path / f"{name}.done"
+        return Run(name, [sys.executable, "-c", f"open({str(result)!r}, 'w').close()"], result)
+
+    busy, stale = run("busy"), run("stale")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    try:
+        busy.claim.write_text(str(sleeper.pid))  # another pool's run, in progress
+        stale.claim.write_text(str(finished.pid))  # a pool that died mid-run
+        assert run_pool([busy, stale], jobs=2) == []
+        assert not busy.result.exists() and busy.claim.read_text() == str(sleeper.pid)  # left to its process
+        assert stale.result.exists() and not stale.claim.exists()  # run here, its claim released
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert run_pool([busy], jobs=1) == [] and busy.result.exists()  # its process gone: the claim is stale
