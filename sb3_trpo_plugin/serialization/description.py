@@ -9,7 +9,7 @@ description written here holds the same information in plain JSON:
 * classes as ``"module:QualifiedName"`` references, resolved on loading only from a fixed list of
   modules and only to subclasses of the expected base (:func:`decode_class`);
 * tuples, dicts and scalars of ``policy_kwargs`` tagged so they come back with their types;
-* the learning rate as a number or one of SB3's schedule classes, by their parameters.
+* the learning rate and a scheduled ``target_kl`` as a number or one of SB3's schedule classes, by their parameters.
 
 What cannot be described (a lambda, a custom class) is recorded as ``{"unsupported": reason}``; the
 save still succeeds (``TRPO.load`` can read it), and :func:`~sb3_trpo_plugin.safe_load` refuses it
