@@ -64,6 +64,10 @@ FINITE = frozenset(
 )
 
 
+#: Keywords that take a schedule (a callable of the progress remaining, 1 at the start of ``learn()`` and 0 at its end).
+SCHEDULED = ("target_kl",)
+
+
 def validate_hyperparameters(**values: Any) -> None:
     """
     Raise :class:`HyperparameterError` naming the parameter and its allowed range for an out-of-range value.
@@ -76,10 +80,8 @@ def validate_hyperparameters(**values: Any) -> None:
             raise HyperparameterError(f"{name} must be finite and {allowed}, got {value!r}")
         if not is_valid(value):
             raise HyperparameterError(f"{name} must be {allowed}, got {value!r}")
-
-
-#: Keywords that take a schedule (a callable of the progress remaining, 1 at the start of ``learn()`` and 0 at its end).
-SCHEDULED = ("target_kl",)
+        if name in SCHEDULED:
+            check_schedule(name, value)
 
 
 def scheduled(name: str, value: float | Callable[[float], float], progress_remaining: float) -> float:

@@ -47,7 +47,6 @@ from sb3_trpo_plugin.trpo.critic_pipeline import CriticPipeline, pipelined_fit
 from sb3_trpo_plugin.trpo.hyperparameters import (
     HyperparameterError,
     check_buffer_size,
-    check_schedule,
     explain_ppo_keywords,
     scheduled,
     validate_hyperparameters,
@@ -91,8 +90,7 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy, or an
         ``ActorCriticPolicy`` subclass)
     :param env: The environment to learn from (if registered in Gym, can be str)
-    :param learning_rate: The learning rate of the critic's optimiser; it can be a function of the
-        current progress remaining (from 1 to 0)
+    :param learning_rate: The learning rate of the critic's optimiser; it can be a function of the progress remaining (1 to 0)
     :param n_steps: The number of steps to run for each environment per update
         (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel).
         ``n_steps * n_envs`` must be greater than 1 when advantages are normalised
@@ -117,10 +115,8 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
     :param target_kl: Trust-region radius ``δ``: the largest mean KL divergence between the old and the
         new policy that a step may reach. Values like 0.01, 0.05. As in sb3-contrib (and so in rl-zoo3's
         tuned values), on Box and MultiBinary action spaces the KL is averaged over the ``d`` action
-        dimensions: the KL of the joint action distribution is bounded by ``d · target_kl``. It can be a function of
-        the progress remaining (1 at the start of ``learn()``, 0 at its end), as PPO's ``clip_range``: e.g. SB3's
-        ``LinearSchedule(0.01, 0.0025, 1.0)`` narrows the trust region from 0.01 to 0.0025 over training. Each of its
-        values must be > 0 (checked on construction at both ends of training, and at each update)
+        dimensions: the KL of the joint action distribution is bounded by ``d · target_kl``. A schedule of the progress
+        remaining (as PPO's ``clip_range``; e.g. SB3's ``LinearSchedule(0.01, 0.0025, 1.0)``) must stay > 0
     :param sub_sampling_factor: Use every k-th sample of the (shuffled) batch for the policy step, to make it
         faster (see p40-42 of John Schulman's thesis http://joschu.net/docs/thesis.pdf); the critic uses all.
         As in sb3-contrib, the advantages are normalised over the sub-sample
@@ -213,7 +209,6 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
             fisher_product=fisher_product,
             fisher_sub_sampling_factor=fisher_sub_sampling_factor,
         )
-        check_schedule("target_kl", target_kl)
         super().__init__(
             policy,
             env,
@@ -320,23 +315,14 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
 
     def make_policy_step(self, reductions: BatchReductions = ONE_PROCESS) -> PolicyStep:
         """
-        The policy step with the current hyperparameters.
+        The policy step with the current hyperparameters (a scheduled ``target_kl`` at the progress remaining).
 
         :param reductions: how a process's batch statistics become the whole batch's (identity on one process)
         :return: the step, ready to take on a batch
         """
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(TrustRegionSettings)}
-        settings = TrustRegionSettings(**{**values, "target_kl": self.current_target_kl()})
-        return self.policy_step_class(self.policy, self._actor_params, settings, reductions)
-
-    def current_target_kl(self) -> float:
-        """
-        The trust-region radius ``δ`` of the next update: ``target_kl``, or its schedule's value at the progress
-        remaining (recorded as ``train/target_kl``).
-
-        :return: ``δ``
-        """
-        return scheduled("target_kl", self.target_kl, self._current_progress_remaining)
+        values["target_kl"] = scheduled("target_kl", self.target_kl, self._current_progress_remaining)
+        return self.policy_step_class(self.policy, self._actor_params, TrustRegionSettings(**values), reductions)
 
     def _policy_batch(self, rollout: Rollout, reductions: BatchReductions = ONE_PROCESS) -> PolicyBatch:
         """Every ``sub_sampling_factor``-th sample of the rollout, then its advantages z-scored (sb3-contrib's order)."""
@@ -472,10 +458,10 @@ class TRPO(DataParallelOnPolicyAlgorithm):  # an OnPolicyAlgorithm that also run
         :param device: device of the loaded tensors
         """
         self._await_critic()  # a fit in flight must not overwrite what is loaded
-        params: dict[str, Any] = (
+        params: dict[str, Any] = (  # as SB3's set_parameters
             load_path_or_dict
             if isinstance(load_path_or_dict, dict)
-            else load_from_zip_file(load_path_or_dict, device=device, load_data=False)[1] or {}  # as SB3's set_parameters
+            else load_from_zip_file(load_path_or_dict, device=device, load_data=False)[1] or {}
         )
         params = with_critic_optimizer_state(self.policy, self._critic_params, params)
         super().set_parameters(params, exact_match=exact_match, device=device)
