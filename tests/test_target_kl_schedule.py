@@ -11,7 +11,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_trpo_plugin import TRPO, safe_load
+from sb3_trpo_plugin import TRPO, MaskableTRPO, RecurrentTRPO, safe_load
 from sb3_trpo_plugin.compat.schedules import SCHEDULE_CLASSES, constant_schedule, linear_schedule
 from sb3_trpo_plugin.loading import UnsafeModelFileError
 from sb3_trpo_plugin.trpo.hyperparameters import HyperparameterError
@@ -53,6 +53,19 @@ def test_each_update_takes_the_schedules_radius() -> None:
     radii = [row[1] for row in log.rows]
     assert radii == sorted(radii, reverse=True) and radii[0] > 2 * radii[-1]
     assert model.target_kl is schedule  # kept as given, as SB3 keeps learning_rate
+
+
+@pytest.mark.parametrize("algorithm", [MaskableTRPO, RecurrentTRPO])
+def test_the_variants_take_the_schedule_through_the_same_policy_step(algorithm: type[TRPO]) -> None:
+    schedule = linear_schedule(0.02, 0.004, 1.0)
+    policy = "MlpLstmPolicy" if algorithm is RecurrentTRPO else "MlpPolicy"
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=5)
+    model = algorithm(policy, env, target_kl=schedule, n_steps=64, batch_size=32, n_critic_updates=2, seed=5)
+    log = UpdateLog()
+    model.learn(64 * 2 * 4, callback=log, **({"use_masking": False} if algorithm is MaskableTRPO else {}))
+    assert len(log.rows) == 3
+    for progress, target_kl, kl, _ in log.rows:
+        assert target_kl == pytest.approx(schedule(progress), rel=1e-12) and kl <= target_kl
 
 
 def test_a_constant_schedule_trains_as_the_number() -> None:

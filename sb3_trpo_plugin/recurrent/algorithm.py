@@ -89,7 +89,8 @@ class RecurrentTRPO(TRPO, RecurrentOnPolicyAlgorithm):  # below TRPO's rollout c
         subclass); ``None`` chooses by the observation space
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
     :param normalize_advantage: Whether to normalise the advantages (z-score over the valid steps of the batch)
-    :param target_kl: Trust-region radius ``δ``: the largest mean KL divergence between the old and the new policy
+    :param target_kl: Trust-region radius ``δ``: the largest mean KL divergence between the old and the new policy (a
+        number, or a schedule of the progress remaining, as for :class:`~sb3_trpo_plugin.TRPO`)
     :param sub_sampling_factor: Use every k-th sequence of the batch for the policy step; the critic uses all
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
