@@ -32,3 +32,5 @@ run --envs Hopper-v5 Walker2d-v5 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
 run --envs HalfCheetah-v5 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
 # 7. Ten more seeds of both TRPOs on HalfCheetah-v5 (docs/benchmarks.md, "Twenty seeds on HalfCheetah-v5").
 run --envs HalfCheetah-v5 --algos trpo sb3_contrib_trpo --seeds 10 11 12 13 14 15 16 17 18 19
+# 8. Ten seeds of both TRPOs on Swimmer-v5 (docs/benchmarks.md, "Ten seeds on Swimmer-v5").
+run --envs Swimmer-v5 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
