@@ -129,8 +129,8 @@ _PACKAGE_TUNED: dict[str, Preset] = {
         source=PACKAGE_TUNED,
         env_kwargs={"include_cfrc_ext_in_observation": False},
     ),
-    # rl-zoo3's Swimmer-v4 values with a longer GAE horizon: with 0.95 about a third of the seeds stay in a slow gait
-    # (133-264 at 1M steps, both TRPOs); 0.99 escaped on 7 of 8 seeds of a screen, then on ten unseen seeds at 1M steps
+    # rl-zoo3's Swimmer-v4 values with a longer GAE horizon: with 0.95 9 of 20 runs stay in a slow gait (108-281 at 1M
+    # steps, ten seeds of each TRPO); 0.99 escaped on 7 of 8 seeds of a screen, then on ten unseen seeds at 1M steps
     # (359.6 ± 1.3; published TRPO: 359 ± 2).
     "Swimmer-v5": Preset(
         n_timesteps=1_000_000,
