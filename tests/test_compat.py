@@ -27,7 +27,7 @@ from sb3_trpo_plugin.compat.schedules import (
 from sb3_trpo_plugin.loading import UnsafeModelFileError
 from sb3_trpo_plugin.loading.sb3_schedules import schedule_from_data
 from sb3_trpo_plugin.rollout.advantages import compute_returns_and_advantage
-from sb3_trpo_plugin.serialization.description import UnsupportedValueError, decode_learning_rate, encode_learning_rate
+from sb3_trpo_plugin.serialization.description import UnsupportedValueError, decode_schedule, encode_schedule
 
 PROGRESS = (1.0, 0.9, 0.75, 0.5, 0.25, 0.0)
 
@@ -55,12 +55,12 @@ def test_descriptions_of_schedules_round_trip_where_sb3_has_classes() -> None:
     if not SCHEDULE_CLASSES:
         assert schedule_parameters(linear) is None
         with pytest.raises(UnsupportedValueError, match=r"SB3 ≥ 2.7; older SB3's schedules are closures"):
-            encode_learning_rate(linear)
+            encode_schedule(linear)
         return
     assert schedule_parameters(linear) == ("linear", (1e-3, 1e-4, 0.5))
-    assert encode_learning_rate(sb3_utils.FloatSchedule(linear)) == encode_learning_rate(linear)
+    assert encode_schedule(sb3_utils.FloatSchedule(linear)) == encode_schedule(linear)
     assert unwrap_float_schedule(sb3_utils.FloatSchedule(linear)) is linear
-    decoded = decode_learning_rate(encode_learning_rate(linear))
+    decoded = decode_schedule(encode_schedule(linear))
     assert [decoded(p) for p in PROGRESS] == [linear(p) for p in PROGRESS]  # type: ignore[operator]
 
 

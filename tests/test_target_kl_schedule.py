@@ -82,7 +82,7 @@ def test_a_constant_schedule_trains_as_the_number() -> None:
 def test_the_schedule_bounds_the_full_step() -> None:
     """β = sqrt(2δ / xᵀFx): with the quadratic KL model a quarter of δ gives half the largest step."""
     sizes = []
-    for target_kl in (0.02, linear_schedule(0.005, 0.005, 1.0) if SCHEDULE_CLASSES else constant_schedule(0.005)):
+    for target_kl in (0.02, linear_schedule(0.005, 0.005, 1.0)):
         model = TRPO("MlpPolicy", pendulum(), target_kl=target_kl, **KWARGS)
         model.learn(64 * 2)
         sizes.append(model.logger.name_to_value["train/max_step_size"])

@@ -38,7 +38,7 @@ from sb3_trpo_plugin.serialization.description import (
     STATE,
     UnsupportedValueError,
     decode_class,
-    decode_learning_rate,
+    decode_schedule,
     decode_space,
     decode_value,
     hyperparameter_names,
@@ -111,7 +111,7 @@ def _decoded(
         if key in ("observation_space", "action_space"):
             return decode_space(encoded)
         if key == "learning_rate":
-            return decode_learning_rate(encoded)
+            return decode_schedule(encoded)
         if key == "policy_class":
             return decode_class(encoded["class"], policy_role)
         return decode_value(encoded, key)

@@ -159,7 +159,7 @@ def encode_value(value: Any, where: str) -> Any:
     Plain scalars, strings, lists and string-keyed dicts stay as they are (a dict is wrapped as
     ``{"dict": ...}`` so no key can pass for a tag); tuples become ``{"tuple": [...]}``, classes
     ``{"class": "module:QualifiedName"}`` and SB3's schedule classes (a scheduled ``target_kl``)
-    ``{"schedule": ...}`` by their parameters (:func:`encode_learning_rate`).
+    ``{"schedule": ...}`` by their parameters (:func:`encode_schedule`).
 
     :param value: the value
     :param where: its name, for error messages
@@ -179,7 +179,7 @@ def encode_value(value: Any, where: str) -> Any:
     if isinstance(value, type):
         return {"class": class_reference(value)}
     if schedule_parameters(unwrap_float_schedule(value)) is not None:
-        return {"schedule": encode_learning_rate(value, where)}
+        return {"schedule": encode_schedule(value, where)}
     raise UnsupportedValueError(f"{where} is a {type(value).__name__}, which has no JSON description")
 
 
@@ -204,7 +204,7 @@ def decode_value(encoded: Any, where: str) -> Any:
         if tag == "class" and isinstance(content, str):
             return decode_class(content, where)
         if tag == "schedule" and isinstance(content, dict):
-            return decode_learning_rate(content, where)
+            return decode_schedule(content, where)
     raise UnsupportedValueError(f"{where}: malformed description entry {encoded!r}")
 
 
@@ -290,33 +290,33 @@ def decode_space(description: Mapping[str, Any]) -> spaces.Space:
     raise UnsupportedValueError(f"space type {kind!r} is not supported by safe loading")
 
 
-def encode_learning_rate(learning_rate: Any, where: str = "learning_rate") -> Any:
+def encode_schedule(value: Any, where: str = "learning_rate") -> Any:
     """
     A number, or one of SB3's schedule classes by its parameters.
 
-    :param learning_rate: ``model.learning_rate`` (or another keyword that takes a schedule)
+    :param value: ``model.learning_rate``, or another keyword that takes a schedule (a scheduled ``target_kl``)
     :param where: its name, for error messages
     :return: ``float`` or ``{"schedule": "constant" | "linear", ...}``
     :raises UnsupportedValueError: for other callables
     """
-    learning_rate = unwrap_float_schedule(learning_rate)
-    if isinstance(learning_rate, (int, float, np.floating)) and not isinstance(learning_rate, bool):
-        return float(learning_rate)
-    described = schedule_parameters(learning_rate)
+    value = unwrap_float_schedule(value)
+    if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    described = schedule_parameters(value)
     if described is not None and described[0] == "constant":
         return {"schedule": "constant", "value": described[1][0]}
     if described is not None:
         start, end, end_fraction = described[1]
         return {"schedule": "linear", "start": start, "end": end, "end_fraction": end_fraction}
     raise UnsupportedValueError(
-        f"{where} is a {type(learning_rate).__name__}; only numbers and SB3's ConstantSchedule and "
+        f"{where} is a {type(value).__name__}; only numbers and SB3's ConstantSchedule and "
         "LinearSchedule (SB3 ≥ 2.7; older SB3's schedules are closures) have a JSON description"
     )
 
 
-def decode_learning_rate(encoded: Any, where: str = "learning_rate") -> float | Callable[[float], float]:
+def decode_schedule(encoded: Any, where: str = "learning_rate") -> float | Callable[[float], float]:
     """
-    Inverse of :func:`encode_learning_rate`.
+    Inverse of :func:`encode_schedule`.
 
     :param encoded: the JSON value
     :param where: the keyword it belongs to, for error messages
@@ -365,7 +365,7 @@ def describe_model(model: Any) -> dict[str, Any]:
         },
         "observation_space": _describe(encode_space, model.observation_space),
         "action_space": _describe(encode_space, model.action_space),
-        "learning_rate": _describe(encode_learning_rate, model.learning_rate),
+        "learning_rate": _describe(encode_schedule, model.learning_rate),
         "rollout_buffer_class": _describe(encode_value, model.rollout_buffer_class, "rollout_buffer_class"),
         "rollout_buffer_kwargs": _describe(encode_value, model.rollout_buffer_kwargs, "rollout_buffer_kwargs"),
         "hyperparameters": {
