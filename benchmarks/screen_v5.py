@@ -137,7 +137,9 @@ SCREENS: dict[str, Screen] = {
     # second round (docs/benchmarks.md, "Hopper-v5 slower-critic screen") varies around the first round's best, the
     # critic's learning rate at 3e-4: slower still, and the same critic with a smaller policy step. The third
     # (docs/benchmarks.md, "Hopper-v5 horizon screen") aims at the late swings between a hopping and a falling policy:
-    # a longer discount horizon, so that the critic and the advantages see the whole cost of a fall.
+    # a longer discount horizon, so that the critic and the advantages see the whole cost of a fall. The fourth narrows
+    # the trust region over training; the fifth (docs/benchmarks.md, "Hopper-v5 entropy screen") keeps the policy's
+    # noise from collapsing with an entropy bonus, so that the hop it learns holds under perturbed actions.
     "Hopper-v5": Screen(
         "Hopper-v5",
         {
@@ -167,6 +169,18 @@ SCREENS: dict[str, Screen] = {
             "critic_lr_1e-4_target_kl_to_0.001": Change(
                 "the slower critic, the trust region narrowing from 0.01 to 0.001 over training",
                 kwargs={"learning_rate": 1e-4, "target_kl": linear_schedule(0.01, 0.001, 1.0)},
+            ),
+            "critic_lr_1e-4_ent_coef_0.001": Change(
+                "the slower critic, an entropy bonus keeping the policy's noise: ent_coef 0.001",
+                kwargs={"learning_rate": 1e-4, "ent_coef": 0.001},
+            ),
+            "critic_lr_1e-4_ent_coef_0.003": Change(
+                "the slower critic, an entropy bonus keeping the policy's noise: ent_coef 0.003",
+                kwargs={"learning_rate": 1e-4, "ent_coef": 0.003},
+            ),
+            "critic_lr_1e-4_ent_coef_0.01": Change(
+                "the slower critic, an entropy bonus keeping the policy's noise: ent_coef 0.01",
+                kwargs={"learning_rate": 1e-4, "ent_coef": 0.01},
             ),
         },
         seeds=tuple(range(300, 306)),
