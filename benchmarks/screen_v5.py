@@ -14,8 +14,8 @@ one process and one torch thread per run, ``--jobs`` runs at a time, seed by see
 leaves every change with as many seeds as the others, give or take one). Finished runs are skipped: run again to resume.
 
 Hopper-v5's screen asks another question the same way: most runs reach 3250-3680 by 300-400k steps and several fall
-after, so its changes run the whole 1M steps and a run counts if it still returns 3000 at the end (its last round
-narrows the trust region over training: ``target_kl`` as a schedule). Ant-v5's asks
+after, so its changes run the whole 1M steps and a run counts if it still returns 3000 at the end (its fourth round
+narrows the trust region over training, ``target_kl`` as a schedule; its fifth adds an entropy bonus). Ant-v5's asks
 whether a change makes runs reach 4000 at 1M steps (rl-zoo3's settings: six runs of fifteen).
 
 Usage: ``python -m benchmarks.screen_v5 run --env Swimmer-v5 [--jobs 2] [--changes NAME ...] [--seeds ...]``, then
