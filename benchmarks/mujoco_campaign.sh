@@ -34,3 +34,6 @@ run --envs HalfCheetah-v5 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
 run --envs HalfCheetah-v5 --algos trpo sb3_contrib_trpo --seeds 10 11 12 13 14 15 16 17 18 19
 # 8. Ten seeds of both TRPOs on Swimmer-v5 (docs/benchmarks.md, "Ten seeds on Swimmer-v5").
 run --envs Swimmer-v5 --algos trpo sb3_contrib_trpo --seeds 5 6 7 8 9
+# 9. Seven seeds of both TRPOs on Humanoid-v5 at 2M steps (docs/benchmarks.md, "Humanoid-v5 at 2M steps").
+"$PY" -m benchmarks.learning run --jobs "$JOBS" --results "$R" --timesteps 2000000 --envs Humanoid-v5 \
+    --algos trpo sb3_contrib_trpo --seeds 5 6
