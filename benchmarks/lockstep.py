@@ -69,7 +69,8 @@ class SB3ContribOrder(OneProcess):
         return torch.as_tensor(self.position_of[np.random.permutation(n_rows)], device=device), batch_size
 
 
-def _flat(policy: Any, names: list[str]) -> torch.Tensor:
+def flat_state(policy: Any, names: list[str]) -> torch.Tensor:
+    """:return: the policy's state-dict entries ``names``, flattened into one float64 vector in that order"""
     state = policy.state_dict()
     return torch.cat([state[name].flatten().double() for name in names])
 
@@ -96,7 +97,7 @@ class LockStep(BaseCallback):
         assert isinstance(leader, OnPolicyAlgorithm)  # sb3-contrib's TRPO
         names = list(leader.policy.state_dict())
         critic_names = [n for n in names if "value" in n]  # SB3's MlpPolicy: mlp_extractor.value_net, value_net
-        before = _flat(leader.policy, names)
+        before = flat_state(leader.policy, names)
         numpy_state, torch_state = np.random.get_state(), torch.get_rng_state()
         first = np.random.permutation(leader.rollout_buffer.buffer_size * leader.rollout_buffer.n_envs)
         after, logged, adam = {}, {}, {}
@@ -120,7 +121,7 @@ class LockStep(BaseCallback):
             follower.batch_reductions = lambda first=first: SB3ContribOrder(first)  # type: ignore[method-assign, assignment, misc]
             np.random.set_state(numpy_state)  # the permutations sb3-contrib's train() is about to draw
             follower.train()
-            after[mode] = _flat(follower.policy, names)
+            after[mode] = flat_state(follower.policy, names)
             logged[mode] = dict(follower.logger.name_to_value)
             follower.logger.dump(0)
             parameters = dict(follower.policy.named_parameters())
@@ -136,7 +137,7 @@ class LockStep(BaseCallback):
         names = pending["names"]
         sizes = {n: t.numel() for n, t in leader.policy.state_dict().items()}
         is_actor = torch.cat([torch.full((sizes[n],), "value" not in n, dtype=torch.bool) for n in names])
-        before, theirs = pending["before"], _flat(leader.policy, names)
+        before, theirs = pending["before"], flat_state(leader.policy, names)
         their_step, critic_change = (theirs - before)[is_actor], (theirs - before)[~is_actor].abs().max()
         row: dict[str, float] = {"update": float(leader._n_updates), "timesteps": float(leader.num_timesteps)}
         for key in LOGGED:

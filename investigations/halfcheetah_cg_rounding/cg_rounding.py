@@ -42,6 +42,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from benchmarks.learning_setup import load_preset, make_envs, make_model
+from benchmarks.lockstep import flat_state
 from sb3_trpo_plugin import TRPO
 from sb3_trpo_plugin.trust_region.conjugate_gradient import conjugate_gradient
 
@@ -70,11 +71,6 @@ def actor_names(model: TRPO) -> list[str]:
     """The state-dict names of the actor's parameters, in the order of this TRPO's flat vectors."""
     names = {id(p): name for name, p in model.policy.named_parameters()}
     return [names[id(p)] for p in model._actor_params]
-
-
-def flat_state(policy: Any, names: list[str]) -> torch.Tensor:
-    state = policy.state_dict()
-    return torch.cat([state[name].flatten().double() for name in names])
 
 
 def directions(
